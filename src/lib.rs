@@ -1,0 +1,3 @@
+//! mlgate: placeholder while the core is written.
+#[cfg(target_arch = "wasm32")]
+mod filter;

@@ -1,0 +1,1 @@
+//! mlgate-harness: placeholder.
