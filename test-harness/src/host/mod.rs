@@ -1,0 +1,1 @@
+//! placeholder: the wasmtime proxy-wasm host.
