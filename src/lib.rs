@@ -1,3 +1,23 @@
-//! mlgate: placeholder while the core is written.
+//! mlgate: enterprise identity in front of machine-learning endpoints, as a proxy-wasm filter.
+//!
+//! The core (everything but `filter`) is pure Rust: it never calls the host and never panics.
+//! `filter` is the one adapter that talks to the proxy-wasm host; it is compiled for wasm32 only,
+//! so the core is unit-tested natively with `cargo test`.
+
+pub mod audit;
+pub mod claims;
+pub mod config;
+pub mod crypto;
+pub mod decision;
+pub mod gate;
+pub mod jwks;
+pub mod policy;
+pub mod strict_json;
+pub mod token;
+pub mod verify;
+
+#[cfg(test)]
+mod testing;
+
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -16,8 +16,12 @@ impl RootContext for Root {
         log::info!("stub configured with {} bytes", cfg.len());
         !cfg.is_empty()
     }
-    fn get_type(&self) -> Option<ContextType> { Some(ContextType::HttpContext) }
-    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> { Some(Box::new(Req)) }
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+    fn create_http_context(&self, _id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Req))
+    }
 }
 struct Req;
 impl Context for Req {}

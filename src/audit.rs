@@ -1,0 +1,138 @@
+//! The audit record of one decision, and metric names.
+//!
+//! A record names the caller (principal, tenant, app), the route, the model and the reason. It
+//! never holds a token: only the first 16 hex digits of the token's SHA-256, and its `jti`.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::decision::Reason;
+
+/// What became of the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// A valid token satisfied the route's rules.
+    Allowed,
+    /// The route is anonymous, or unmatched requests are let through.
+    Passed,
+    /// Refused.
+    Denied,
+    /// Dry-run: would have been refused, was let through.
+    WouldDeny,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Passed => "passed",
+            Outcome::Denied => "denied",
+            Outcome::WouldDeny => "would_deny",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Audit {
+    pub decision: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_sha256: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+impl Audit {
+    pub fn new(decision: Outcome) -> Audit {
+        Audit {
+            decision,
+            reason: None,
+            route: None,
+            provider: None,
+            principal: None,
+            tenant: None,
+            app: None,
+            model: None,
+            token_sha256: None,
+            jti: None,
+            request_id: None,
+        }
+    }
+
+    pub fn with_reason(mut self, reason: Reason) -> Audit {
+        self.reason = Some(reason.as_str());
+        self
+    }
+
+    /// One log line: `mlgate audit {json}`.
+    pub fn line(&self) -> String {
+        match serde_json::to_string(self) {
+            Ok(json) => format!("mlgate audit {json}"),
+            Err(_) => format!(
+                "mlgate audit {{\"decision\":\"{}\"}}",
+                self.decision.as_str()
+            ),
+        }
+    }
+}
+
+/// The first 16 hex digits of SHA-256(token): enough to correlate log lines, useless to replay.
+pub fn token_fingerprint(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Counter names. Envoy exposes them with its `wasmcustom.` prefix.
+pub mod metrics {
+    pub const ALLOWED: &str = "mlgate.requests.allowed";
+    pub const PASSED: &str = "mlgate.requests.passed";
+    pub const DENIED: &str = "mlgate.requests.denied";
+    pub const WOULD_DENY: &str = "mlgate.requests.would_deny";
+
+    /// `mlgate.reason.<reason>`.
+    pub fn reason(reason: crate::decision::Reason) -> String {
+        format!("mlgate.reason.{}", reason.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprint_is_16_hex_digits_and_not_the_token() {
+        let fp = token_fingerprint("header.payload.signature");
+        assert_eq!(fp.len(), 16);
+        assert!(fp.chars().all(|c| c.is_ascii_hexdigit()));
+        assert!(!"header.payload.signature".contains(&fp));
+    }
+
+    #[test]
+    fn line_is_json_after_prefix() {
+        let mut audit = Audit::new(Outcome::Denied).with_reason(Reason::TokenExpired);
+        audit.route = Some("score".into());
+        let line = audit.line();
+        let json: serde_json::Value =
+            serde_json::from_str(line.strip_prefix("mlgate audit ").unwrap()).unwrap();
+        assert_eq!(json["decision"], "denied");
+        assert_eq!(json["reason"], "token_expired");
+        assert_eq!(json["route"], "score");
+        assert!(json.get("principal").is_none());
+    }
+}

@@ -1,0 +1,341 @@
+//! Identity from verified claims: principal, tenant, client app, caller type, groups, roles,
+//! scopes, and the extra claims that rules compare.
+//!
+//! Claim paths are compiled once. A path is dotted into nested objects (`realm_access.roles`);
+//! a claim whose own name contains dots (`https://example.com/groups`) is found too, because the
+//! literal name is tried first. List claims accept arrays of strings and space-separated strings.
+
+use hashbrown::HashMap;
+use serde_json::{Map, Value};
+
+/// A compiled claim path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClaimPath {
+    literal: String,
+    segments: Vec<String>,
+}
+
+impl ClaimPath {
+    pub fn new(path: &str) -> ClaimPath {
+        ClaimPath {
+            literal: path.to_string(),
+            segments: path.split('.').map(str::to_string).collect(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.literal
+    }
+
+    /// The value at this path, if any.
+    pub fn lookup<'c>(&self, claims: &'c Map<String, Value>) -> Option<&'c Value> {
+        if let Some(value) = claims.get(&self.literal) {
+            return Some(value);
+        }
+        if self.segments.len() < 2 {
+            return None;
+        }
+        let (first, rest) = self.segments.split_first()?;
+        let mut current = claims.get(first)?;
+        for segment in rest {
+            current = current.as_object()?.get(segment)?;
+        }
+        Some(current)
+    }
+}
+
+/// Which claims give the identity, compiled from a provider's `claims`.
+#[derive(Clone, Debug)]
+pub struct ClaimMap {
+    pub principal: Vec<ClaimPath>,
+    pub tenant: Vec<ClaimPath>,
+    pub app: Vec<ClaimPath>,
+    pub groups: Vec<ClaimPath>,
+    pub roles: Vec<ClaimPath>,
+    pub scopes: Vec<ClaimPath>,
+}
+
+impl Default for ClaimMap {
+    fn default() -> ClaimMap {
+        let paths = |names: &[&str]| names.iter().map(|n| ClaimPath::new(n)).collect();
+        ClaimMap {
+            principal: paths(&["oid", "sub"]),
+            tenant: paths(&["tid"]),
+            app: paths(&["azp", "appid"]),
+            groups: paths(&["groups"]),
+            roles: paths(&["roles"]),
+            scopes: paths(&["scp"]),
+        }
+    }
+}
+
+/// User (delegated) or application (app-only, client credentials / managed identity).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    User,
+    App,
+}
+
+impl Caller {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Caller::User => "user",
+            Caller::App => "app",
+        }
+    }
+}
+
+/// Who is calling, as established by a verified token. Holds no token material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// Index of the provider that issued the token.
+    pub provider: usize,
+    pub principal: Option<String>,
+    pub tenant: Option<String>,
+    pub app: Option<String>,
+    pub caller: Caller,
+    /// Group names (IDs mapped through `group_names`; unmapped IDs kept as they are).
+    pub groups: Vec<String>,
+    pub roles: Vec<String>,
+    pub scopes: Vec<String>,
+    /// Entra groups overage: the token's group list is incomplete.
+    pub groups_overage: bool,
+    pub jti: Option<String>,
+    /// Values of the claims that rules compare, indexed by the policy's claim-condition ids.
+    pub extra: Vec<Vec<String>>,
+}
+
+/// Builds the identity from verified claims.
+pub fn identity(
+    provider: usize,
+    claims: &Map<String, Value>,
+    map: &ClaimMap,
+    group_names: &HashMap<String, String>,
+    extra_paths: &[ClaimPath],
+) -> Identity {
+    let groups = list(claims, &map.groups)
+        .into_iter()
+        .map(|id| group_names.get(&id).cloned().unwrap_or(id))
+        .collect();
+    let roles = list(claims, &map.roles);
+    let scopes = list(claims, &map.scopes);
+    let caller = match claims.get("idtyp").and_then(Value::as_str) {
+        Some("app") => Caller::App,
+        Some("user") => Caller::User,
+        _ if !roles.is_empty() && scopes.is_empty() => Caller::App,
+        _ => Caller::User,
+    };
+    Identity {
+        provider,
+        principal: scalar(claims, &map.principal),
+        tenant: scalar(claims, &map.tenant),
+        app: scalar(claims, &map.app),
+        caller,
+        groups,
+        roles,
+        scopes,
+        groups_overage: has_groups_overage(claims),
+        jti: claims
+            .get("jti")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        extra: extra_paths
+            .iter()
+            .map(|p| list(claims, std::slice::from_ref(p)))
+            .collect(),
+    }
+}
+
+/// Entra signals "too many groups to list" with `_claim_names.groups` (JWT) or `hasgroups`.
+pub fn has_groups_overage(claims: &Map<String, Value>) -> bool {
+    let claim_names = claims
+        .get("_claim_names")
+        .and_then(Value::as_object)
+        .is_some_and(|names| names.contains_key("groups"));
+    claim_names || claims.get("hasgroups") == Some(&Value::Bool(true))
+}
+
+/// The first present path that holds a string (or number), as a string.
+fn scalar(claims: &Map<String, Value>, paths: &[ClaimPath]) -> Option<String> {
+    paths.iter().find_map(|path| match path.lookup(claims)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
+}
+
+/// The union of all paths: arrays of strings, or space-separated strings.
+fn list(claims: &Map<String, Value>, paths: &[ClaimPath]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |item: &str| {
+        if !item.is_empty() && !out.iter().any(|seen| seen == item) {
+            out.push(item.to_string());
+        }
+    };
+    for path in paths {
+        match path.lookup(claims) {
+            Some(Value::String(s)) => s.split(' ').for_each(&mut push),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(&mut push),
+            Some(Value::Bool(b)) => push(if *b { "true" } else { "false" }),
+            Some(Value::Number(n)) => push(&n.to_string()),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn claims(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    fn fixture(name: &str) -> Map<String, Value> {
+        let path = format!(
+            "{}/test-harness/fixtures/claims/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    fn entra_identity(name: &str) -> Identity {
+        let names: HashMap<String, String> = [(
+            "6a1f2b3c-0d4e-4f5a-8b6c-7d8e9f0a1b2c".to_string(),
+            "ml-scientists".to_string(),
+        )]
+        .into_iter()
+        .collect();
+        identity(0, &fixture(name), &ClaimMap::default(), &names, &[])
+    }
+
+    #[test]
+    fn entra_user_principal_is_oid_and_groups_are_named() {
+        let id = entra_identity("entra-v2-user");
+        assert_eq!(
+            id.principal.as_deref(),
+            Some("8f1d2c3b-4a5e-4f6d-9a8b-7c6d5e4f3a2b")
+        );
+        assert_eq!(
+            id.tenant.as_deref(),
+            Some("4b2f3c1e-8a6d-4f0e-9c3b-2a1d5e7f9a10")
+        );
+        assert_eq!(
+            id.app.as_deref(),
+            Some("0c9a7e55-3f7d-4b1c-a2a4-6d2e9b1f0c33")
+        );
+        assert_eq!(
+            id.groups,
+            vec!["ml-scientists", "b3c4d5e6-f7a8-4b9c-8d0e-1f2a3b4c5d6e"]
+        );
+        assert_eq!(id.caller, Caller::User);
+    }
+
+    #[test]
+    fn space_separated_scp_becomes_scopes() {
+        let id = entra_identity("entra-v2-user");
+        assert_eq!(id.scopes, vec!["Scoring.Invoke", "Models.Read"]);
+    }
+
+    #[test]
+    fn v1_token_app_comes_from_appid() {
+        let id = entra_identity("entra-v1-user");
+        assert_eq!(
+            id.app.as_deref(),
+            Some("0c9a7e55-3f7d-4b1c-a2a4-6d2e9b1f0c33")
+        );
+    }
+
+    #[test]
+    fn managed_identity_is_an_app_caller() {
+        let id = entra_identity("entra-v2-app-managed-identity");
+        assert_eq!(id.caller, Caller::App);
+        assert_eq!(id.roles, vec!["Scoring.Invoke"]);
+    }
+
+    #[test]
+    fn roles_without_scopes_is_an_app_caller_even_without_idtyp() {
+        let id = identity(
+            0,
+            &claims(json!({"roles": ["r"]})),
+            &ClaimMap::default(),
+            &HashMap::new(),
+            &[],
+        );
+        assert_eq!(id.caller, Caller::App);
+    }
+
+    #[test]
+    fn overage_is_detected_from_claim_names() {
+        assert!(entra_identity("entra-v2-user-groups-overage").groups_overage);
+        assert!(!entra_identity("entra-v2-user").groups_overage);
+    }
+
+    #[test]
+    fn overage_is_detected_from_hasgroups() {
+        assert!(has_groups_overage(&claims(json!({"hasgroups": true}))));
+    }
+
+    #[test]
+    fn keycloak_nested_roles_are_found() {
+        let map = ClaimMap {
+            roles: vec![
+                ClaimPath::new("realm_access.roles"),
+                ClaimPath::new("resource_access.ml-gateway.roles"),
+            ],
+            scopes: vec![ClaimPath::new("scope")],
+            principal: vec![ClaimPath::new("preferred_username")],
+            ..ClaimMap::default()
+        };
+        let id = identity(0, &fixture("keycloak-access"), &map, &HashMap::new(), &[]);
+        assert_eq!(id.roles, vec!["offline_access", "ml-scientist", "infer"]);
+        assert_eq!(id.scopes, vec!["openid", "profile", "email"]);
+        assert_eq!(id.principal.as_deref(), Some("frank"));
+        assert_eq!(
+            id.jti.as_deref(),
+            Some("f0e1d2c3-b4a5-4697-8877-665544332211")
+        );
+    }
+
+    #[test]
+    fn okta_array_scopes_are_found() {
+        let id = identity(
+            0,
+            &fixture("okta-access"),
+            &ClaimMap::default(),
+            &HashMap::new(),
+            &[],
+        );
+        assert_eq!(id.scopes, vec!["scoring.invoke", "models.read"]);
+        assert_eq!(id.principal.as_deref(), Some("erin@contoso.example"));
+    }
+
+    #[test]
+    fn claim_with_dots_in_its_name_is_found_literally() {
+        let path = ClaimPath::new("https://example.com/groups");
+        let c = claims(json!({"https://example.com/groups": ["a"]}));
+        assert_eq!(path.lookup(&c), Some(&json!(["a"])));
+    }
+
+    #[test]
+    fn extra_claims_are_extracted_in_order() {
+        let paths = [ClaimPath::new("hd"), ClaimPath::new("email_verified")];
+        let id = identity(
+            0,
+            &fixture("google-id"),
+            &ClaimMap::default(),
+            &HashMap::new(),
+            &paths,
+        );
+        assert_eq!(
+            id.extra,
+            vec![
+                vec!["contoso.example".to_string()],
+                vec!["true".to_string()]
+            ]
+        );
+    }
+}

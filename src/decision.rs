@@ -1,0 +1,286 @@
+//! Decisions and the one place where a reason becomes a wire response.
+//!
+//! Every refusal carries a [`Reason`]: a stable snake_case code used alike in the response body,
+//! `WWW-Authenticate`, the audit log and metric names. This module never sees a token.
+
+use std::fmt;
+
+/// Why a request was refused (or, in dry-run mode, would have been).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    MissingToken,
+    MultipleTokens,
+    TokenTooLarge,
+    MalformedToken,
+    UnsupportedAlgorithm,
+    UnsupportedCriticalHeader,
+    UnknownIssuer,
+    TokenSourceNotAllowed,
+    UnknownKey,
+    BadSignature,
+    MissingExpiry,
+    TokenExpired,
+    TokenNotYetValid,
+    TokenIssuedInFuture,
+    TokenLifetimeTooLong,
+    AudienceMismatch,
+    TenantNotAllowed,
+    GroupsOverage,
+    NoMatchingRoute,
+    DeniedByRule,
+    NoRuleMatched,
+    ModelNotAllowed,
+    KeysUnavailable,
+    BodyTooLarge,
+}
+
+/// How a reason is answered on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// 401 without an error code (RFC 6750 §3.1: no credentials were offered).
+    NoCredentials,
+    /// 401 `invalid_request`.
+    InvalidRequest,
+    /// 401 `invalid_token`.
+    InvalidToken,
+    /// 403 `insufficient_scope`.
+    Insufficient,
+    /// 403 without `WWW-Authenticate`: not about the token at all.
+    Forbidden,
+    /// 413.
+    TooLarge,
+    /// 503 with `Retry-After`.
+    Unavailable,
+}
+
+impl Reason {
+    /// Every reason, for metric definition and tests.
+    pub const ALL: [Reason; 24] = [
+        Reason::MissingToken,
+        Reason::MultipleTokens,
+        Reason::TokenTooLarge,
+        Reason::MalformedToken,
+        Reason::UnsupportedAlgorithm,
+        Reason::UnsupportedCriticalHeader,
+        Reason::UnknownIssuer,
+        Reason::TokenSourceNotAllowed,
+        Reason::UnknownKey,
+        Reason::BadSignature,
+        Reason::MissingExpiry,
+        Reason::TokenExpired,
+        Reason::TokenNotYetValid,
+        Reason::TokenIssuedInFuture,
+        Reason::TokenLifetimeTooLong,
+        Reason::AudienceMismatch,
+        Reason::TenantNotAllowed,
+        Reason::GroupsOverage,
+        Reason::NoMatchingRoute,
+        Reason::DeniedByRule,
+        Reason::NoRuleMatched,
+        Reason::ModelNotAllowed,
+        Reason::KeysUnavailable,
+        Reason::BodyTooLarge,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingToken => "missing_token",
+            Reason::MultipleTokens => "multiple_tokens",
+            Reason::TokenTooLarge => "token_too_large",
+            Reason::MalformedToken => "malformed_token",
+            Reason::UnsupportedAlgorithm => "unsupported_algorithm",
+            Reason::UnsupportedCriticalHeader => "unsupported_critical_header",
+            Reason::UnknownIssuer => "unknown_issuer",
+            Reason::TokenSourceNotAllowed => "token_source_not_allowed",
+            Reason::UnknownKey => "unknown_key",
+            Reason::BadSignature => "bad_signature",
+            Reason::MissingExpiry => "missing_expiry",
+            Reason::TokenExpired => "token_expired",
+            Reason::TokenNotYetValid => "token_not_yet_valid",
+            Reason::TokenIssuedInFuture => "token_issued_in_future",
+            Reason::TokenLifetimeTooLong => "token_lifetime_too_long",
+            Reason::AudienceMismatch => "audience_mismatch",
+            Reason::TenantNotAllowed => "tenant_not_allowed",
+            Reason::GroupsOverage => "groups_overage",
+            Reason::NoMatchingRoute => "no_matching_route",
+            Reason::DeniedByRule => "denied_by_rule",
+            Reason::NoRuleMatched => "no_rule_matched",
+            Reason::ModelNotAllowed => "model_not_allowed",
+            Reason::KeysUnavailable => "keys_unavailable",
+            Reason::BodyTooLarge => "body_too_large",
+        }
+    }
+
+    fn kind(self) -> Kind {
+        match self {
+            Reason::MissingToken => Kind::NoCredentials,
+            Reason::MultipleTokens => Kind::InvalidRequest,
+            Reason::GroupsOverage
+            | Reason::DeniedByRule
+            | Reason::NoRuleMatched
+            | Reason::ModelNotAllowed => Kind::Insufficient,
+            Reason::NoMatchingRoute => Kind::Forbidden,
+            Reason::BodyTooLarge => Kind::TooLarge,
+            Reason::KeysUnavailable => Kind::Unavailable,
+            _ => Kind::InvalidToken,
+        }
+    }
+
+    /// The HTTP status this reason is answered with.
+    pub fn status(self) -> u16 {
+        match self.kind() {
+            Kind::NoCredentials | Kind::InvalidRequest | Kind::InvalidToken => 401,
+            Kind::Insufficient | Kind::Forbidden => 403,
+            Kind::TooLarge => 413,
+            Kind::Unavailable => 503,
+        }
+    }
+
+    /// True for reasons that say the token itself is not acceptable (as opposed to the policy).
+    pub fn is_token_problem(self) -> bool {
+        matches!(
+            self.kind(),
+            Kind::NoCredentials | Kind::InvalidRequest | Kind::InvalidToken
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A response the filter sends itself instead of forwarding the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalReply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: String,
+}
+
+/// Seconds a client is asked to wait when keys are not available yet.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// Builds the response for a refusal: status, RFC 6750 `WWW-Authenticate`, JSON body.
+pub fn local_reply(
+    reason: Reason,
+    realm: &str,
+    route: Option<&str>,
+    request_id: Option<&str>,
+) -> LocalReply {
+    let mut headers = Vec::with_capacity(3);
+    let (error, challenge) = match reason.kind() {
+        Kind::NoCredentials => ("unauthorized", Some(format!("Bearer realm=\"{realm}\""))),
+        Kind::InvalidRequest => (
+            "unauthorized",
+            Some(challenge(realm, "invalid_request", reason)),
+        ),
+        Kind::InvalidToken => (
+            "unauthorized",
+            Some(challenge(realm, "invalid_token", reason)),
+        ),
+        Kind::Insufficient => (
+            "forbidden",
+            Some(challenge(realm, "insufficient_scope", reason)),
+        ),
+        Kind::Forbidden => ("forbidden", None),
+        Kind::TooLarge => ("payload_too_large", None),
+        Kind::Unavailable => ("unavailable", None),
+    };
+    if let Some(value) = challenge {
+        headers.push(("www-authenticate", value));
+    }
+    if reason.kind() == Kind::Unavailable {
+        headers.push(("retry-after", RETRY_AFTER_SECONDS.to_string()));
+    }
+    headers.push(("content-type", "application/json".to_string()));
+    headers.push(("cache-control", "no-store".to_string()));
+    let body = serde_json::json!({
+        "error": error,
+        "reason": reason.as_str(),
+        "route": route,
+        "request_id": request_id,
+    })
+    .to_string();
+    LocalReply {
+        status: reason.status(),
+        headers,
+        body,
+    }
+}
+
+fn challenge(realm: &str, error: &str, reason: Reason) -> String {
+    format!("Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{reason}\"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_codes_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for reason in Reason::ALL {
+            let code = reason.as_str();
+            assert!(code.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(seen.insert(code), "duplicate {code}");
+        }
+    }
+
+    #[test]
+    fn missing_token_challenge_has_no_error_code() {
+        let reply = local_reply(Reason::MissingToken, "mlgate", Some("score"), None);
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            reply.headers[0],
+            ("www-authenticate", "Bearer realm=\"mlgate\"".into())
+        );
+    }
+
+    #[test]
+    fn invalid_token_challenge_names_the_reason() {
+        let reply = local_reply(Reason::TokenExpired, "mlgate", None, None);
+        assert_eq!(reply.status, 401);
+        assert_eq!(
+            reply.headers[0].1,
+            "Bearer realm=\"mlgate\", error=\"invalid_token\", error_description=\"token_expired\""
+        );
+    }
+
+    #[test]
+    fn rule_denial_is_403_insufficient_scope() {
+        let reply = local_reply(Reason::DeniedByRule, "mlgate", Some("infer"), Some("r-1"));
+        assert_eq!(reply.status, 403);
+        assert!(reply.headers[0].1.contains("error=\"insufficient_scope\""));
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["error"], "forbidden");
+        assert_eq!(body["reason"], "denied_by_rule");
+        assert_eq!(body["route"], "infer");
+        assert_eq!(body["request_id"], "r-1");
+    }
+
+    #[test]
+    fn no_matching_route_has_no_challenge() {
+        let reply = local_reply(Reason::NoMatchingRoute, "mlgate", None, None);
+        assert_eq!(reply.status, 403);
+        assert!(reply
+            .headers
+            .iter()
+            .all(|(name, _)| *name != "www-authenticate"));
+    }
+
+    #[test]
+    fn keys_unavailable_is_503_with_retry_after() {
+        let reply = local_reply(Reason::KeysUnavailable, "mlgate", None, None);
+        assert_eq!(reply.status, 503);
+        assert!(reply.headers.iter().any(|(name, _)| *name == "retry-after"));
+    }
+
+    #[test]
+    fn body_is_valid_json_even_with_quotes_in_route_and_request_id() {
+        let reply = local_reply(Reason::NoRuleMatched, "mlgate", Some("a\"b"), Some("x\\y"));
+        let body: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["route"], "a\"b");
+    }
+}

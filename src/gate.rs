@@ -1,0 +1,423 @@
+//! The decision pipeline for one request: route → token → provider → verification → identity →
+//! rules → verdict. Pure: the adapter hands in the request and the time, and carries out the
+//! verdict (forward with these headers, or answer with this reply).
+
+use std::rc::Rc;
+
+use serde_json::Value;
+
+use crate::audit::{token_fingerprint, Audit, Outcome};
+use crate::claims::{self, Identity};
+use crate::decision::{local_reply, LocalReply, Reason};
+use crate::jwks::KeySet;
+use crate::policy::{Mode, ModelFrom, Policy, RequestParts, Route, Unmatched};
+use crate::token;
+use crate::verify::{self, unverified};
+
+/// A request as the gate sees it.
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// `:path`, query string included.
+    pub path: &'a str,
+    /// `:authority`.
+    pub host: &'a str,
+    /// A request header by lower-case name (repeated headers joined by `,`).
+    pub header: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// What to do with the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Let it through, after removing every client-sent header under the identity prefix
+    /// (and `authorization` when `strip_authorization`), adding these headers.
+    Forward(Vec<(String, String)>),
+    /// Answer it here.
+    Reply(LocalReply),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub action: Action,
+    pub audit: Audit,
+}
+
+/// Either the verdict, or: the route's model is in the JSON body, read it and call
+/// [`Gate::decide_with_body`].
+#[derive(Debug)]
+pub enum Step {
+    Done(Verdict),
+    NeedBody(Pending),
+}
+
+/// A request whose token is verified and whose rules wait for the model in the body.
+#[derive(Debug)]
+pub struct Pending {
+    route: usize,
+    identity: Identity,
+    field: String,
+    audit: Audit,
+}
+
+/// A refusal, with whatever was established before it.
+struct Refusal {
+    reason: Reason,
+    route: Option<usize>,
+    identity: Option<Identity>,
+    model: Option<String>,
+}
+
+impl Refusal {
+    fn new(reason: Reason, route: Option<usize>) -> Refusal {
+        Refusal {
+            reason,
+            route,
+            identity: None,
+            model: None,
+        }
+    }
+}
+
+/// The policy plus the key sets currently loaded for each provider.
+pub struct Gate {
+    pub policy: Policy,
+    keys: Vec<Option<Rc<KeySet>>>,
+}
+
+impl Gate {
+    pub fn new(policy: Policy) -> Gate {
+        let keys = policy
+            .providers
+            .iter()
+            .map(|p| p.initial_keys.clone().map(Rc::new))
+            .collect();
+        Gate { policy, keys }
+    }
+
+    /// Replaces a provider's key set (remote JWKS refresh).
+    pub fn set_keys(&mut self, provider: usize, keys: KeySet) {
+        if let Some(slot) = self.keys.get_mut(provider) {
+            *slot = Some(Rc::new(keys));
+        }
+    }
+
+    pub fn keys(&self, provider: usize) -> Option<&KeySet> {
+        self.keys.get(provider).and_then(|k| k.as_deref())
+    }
+
+    /// Decides on the request headers. `now` is Unix seconds from the host clock.
+    pub fn decide(&self, req: &Request<'_>, now: i64) -> Step {
+        let request_id = (req.header)("x-request-id");
+        let (path, query) = match req.path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (req.path, None),
+        };
+        let parts = RequestParts {
+            method: req.method,
+            path,
+            host: req.host,
+            header: req.header,
+        };
+        let mut audit = Audit::new(Outcome::Allowed);
+        audit.request_id = request_id;
+
+        let matched = self
+            .policy
+            .routes
+            .iter()
+            .enumerate()
+            .find_map(|(index, route)| {
+                route
+                    .matcher
+                    .matches(&parts)
+                    .map(|caps| (index, route, caps))
+            });
+        let Some((route_index, route, captures)) = matched else {
+            return Step::Done(match self.policy.unmatched {
+                Unmatched::Allow => self.pass(audit, None),
+                Unmatched::Deny => self.refuse(Refusal::new(Reason::NoMatchingRoute, None), audit),
+            });
+        };
+        audit.route = Some(route.name.clone());
+        if route.anonymous {
+            return Step::Done(self.pass(audit, Some(route)));
+        }
+
+        let found = match token::extract(
+            &self.policy.sources,
+            req.header,
+            query,
+            self.policy.max_token_bytes,
+        ) {
+            Ok(Some(found)) => found,
+            Ok(None) => {
+                return Step::Done(
+                    self.refuse(Refusal::new(Reason::MissingToken, Some(route_index)), audit),
+                )
+            }
+            Err(reason) => {
+                return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
+            }
+        };
+        audit.token_sha256 = Some(token_fingerprint(&found.token));
+
+        let identity = match self.authenticate(route, &found, now) {
+            Ok(identity) => identity,
+            Err(reason) => {
+                return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
+            }
+        };
+        self.describe(&mut audit, &identity);
+
+        let provider = self.policy.providers.get(identity.provider);
+        let overage_denies =
+            provider.is_some_and(|p| p.on_groups_overage == crate::policy::Overage::Deny);
+        if identity.groups_overage && overage_denies && route.uses_groups {
+            let mut refusal = Refusal::new(Reason::GroupsOverage, Some(route_index));
+            refusal.identity = Some(identity);
+            return Step::Done(self.refuse(refusal, audit));
+        }
+
+        let model = match &route.model_from {
+            None => None,
+            Some(ModelFrom::PathParam(index)) => captures.get(*index).map(|m| m.to_string()),
+            Some(ModelFrom::Header(name)) => (req.header)(name),
+            Some(ModelFrom::JsonBody(field)) => {
+                return Step::NeedBody(Pending {
+                    route: route_index,
+                    identity,
+                    field: field.clone(),
+                    audit,
+                })
+            }
+        };
+        Step::Done(self.judge(route_index, identity, model, audit))
+    }
+
+    /// Finishes a [`Pending`] decision with the request body (`None`: larger than the limit).
+    pub fn decide_with_body(&self, pending: Pending, body: Option<&[u8]>) -> Verdict {
+        let Pending {
+            route,
+            identity,
+            field,
+            audit,
+        } = pending;
+        let Some(body) = body else {
+            let mut refusal = Refusal::new(Reason::BodyTooLarge, Some(route));
+            refusal.identity = Some(identity);
+            return self.refuse(refusal, audit);
+        };
+        let model = model_from_json(body, &field);
+        self.judge(route, identity, model, audit)
+    }
+
+    /// The largest body read for a `json_body` model.
+    pub fn max_body_bytes(&self) -> usize {
+        self.policy.max_body_bytes
+    }
+
+    fn authenticate(
+        &self,
+        route: &Route,
+        found: &token::FoundToken,
+        now: i64,
+    ) -> Result<Identity, Reason> {
+        let peeked = unverified::peek(&found.token)?;
+        let iss = peeked.issuer()?;
+        let provider_index =
+            verify::select_provider(self.policy.providers.iter().map(|p| &p.rules), iss)
+                .ok_or(Reason::UnknownIssuer)?;
+        if let Some(allowed) = &route.providers {
+            if !allowed.contains(&provider_index) {
+                return Err(Reason::UnknownIssuer);
+            }
+        }
+        let provider = self
+            .policy
+            .providers
+            .get(provider_index)
+            .ok_or(Reason::UnknownIssuer)?;
+        if !provider.sources.contains(&found.source) {
+            return Err(Reason::TokenSourceNotAllowed);
+        }
+        let keys = self.keys(provider_index).ok_or(Reason::KeysUnavailable)?;
+        let verified = verify::verify(peeked, &provider.rules, keys, now)?;
+        Ok(claims::identity(
+            provider_index,
+            &verified.claims,
+            &provider.claims,
+            &provider.group_names,
+            &self.policy.extra_claims,
+        ))
+    }
+
+    /// Deny rules first, then allow rules.
+    fn judge(
+        &self,
+        route_index: usize,
+        identity: Identity,
+        model: Option<String>,
+        mut audit: Audit,
+    ) -> Verdict {
+        audit.model = model.clone();
+        let Some(route) = self.policy.routes.get(route_index) else {
+            return self.refuse(Refusal::new(Reason::NoMatchingRoute, None), audit);
+        };
+        let model_ref = model.as_deref();
+        let reason = if route
+            .deny
+            .iter()
+            .any(|rule| rule.matches(&identity, model_ref))
+        {
+            Some(Reason::DeniedByRule)
+        } else if route.allow.is_empty()
+            || route
+                .allow
+                .iter()
+                .any(|rule| rule.matches(&identity, model_ref))
+        {
+            None
+        } else if route
+            .allow
+            .iter()
+            .any(|rule| rule.matches_identity(&identity))
+        {
+            Some(Reason::ModelNotAllowed)
+        } else {
+            Some(Reason::NoRuleMatched)
+        };
+        match reason {
+            Some(reason) => self.refuse(
+                Refusal {
+                    reason,
+                    route: Some(route_index),
+                    identity: Some(identity),
+                    model,
+                },
+                audit,
+            ),
+            None => {
+                let headers = self.identity_headers(Some(route), Some(&identity), model_ref, None);
+                Verdict {
+                    action: Action::Forward(headers),
+                    audit,
+                }
+            }
+        }
+    }
+
+    fn pass(&self, mut audit: Audit, route: Option<&Route>) -> Verdict {
+        audit.decision = Outcome::Passed;
+        Verdict {
+            action: Action::Forward(self.identity_headers(route, None, None, None)),
+            audit,
+        }
+    }
+
+    fn refuse(&self, refusal: Refusal, mut audit: Audit) -> Verdict {
+        audit.reason = Some(refusal.reason.as_str());
+        let route = refusal.route.and_then(|i| self.policy.routes.get(i));
+        if self.policy.mode == Mode::DryRun {
+            audit.decision = Outcome::WouldDeny;
+            let headers = self.identity_headers(
+                route,
+                refusal.identity.as_ref(),
+                refusal.model.as_deref(),
+                Some(refusal.reason),
+            );
+            return Verdict {
+                action: Action::Forward(headers),
+                audit,
+            };
+        }
+        audit.decision = Outcome::Denied;
+        let reply = local_reply(
+            refusal.reason,
+            &self.policy.realm,
+            route.map(|r| r.name.as_str()),
+            audit.request_id.as_deref(),
+        );
+        Verdict {
+            action: Action::Reply(reply),
+            audit,
+        }
+    }
+
+    fn describe(&self, audit: &mut Audit, identity: &Identity) {
+        audit.provider = self
+            .policy
+            .providers
+            .get(identity.provider)
+            .map(|p| p.name.clone());
+        audit.principal = identity.principal.clone();
+        audit.tenant = identity.tenant.clone();
+        audit.app = identity.app.clone();
+        audit.jti = identity.jti.clone();
+    }
+
+    fn identity_headers(
+        &self,
+        route: Option<&Route>,
+        identity: Option<&Identity>,
+        model: Option<&str>,
+        dry_run: Option<Reason>,
+    ) -> Vec<(String, String)> {
+        let forward = &self.policy.forward;
+        let mut headers = Vec::new();
+        let mut add = |name: &Option<String>, value: Option<String>| {
+            if let (Some(name), Some(value)) = (name, value) {
+                if !value.is_empty() {
+                    headers.push((name.clone(), header_safe(&value)));
+                }
+            }
+        };
+        add(&forward.route, route.map(|r| r.name.clone()));
+        if let Some(id) = identity {
+            let provider = self
+                .policy
+                .providers
+                .get(id.provider)
+                .map(|p| p.name.clone());
+            add(&forward.principal, id.principal.clone());
+            add(&forward.tenant, id.tenant.clone());
+            add(&forward.app, id.app.clone());
+            add(&forward.caller, Some(id.caller.as_str().to_string()));
+            add(&forward.groups, Some(join_list(&id.groups)));
+            add(&forward.roles, Some(join_list(&id.roles)));
+            add(&forward.scopes, Some(join_list(&id.scopes)));
+            add(&forward.provider, provider);
+        }
+        add(&forward.model, model.map(str::to_string));
+        if self.policy.mode == Mode::DryRun {
+            let value = dry_run.map_or("allow", Reason::as_str);
+            headers.push((forward.dry_run.clone(), value.to_string()));
+        }
+        headers
+    }
+}
+
+/// The model named by a top-level string field of a JSON body.
+fn model_from_json(body: &[u8], field: &str) -> Option<String> {
+    let value: Value = serde_json::from_slice(body).ok()?;
+    value.get(field)?.as_str().map(str::to_string)
+}
+
+/// List headers are comma-separated; a `,` or `%` inside an item is percent-encoded so the
+/// upstream can split unambiguously.
+fn join_list(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|item| item.replace('%', "%25").replace(',', "%2C"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Header values must not carry control characters (CR/LF would split headers).
+fn header_safe(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,662 @@
+//! The decision pipeline, natively: one behaviour per test.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+
+use super::*;
+use crate::config::compile;
+use crate::testing::*;
+
+struct Req {
+    method: &'static str,
+    path: String,
+    host: &'static str,
+    headers: HashMap<String, String>,
+}
+
+fn req(method: &'static str, path: &str) -> Req {
+    Req {
+        method,
+        path: path.to_string(),
+        host: "ml.example.com",
+        headers: HashMap::new(),
+    }
+}
+
+impl Req {
+    fn header(mut self, name: &str, value: &str) -> Req {
+        self.headers.insert(name.to_string(), value.to_string());
+        self
+    }
+    fn bearer(self, token: &str) -> Req {
+        self.header("authorization", &format!("Bearer {token}"))
+    }
+}
+
+fn gate(config: &Value) -> Gate {
+    Gate::new(compile(config.to_string().as_bytes()).unwrap())
+}
+
+fn step(gate: &Gate, r: &Req) -> Step {
+    let lookup = |name: &str| r.headers.get(name).cloned();
+    gate.decide(
+        &Request {
+            method: r.method,
+            path: &r.path,
+            host: r.host,
+            header: &lookup,
+        },
+        NOW,
+    )
+}
+
+fn verdict(gate: &Gate, r: &Req) -> Verdict {
+    match step(gate, r) {
+        Step::Done(verdict) => verdict,
+        Step::NeedBody(_) => panic!("unexpected NeedBody"),
+    }
+}
+
+/// The reason of a refusal, or "allowed".
+fn outcome(gate: &Gate, r: &Req) -> String {
+    let v = verdict(gate, r);
+    match v.action {
+        Action::Forward(_) => "allowed".into(),
+        Action::Reply(reply) => {
+            let body: Value = serde_json::from_str(&reply.body).unwrap();
+            body["reason"].as_str().unwrap().to_string()
+        }
+    }
+}
+
+fn forwarded(gate: &Gate, r: &Req) -> HashMap<String, String> {
+    match verdict(gate, r).action {
+        Action::Forward(headers) => headers.into_iter().collect(),
+        Action::Reply(reply) => panic!("refused: {}", reply.body),
+    }
+}
+
+fn user_token(mutate: impl FnOnce(&mut Value)) -> String {
+    let mut claims = entra_user();
+    mutate(&mut claims);
+    sign("rsa-a", Algorithm::RS256, &claims)
+}
+
+fn score(token: &str) -> Req {
+    req("POST", "/score").bearer(token)
+}
+
+#[test]
+fn valid_user_in_group_is_allowed_with_identity_headers() {
+    let g = gate(&entra_config());
+    let h = forwarded(
+        &g,
+        &score(&user_token(|_| {})).header("azureml-model-deployment", "blue"),
+    );
+    assert_eq!(
+        h["x-mlgate-principal"],
+        "8f1d2c3b-4a5e-4f6d-9a8b-7c6d5e4f3a2b"
+    );
+    assert_eq!(h["x-mlgate-tenant"], TENANT);
+    assert_eq!(h["x-mlgate-groups"], "ml-scientists");
+    assert_eq!(h["x-mlgate-caller"], "user");
+    assert_eq!(h["x-mlgate-route"], "score");
+    assert_eq!(h["x-mlgate-model"], "blue");
+    assert_eq!(h["x-mlgate-scopes"], "Scoring.Invoke,Models.Read");
+    assert_eq!(h["x-mlgate-provider"], "entra");
+}
+
+#[test]
+fn anonymous_route_passes_without_token() {
+    assert_eq!(
+        outcome(&gate(&entra_config()), &req("GET", "/healthz")),
+        "allowed"
+    );
+}
+
+#[test]
+fn missing_token_is_401_without_error_code() {
+    let v = verdict(&gate(&entra_config()), &req("POST", "/score"));
+    let Action::Reply(reply) = v.action else {
+        panic!()
+    };
+    assert_eq!(reply.status, 401);
+    assert_eq!(reply.headers[0].1, "Bearer realm=\"mlgate\"");
+}
+
+#[test]
+fn unmatched_request_is_denied_by_default() {
+    assert_eq!(
+        outcome(&gate(&entra_config()), &req("GET", "/admin")),
+        "no_matching_route"
+    );
+}
+
+#[test]
+fn unmatched_request_passes_when_configured() {
+    let mut config = entra_config();
+    config["unmatched"] = json!("allow");
+    assert_eq!(outcome(&gate(&config), &req("GET", "/admin")), "allowed");
+}
+
+#[test]
+fn method_mismatch_falls_through_to_unmatched() {
+    let g = gate(&entra_config());
+    assert_eq!(
+        outcome(&g, &req("GET", "/score").bearer(&user_token(|_| {}))),
+        "no_matching_route"
+    );
+}
+
+#[test]
+fn expired_token_is_refused() {
+    let t = user_token(|c| c["exp"] = json!(NOW - 61));
+    assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "token_expired");
+}
+
+#[test]
+fn expiry_within_clock_skew_is_accepted() {
+    let t = user_token(|c| c["exp"] = json!(NOW - 30));
+    assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "allowed");
+}
+
+#[test]
+fn not_yet_valid_token_is_refused() {
+    let t = user_token(|c| c["nbf"] = json!(NOW + 120));
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "token_not_yet_valid"
+    );
+}
+
+#[test]
+fn token_issued_in_future_is_refused() {
+    let t = user_token(|c| c["iat"] = json!(NOW + 120));
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "token_issued_in_future"
+    );
+}
+
+#[test]
+fn missing_exp_is_refused_by_default() {
+    let t = user_token(|c| {
+        c.as_object_mut().unwrap().remove("exp");
+    });
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "missing_expiry"
+    );
+}
+
+#[test]
+fn missing_exp_is_accepted_when_not_required() {
+    let mut config = entra_config();
+    config["providers"][0]["require_exp"] = json!(false);
+    let t = user_token(|c| {
+        c.as_object_mut().unwrap().remove("exp");
+    });
+    assert_eq!(outcome(&gate(&config), &score(&t)), "allowed");
+}
+
+#[test]
+fn lifetime_over_maximum_is_refused() {
+    let mut config = entra_config();
+    config["providers"][0]["max_lifetime_seconds"] = json!(600);
+    let t = user_token(|_| {});
+    assert_eq!(
+        outcome(&gate(&config), &score(&t)),
+        "token_lifetime_too_long"
+    );
+}
+
+#[test]
+fn string_exp_is_malformed() {
+    let t = user_token(|c| c["exp"] = json!((NOW + 3600).to_string()));
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "malformed_token"
+    );
+}
+
+#[test]
+fn float_exp_is_malformed() {
+    let t = user_token(|c| c["exp"] = json!((NOW + 3600) as f64 + 0.5));
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "malformed_token"
+    );
+}
+
+#[test]
+fn wrong_audience_is_refused() {
+    let t = user_token(|c| c["aud"] = json!("api://other"));
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "audience_mismatch"
+    );
+}
+
+#[test]
+fn audience_array_matches_any_of() {
+    let t = user_token(|c| c["aud"] = json!(["api://other", "api://ml-scoring"]));
+    assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "allowed");
+}
+
+#[test]
+fn audience_object_is_malformed() {
+    let t = user_token(|c| c["aud"] = json!({"a": 1}));
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "malformed_token"
+    );
+}
+
+#[test]
+fn unknown_issuer_is_refused() {
+    let t = user_token(|c| c["iss"] = json!("https://evil.example/v2.0"));
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "unknown_issuer"
+    );
+}
+
+#[test]
+fn issuer_with_extra_suffix_is_unknown() {
+    let t = user_token(|c| {
+        c["iss"] = json!(format!("https://login.microsoftonline.com/{TENANT}/v2.0/"))
+    });
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "unknown_issuer"
+    );
+}
+
+#[test]
+fn signature_from_another_key_with_claimed_kid_is_bad_signature() {
+    // Signed by rsa-b but claims to be rsa-a.
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.kid = Some("rsa-a".into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem("rsa-b").as_bytes()).unwrap();
+    let t = jsonwebtoken::encode(&header, &entra_user(), &key).unwrap();
+    assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "bad_signature");
+}
+
+#[test]
+fn tampered_payload_is_bad_signature() {
+    let t = user_token(|_| {});
+    let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+    let mut claims = entra_user();
+    claims["groups"] = json!([ML_SCIENTISTS, CONTRACTORS]);
+    parts[1] = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        claims.to_string(),
+    );
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&parts.join("."))),
+        "bad_signature"
+    );
+}
+
+#[test]
+fn unknown_kid_is_refused() {
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.kid = Some("rotated-away".into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem("rsa-a").as_bytes()).unwrap();
+    let t = jsonwebtoken::encode(&header, &entra_user(), &key).unwrap();
+    assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "unknown_key");
+}
+
+#[test]
+fn token_without_kid_tries_keys_of_the_right_type() {
+    let t = sign_without_kid("rsa-b", Algorithm::RS256, &entra_user());
+    assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "allowed");
+}
+
+fn with_algorithms(algs: &[&str]) -> Value {
+    let mut config = entra_config();
+    config["providers"][0]["algorithms"] = json!(algs);
+    config
+}
+
+#[test]
+fn every_asymmetric_algorithm_verifies_when_allowed() {
+    let cases = [
+        ("rsa-a", Algorithm::RS256),
+        ("rsa-b", Algorithm::RS384),
+        ("rsa-b", Algorithm::RS512),
+        ("rsa-b", Algorithm::PS256),
+        ("rsa-b", Algorithm::PS384),
+        ("rsa-b", Algorithm::PS512),
+        ("ec-p256", Algorithm::ES256),
+        ("ec-p384", Algorithm::ES384),
+        ("ed25519", Algorithm::EdDSA),
+    ];
+    let g = gate(&with_algorithms(&[
+        "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+    ]));
+    for (kid, alg) in cases {
+        let t = sign(kid, alg, &entra_user());
+        assert_eq!(outcome(&g, &score(&t)), "allowed", "{alg:?}");
+    }
+}
+
+#[test]
+fn algorithm_not_allowed_by_provider_is_refused() {
+    let t = sign("ec-p256", Algorithm::ES256, &entra_user());
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "unsupported_algorithm"
+    );
+}
+
+#[test]
+fn key_whose_alg_differs_is_not_used() {
+    // rsa-a is published with alg RS256; a PS256 token naming it finds no fitting key.
+    let t = sign("rsa-a", Algorithm::PS256, &entra_user());
+    let g = gate(&with_algorithms(&["RS256", "PS256"]));
+    assert_eq!(outcome(&g, &score(&t)), "unknown_key");
+}
+
+#[test]
+fn hmac_provider_verifies_hs256() {
+    let secret = "s".repeat(40);
+    let mut config = entra_config();
+    let p = config["providers"][0].as_object_mut().unwrap();
+    p.remove("jwks");
+    p.insert("algorithms".into(), json!(["HS256"]));
+    p.insert(
+        "shared_secret".into(),
+        json!(base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &secret
+        )),
+    );
+    let t = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &entra_user(),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(outcome(&gate(&config), &score(&t)), "allowed");
+}
+
+#[test]
+fn hs256_signed_with_public_key_is_refused() {
+    let t = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &entra_user(),
+        &jsonwebtoken::EncodingKey::from_secret(key_pem("rsa-a").as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "unsupported_algorithm"
+    );
+}
+
+#[test]
+fn user_outside_every_allow_rule_is_refused() {
+    let t = user_token(|c| c["groups"] = json!([]));
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "no_rule_matched"
+    );
+}
+
+#[test]
+fn app_role_satisfies_second_allow_rule() {
+    let t = user_token(|c| {
+        c["groups"] = json!([]);
+        c["roles"] = json!(["Scoring.Invoke"]);
+        c["idtyp"] = json!("app");
+        c.as_object_mut().unwrap().remove("scp");
+    });
+    let h = forwarded(&gate(&entra_config()), &score(&t));
+    assert_eq!(h["x-mlgate-caller"], "app");
+    assert_eq!(h["x-mlgate-roles"], "Scoring.Invoke");
+}
+
+#[test]
+fn deny_rule_wins_over_allow_for_model() {
+    let g = gate(&entra_config());
+    let t = user_token(|c| c["groups"] = json!([CONTRACTORS]));
+    assert_eq!(
+        outcome(&g, &req("POST", "/v2/models/finance-risk/infer").bearer(&t)),
+        "denied_by_rule"
+    );
+    assert_eq!(
+        outcome(&g, &req("POST", "/v2/models/resnet/infer").bearer(&t)),
+        "allowed"
+    );
+}
+
+#[test]
+fn model_outside_allowed_globs_is_model_not_allowed() {
+    let g = gate(&entra_config());
+    let t = user_token(|_| {});
+    let pending = match step(&g, &req("POST", "/v1/chat/completions").bearer(&t)) {
+        Step::NeedBody(p) => p,
+        Step::Done(v) => panic!("{v:?}"),
+    };
+    let v = g.decide_with_body(pending, Some(br#"{"model":"gpt-5","messages":[]}"#));
+    let Action::Reply(reply) = v.action else {
+        panic!()
+    };
+    assert!(reply.body.contains("model_not_allowed"));
+}
+
+#[test]
+fn model_from_body_allows_listed_model() {
+    let g = gate(&entra_config());
+    let t = user_token(|_| {});
+    let Step::NeedBody(pending) = step(&g, &req("POST", "/v1/chat/completions").bearer(&t)) else {
+        panic!()
+    };
+    let v = g.decide_with_body(pending, Some(br#"{"model":"llama-3-8b"}"#));
+    let Action::Forward(headers) = v.action else {
+        panic!()
+    };
+    assert!(headers.contains(&("x-mlgate-model".into(), "llama-3-8b".into())));
+}
+
+#[test]
+fn body_over_limit_is_refused() {
+    let g = gate(&entra_config());
+    let t = user_token(|_| {});
+    let Step::NeedBody(pending) = step(&g, &req("POST", "/v1/chat/completions").bearer(&t)) else {
+        panic!()
+    };
+    let v = g.decide_with_body(pending, None);
+    let Action::Reply(reply) = v.action else {
+        panic!()
+    };
+    assert_eq!(reply.status, 413);
+}
+
+#[test]
+fn invalid_token_on_body_route_is_refused_before_reading_body() {
+    let g = gate(&entra_config());
+    let t = user_token(|c| c["exp"] = json!(NOW - 600));
+    assert_eq!(
+        outcome(&g, &req("POST", "/v1/chat/completions").bearer(&t)),
+        "token_expired"
+    );
+}
+
+#[test]
+fn groups_overage_is_denied_on_group_routes() {
+    let t = user_token(|c| {
+        c.as_object_mut().unwrap().remove("groups");
+        c["_claim_names"] = json!({"groups": "src1"});
+    });
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "groups_overage"
+    );
+}
+
+#[test]
+fn groups_overage_ignored_when_configured() {
+    let mut config = entra_config();
+    config["providers"][0]["on_groups_overage"] = json!("ignore");
+    let t = user_token(|c| {
+        c.as_object_mut().unwrap().remove("groups");
+        c["_claim_names"] = json!({"groups": "src1"});
+    });
+    assert_eq!(outcome(&gate(&config), &score(&t)), "no_rule_matched");
+}
+
+#[test]
+fn multi_tenant_issuer_binds_tenant_to_tid() {
+    let mut config = entra_config();
+    config["providers"][0]["issuer"] = json!([
+        "https://login.microsoftonline.com/{tenant}/v2.0",
+        "https://sts.windows.net/{tenant}/"
+    ]);
+    config["providers"][0]["tenants"] = json!([TENANT]);
+    let g = gate(&config);
+    assert_eq!(outcome(&g, &score(&user_token(|_| {}))), "allowed");
+    let v1 = user_token(|c| c["iss"] = json!(format!("https://sts.windows.net/{TENANT}/")));
+    assert_eq!(outcome(&g, &score(&v1)), "allowed");
+    let mismatch = user_token(|c| c["tid"] = json!(OTHER_TENANT));
+    assert_eq!(outcome(&g, &score(&mismatch)), "tenant_not_allowed");
+    let other = user_token(|c| {
+        c["tid"] = json!(OTHER_TENANT);
+        c["iss"] = json!(format!(
+            "https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"
+        ));
+    });
+    assert_eq!(outcome(&g, &score(&other)), "tenant_not_allowed");
+}
+
+#[test]
+fn multiple_tokens_are_refused() {
+    let mut config = entra_config();
+    config["providers"][0]["token_from"] =
+        json!([{"header": "authorization", "scheme": "Bearer"}, {"query": "access_token"}]);
+    let t = user_token(|_| {});
+    let r = req("POST", &format!("/score?access_token={t}")).bearer(&t);
+    assert_eq!(outcome(&gate(&config), &r), "multiple_tokens");
+}
+
+#[test]
+fn token_from_query_is_accepted_when_configured() {
+    let mut config = entra_config();
+    config["providers"][0]["token_from"] = json!([{"query": "access_token"}]);
+    let t = user_token(|_| {});
+    let r = req("POST", &format!("/score?x=1&access_token={t}"));
+    assert_eq!(outcome(&gate(&config), &r), "allowed");
+}
+
+#[test]
+fn token_from_cookie_is_accepted_when_configured() {
+    let mut config = entra_config();
+    config["providers"][0]["token_from"] = json!([{"cookie": "ml_session"}]);
+    let t = user_token(|_| {});
+    let r = req("POST", "/score").header("cookie", &format!("a=b; ml_session={t}"));
+    assert_eq!(outcome(&gate(&config), &r), "allowed");
+}
+
+#[test]
+fn token_from_source_of_another_provider_is_refused() {
+    let mut config = entra_config();
+    let mut other = config["providers"][0].clone();
+    other["name"] = json!("other");
+    other["issuer"] = json!("https://other.example/");
+    other["token_from"] = json!([{"header": "x-other-token"}]);
+    config["providers"].as_array_mut().unwrap().push(other);
+    let t = user_token(|_| {});
+    let r = req("POST", "/score").header("x-other-token", &t);
+    assert_eq!(outcome(&gate(&config), &r), "token_source_not_allowed");
+}
+
+#[test]
+fn dry_run_forwards_with_would_be_reason() {
+    let mut config = entra_config();
+    config["mode"] = json!("dry_run");
+    let g = gate(&config);
+    let h = forwarded(&g, &req("POST", "/score"));
+    assert_eq!(h["x-mlgate-dry-run"], "missing_token");
+    assert!(!h.contains_key("x-mlgate-principal"));
+    let v = verdict(&g, &req("POST", "/score"));
+    assert_eq!(v.audit.decision, crate::audit::Outcome::WouldDeny);
+}
+
+#[test]
+fn dry_run_allowed_request_says_allow() {
+    let mut config = entra_config();
+    config["mode"] = json!("dry_run");
+    let h = forwarded(&gate(&config), &score(&user_token(|_| {})));
+    assert_eq!(h["x-mlgate-dry-run"], "allow");
+    assert!(h.contains_key("x-mlgate-principal"));
+}
+
+#[test]
+fn audit_carries_fingerprint_not_token() {
+    let t = user_token(|_| {});
+    let v = verdict(&gate(&entra_config()), &score(&t));
+    let line = v.audit.line();
+    assert!(!line.contains(&t));
+    assert!(!line.contains(t.split('.').nth(1).unwrap()));
+    assert_eq!(
+        v.audit.token_sha256.as_deref(),
+        Some(crate::audit::token_fingerprint(&t).as_str())
+    );
+    assert_eq!(
+        v.audit.principal.as_deref(),
+        Some("8f1d2c3b-4a5e-4f6d-9a8b-7c6d5e4f3a2b")
+    );
+}
+
+#[test]
+fn claims_condition_compares_nested_claim() {
+    let mut config = entra_config();
+    config["routes"][1]["allow"] = json!([{"claims": {"xms_env.stage": ["prod", "staging"]}}]);
+    let g = gate(&config);
+    let ok = user_token(|c| c["xms_env"] = json!({"stage": "prod"}));
+    let no = user_token(|c| c["xms_env"] = json!({"stage": "dev"}));
+    assert_eq!(outcome(&g, &score(&ok)), "allowed");
+    assert_eq!(outcome(&g, &score(&no)), "no_rule_matched");
+}
+
+#[test]
+fn caller_condition_distinguishes_apps() {
+    let mut config = entra_config();
+    config["routes"][1]["allow"] = json!([{"caller": "app"}]);
+    let g = gate(&config);
+    assert_eq!(outcome(&g, &score(&user_token(|_| {}))), "no_rule_matched");
+}
+
+#[test]
+fn route_provider_restriction_refuses_other_issuers() {
+    let mut config = entra_config();
+    let mut other = config["providers"][0].clone();
+    other["name"] = json!("other");
+    other["issuer"] = json!("https://other.example/");
+    config["providers"].as_array_mut().unwrap().push(other);
+    config["routes"][1]["providers"] = json!(["other"]);
+    assert_eq!(
+        outcome(&gate(&config), &score(&user_token(|_| {}))),
+        "unknown_issuer"
+    );
+}
+
+#[test]
+fn identity_header_values_never_carry_control_characters() {
+    let t = user_token(|c| c["oid"] = json!("evil\r\nx-mlgate-principal: admin"));
+    let h = forwarded(&gate(&entra_config()), &score(&t));
+    assert!(!h["x-mlgate-principal"].contains('\r'));
+    assert!(!h["x-mlgate-principal"].contains('\n'));
+}
+
+#[test]
+fn list_items_with_commas_are_percent_encoded() {
+    let mut config = entra_config();
+    config["routes"][1]["allow"] = json!([{"roles": ["Sales, EMEA"]}]);
+    let t = user_token(|c| c["roles"] = json!(["Sales, EMEA", "x"]));
+    let h = forwarded(&gate(&config), &score(&t));
+    assert_eq!(h["x-mlgate-roles"], "Sales%2C EMEA,x");
+}

@@ -1,0 +1,460 @@
+//! Key sets: parse a JWKS once into ready-to-use verification keys, and select the keys that may
+//! verify a given token.
+//!
+//! A key is only ever offered for an algorithm its type fits (RSA for RS*/PS*, P-256 for ES256,
+//! P-384 for ES384, Ed25519 for EdDSA, a shared secret for HS*), and only if its own `use` and
+//! `alg` (when present) agree. Keys named in a token's header (`jwk`, `jku`, `x5u`, `x5c`) are
+//! never consulted: keys come from the configuration or the provider's published set only.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+
+/// The curve or type of a key, which decides the algorithms it may verify.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFamily {
+    Rsa,
+    EcP256,
+    EcP384,
+    Ed25519,
+    Hmac,
+}
+
+impl KeyFamily {
+    /// The family a token's `alg` needs (`None` for an algorithm mlgate does not know).
+    pub fn for_algorithm(alg: Algorithm) -> Option<KeyFamily> {
+        Some(match alg {
+            Algorithm::RS256
+            | Algorithm::RS384
+            | Algorithm::RS512
+            | Algorithm::PS256
+            | Algorithm::PS384
+            | Algorithm::PS512 => KeyFamily::Rsa,
+            Algorithm::ES256 => KeyFamily::EcP256,
+            Algorithm::ES384 => KeyFamily::EcP384,
+            Algorithm::EdDSA => KeyFamily::Ed25519,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => KeyFamily::Hmac,
+            _ => return None,
+        })
+    }
+}
+
+/// One verification key, decoded once when its set loads.
+#[derive(Clone)]
+pub struct Key {
+    pub kid: Option<String>,
+    pub family: KeyFamily,
+    /// The JWK's own `alg`, when it names one: then only that algorithm may use the key.
+    pub alg: Option<Algorithm>,
+    /// Entra's per-key `issuer` (multi-tenant apps): the key may only verify tokens from it.
+    /// `{tenantid}` in it stands for the token's tenant.
+    pub issuer: Option<String>,
+    pub decoding: DecodingKey,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .field("family", &self.family)
+            .field("alg", &self.alg)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Key {
+    /// Whether this key may verify a token signed with `alg`.
+    pub fn fits(&self, alg: Algorithm) -> bool {
+        KeyFamily::for_algorithm(alg) == Some(self.family) && self.alg.is_none_or(|own| own == alg)
+    }
+
+    /// A shared-secret key (HS*), for providers configured with `shared_secret`.
+    pub fn shared_secret(secret: &[u8]) -> Key {
+        Key {
+            kid: None,
+            family: KeyFamily::Hmac,
+            alg: None,
+            issuer: None,
+            decoding: DecodingKey::from_secret(secret),
+        }
+    }
+}
+
+/// A provider's current keys.
+#[derive(Clone, Debug, Default)]
+pub struct KeySet {
+    pub keys: Vec<Key>,
+}
+
+/// Which keys may verify a token.
+#[derive(Debug)]
+pub enum Selection<'a> {
+    /// Try these, in order.
+    Candidates(Vec<&'a Key>),
+    /// The token names a `kid` this set does not have (a refetch may help).
+    UnknownKid,
+    /// No key of the set fits the token's algorithm (a refetch will not help).
+    NoFittingKey,
+}
+
+impl KeySet {
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The keys that may verify a token with this `kid` (if any) and `alg`.
+    pub fn select(&self, kid: Option<&str>, alg: Algorithm) -> Selection<'_> {
+        let candidates: Vec<&Key> = match kid {
+            Some(kid) => {
+                let named: Vec<&Key> = self
+                    .keys
+                    .iter()
+                    .filter(|key| key.kid.as_deref() == Some(kid))
+                    .collect();
+                if named.is_empty() {
+                    return Selection::UnknownKid;
+                }
+                named.into_iter().filter(|key| key.fits(alg)).collect()
+            }
+            None => self.keys.iter().filter(|key| key.fits(alg)).collect(),
+        };
+        if candidates.is_empty() {
+            Selection::NoFittingKey
+        } else {
+            Selection::Candidates(candidates)
+        }
+    }
+}
+
+/// Why a JWK could not be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksError {
+    /// `keys[3].n`-style location inside the JWKS document.
+    pub path: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for JwksError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// How to treat a key that cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strictness {
+    /// Configuration: every key must be usable.
+    Strict,
+    /// Published by an IdP: skip what cannot be used (other `use`, unknown `kty`), keep the rest.
+    Lenient,
+}
+
+/// The smallest RSA modulus accepted, in bits.
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// Parses a JWKS document (`{"keys": [...]}`).
+pub fn parse_jwks(doc: &Value, strictness: Strictness) -> Result<KeySet, JwksError> {
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or_else(|| JwksError {
+            path: "keys".into(),
+            message: "a JWKS needs a \"keys\" array".into(),
+        })?;
+    let mut set = KeySet::default();
+    for (index, jwk) in keys.iter().enumerate() {
+        match parse_jwk(jwk) {
+            Ok(Some(key)) => set.keys.push(key),
+            Ok(None) if strictness == Strictness::Lenient => {}
+            Ok(None) => {
+                return Err(JwksError {
+                    path: format!("keys[{index}].use"),
+                    message: "the key is not a signature key (use/key_ops)".into(),
+                })
+            }
+            Err((_, _)) if strictness == Strictness::Lenient => {}
+            Err((field, message)) => {
+                return Err(JwksError {
+                    path: format!("keys[{index}]{field}"),
+                    message,
+                })
+            }
+        }
+    }
+    if set.is_empty() {
+        return Err(JwksError {
+            path: "keys".into(),
+            message: "no usable signature key".into(),
+        });
+    }
+    Ok(set)
+}
+
+type JwkError = (String, String);
+
+fn field_err(field: &str, message: impl Into<String>) -> JwkError {
+    (format!(".{field}"), message.into())
+}
+
+/// `Ok(None)`: a well-formed key that is not for signatures.
+fn parse_jwk(jwk: &Value) -> Result<Option<Key>, JwkError> {
+    let object = jwk
+        .as_object()
+        .ok_or_else(|| (String::new(), "a JWK must be an object".to_string()))?;
+    let text = |field: &str| -> Result<Option<&str>, JwkError> {
+        match object.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.as_str())),
+            Some(_) => Err(field_err(field, "must be a string")),
+        }
+    };
+    let required = |field: &str| -> Result<&str, JwkError> {
+        text(field)?.ok_or_else(|| field_err(field, "is required for this key type"))
+    };
+    if let Some(usage) = text("use")? {
+        if usage != "sig" {
+            return Ok(None);
+        }
+    }
+    if let Some(ops) = object.get("key_ops") {
+        let verifies = ops
+            .as_array()
+            .is_some_and(|ops| ops.iter().any(|op| op.as_str() == Some("verify")));
+        if !verifies {
+            return Ok(None);
+        }
+    }
+    let kid = text("kid")?.map(str::to_string);
+    let alg = match text("alg")? {
+        None => None,
+        Some(name) => Some(
+            name.parse::<Algorithm>()
+                .map_err(|_| field_err("alg", format!("unsupported algorithm {name:?}")))?,
+        ),
+    };
+    let issuer = text("issuer")?.map(str::to_string);
+    let kty = required("kty")?;
+    let (family, decoding) = match kty {
+        "RSA" => {
+            let n = required("n")?;
+            let e = required("e")?;
+            let n_bytes = decode_b64(n).map_err(|m| field_err("n", m))?;
+            let e_bytes = decode_b64(e).map_err(|m| field_err("e", m))?;
+            let bits = significant_bits(&n_bytes);
+            if bits < MIN_RSA_BITS {
+                return Err(field_err(
+                    "n",
+                    format!("RSA modulus of {bits} bits is below the minimum of {MIN_RSA_BITS}"),
+                ));
+            }
+            let exponent_ok = e_bytes.len() <= 8
+                && e_bytes.last().is_some_and(|last| last & 1 == 1)
+                && significant_bits(&e_bytes) > 1;
+            if !exponent_ok {
+                return Err(field_err("e", "not a valid RSA public exponent"));
+            }
+            (
+                KeyFamily::Rsa,
+                DecodingKey::from_rsa_raw_components(&n_bytes, &e_bytes),
+            )
+        }
+        "EC" => {
+            let (family, size) = match required("crv")? {
+                "P-256" => (KeyFamily::EcP256, 32),
+                "P-384" => (KeyFamily::EcP384, 48),
+                other => return Err(field_err("crv", format!("unsupported curve {other:?}"))),
+            };
+            let x = decode_b64(required("x")?).map_err(|m| field_err("x", m))?;
+            let y = decode_b64(required("y")?).map_err(|m| field_err("y", m))?;
+            if x.len() != size || y.len() != size {
+                return Err(field_err("x", format!("coordinates must be {size} bytes")));
+            }
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            let decoding = DecodingKey::from_ec_der(&point);
+            let probe = if family == KeyFamily::EcP256 {
+                Algorithm::ES256
+            } else {
+                Algorithm::ES384
+            };
+            if !crate::crypto::key_is_usable(probe, &decoding) {
+                return Err(field_err("x", "the point is not on the curve"));
+            }
+            (family, decoding)
+        }
+        "OKP" => {
+            match required("crv")? {
+                "Ed25519" => {}
+                other => return Err(field_err("crv", format!("unsupported curve {other:?}"))),
+            }
+            let x = decode_b64(required("x")?).map_err(|m| field_err("x", m))?;
+            if x.len() != 32 {
+                return Err(field_err("x", "an Ed25519 key is 32 bytes"));
+            }
+            let decoding = DecodingKey::from_ed_der(&x);
+            if !crate::crypto::key_is_usable(Algorithm::EdDSA, &decoding) {
+                return Err(field_err("x", "not a valid Ed25519 public key"));
+            }
+            (KeyFamily::Ed25519, decoding)
+        }
+        "oct" => {
+            return Err(field_err(
+                "kty",
+                "symmetric keys do not belong in a JWKS; use the provider's shared_secret",
+            ))
+        }
+        other => return Err(field_err("kty", format!("unsupported key type {other:?}"))),
+    };
+    let key = Key {
+        kid,
+        family,
+        alg,
+        issuer,
+        decoding,
+    };
+    if let Some(alg) = alg {
+        if !key.fits(alg) {
+            return Err(field_err(
+                "alg",
+                format!("{alg:?} does not fit a key of type {kty}"),
+            ));
+        }
+    }
+    Ok(Some(key))
+}
+
+fn decode_b64(text: &str) -> Result<Vec<u8>, String> {
+    URL_SAFE_NO_PAD
+        .decode(text)
+        .map_err(|_| "not base64url (no padding)".to_string())
+}
+
+fn significant_bits(bytes: &[u8]) -> usize {
+    let mut iter = bytes.iter().skip_while(|b| **b == 0);
+    match iter.next() {
+        None => 0,
+        Some(first) => (8 - first.leading_zeros() as usize) + 8 * iter.count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn test_jwks() -> Value {
+        serde_json::from_str(include_str!("../test-harness/keys/test-jwks.json")).unwrap()
+    }
+
+    #[test]
+    fn test_jwks_parses_every_key() {
+        let set = parse_jwks(&test_jwks(), Strictness::Strict).unwrap();
+        assert_eq!(set.len(), 5);
+    }
+
+    #[test]
+    fn selects_by_kid_and_algorithm() {
+        let set = parse_jwks(&test_jwks(), Strictness::Strict).unwrap();
+        match set.select(Some("rsa-b"), Algorithm::RS256) {
+            Selection::Candidates(keys) => {
+                assert_eq!(keys.len(), 1);
+                assert_eq!(keys[0].kid.as_deref(), Some("rsa-b"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn unknown_kid_is_reported_as_such() {
+        let set = parse_jwks(&test_jwks(), Strictness::Strict).unwrap();
+        assert!(matches!(
+            set.select(Some("nope"), Algorithm::RS256),
+            Selection::UnknownKid
+        ));
+    }
+
+    #[test]
+    fn rsa_key_never_offered_for_hmac_or_ec() {
+        let set = parse_jwks(&test_jwks(), Strictness::Strict).unwrap();
+        assert!(matches!(
+            set.select(Some("rsa-a"), Algorithm::HS256),
+            Selection::NoFittingKey
+        ));
+        assert!(matches!(
+            set.select(Some("rsa-a"), Algorithm::ES256),
+            Selection::NoFittingKey
+        ));
+    }
+
+    #[test]
+    fn key_alg_restricts_algorithm() {
+        // rsa-a is published with "alg": "RS256"; it must not verify PS256.
+        let set = parse_jwks(&test_jwks(), Strictness::Strict).unwrap();
+        assert!(matches!(
+            set.select(Some("rsa-a"), Algorithm::PS256),
+            Selection::NoFittingKey
+        ));
+    }
+
+    #[test]
+    fn without_kid_every_fitting_key_is_a_candidate() {
+        let set = parse_jwks(&test_jwks(), Strictness::Strict).unwrap();
+        match set.select(None, Algorithm::RS256) {
+            Selection::Candidates(keys) => assert_eq!(keys.len(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn strict_refuses_encryption_key_with_its_index() {
+        let mut doc = test_jwks();
+        doc["keys"][1]["use"] = json!("enc");
+        let err = parse_jwks(&doc, Strictness::Strict).unwrap_err();
+        assert_eq!(err.path, "keys[1].use");
+    }
+
+    #[test]
+    fn lenient_skips_what_it_cannot_use() {
+        let mut doc = test_jwks();
+        doc["keys"][1]["use"] = json!("enc");
+        doc["keys"][2]["kty"] = json!("XYZ");
+        let set = parse_jwks(&doc, Strictness::Lenient).unwrap();
+        assert_eq!(set.len(), 3);
+    }
+
+    #[test]
+    fn short_rsa_modulus_is_refused() {
+        let doc = json!({"keys": [{"kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xff; 128]), "e": "AQAB"}]});
+        let err = parse_jwks(&doc, Strictness::Strict).unwrap_err();
+        assert_eq!(err.path, "keys[0].n");
+        assert!(err.message.contains("1024 bits"));
+    }
+
+    #[test]
+    fn ec_point_off_curve_is_refused() {
+        let doc = json!({"keys": [{"kty": "EC", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])}]});
+        let err = parse_jwks(&doc, Strictness::Strict).unwrap_err();
+        assert_eq!(err.path, "keys[0].x");
+    }
+
+    #[test]
+    fn symmetric_key_in_jwks_is_refused() {
+        let doc = json!({"keys": [{"kty": "oct", "k": "c2VjcmV0"}]});
+        let err = parse_jwks(&doc, Strictness::Strict).unwrap_err();
+        assert_eq!(err.path, "keys[0].kty");
+    }
+
+    #[test]
+    fn empty_set_is_refused() {
+        let err = parse_jwks(&json!({"keys": []}), Strictness::Lenient).unwrap_err();
+        assert_eq!(err.path, "keys");
+    }
+}

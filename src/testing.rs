@@ -1,0 +1,88 @@
+//! Test support for the core's native tests: tokens minted at test time from the repository's
+//! test keys (`test-harness/keys/`), and a base configuration to vary.
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+pub const NOW: i64 = 1_800_000_000;
+pub const TENANT: &str = "4b2f3c1e-8a6d-4f0e-9c3b-2a1d5e7f9a10";
+pub const OTHER_TENANT: &str = "e1d2c3b4-a5f6-4e7d-8c9b-0a1f2e3d4c5b";
+pub const ML_SCIENTISTS: &str = "6a1f2b3c-0d4e-4f5a-8b6c-7d8e9f0a1b2c";
+pub const CONTRACTORS: &str = "b3c4d5e6-f7a8-4b9c-8d0e-1f2a3b4c5d6e";
+
+pub fn key_pem(kid: &str) -> &'static str {
+    match kid {
+        "rsa-a" => include_str!("../test-harness/keys/rsa-a.pem"),
+        "rsa-b" => include_str!("../test-harness/keys/rsa-b.pem"),
+        "ec-p256" => include_str!("../test-harness/keys/ec-p256.pem"),
+        "ec-p384" => include_str!("../test-harness/keys/ec-p384.pem"),
+        "ed25519" => include_str!("../test-harness/keys/ed25519.pem"),
+        other => panic!("no test key {other}"),
+    }
+}
+
+pub fn test_jwks() -> Value {
+    serde_json::from_str(include_str!("../test-harness/keys/test-jwks.json")).unwrap()
+}
+
+fn encoding_key(kid: &str, alg: Algorithm) -> EncodingKey {
+    let pem = key_pem(kid).as_bytes();
+    match alg {
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(pem).unwrap(),
+        Algorithm::EdDSA => EncodingKey::from_ed_pem(pem).unwrap(),
+        _ => EncodingKey::from_rsa_pem(pem).unwrap(),
+    }
+}
+
+/// Signs `claims` with the test key `kid`, naming it in the header.
+pub fn sign(kid: &str, alg: Algorithm, claims: &Value) -> String {
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(&header, claims, &encoding_key(kid, alg)).unwrap()
+}
+
+/// Signs without a `kid` in the header.
+pub fn sign_without_kid(kid: &str, alg: Algorithm, claims: &Value) -> String {
+    jsonwebtoken::encode(&Header::new(alg), claims, &encoding_key(kid, alg)).unwrap()
+}
+
+/// An Entra v2 user token's claims, valid at [`NOW`].
+pub fn entra_user() -> Value {
+    json!({
+        "aud": "api://ml-scoring",
+        "iss": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+        "iat": NOW - 60, "nbf": NOW - 60, "exp": NOW + 3600,
+        "azp": "0c9a7e55-3f7d-4b1c-a2a4-6d2e9b1f0c33",
+        "groups": [ML_SCIENTISTS],
+        "oid": "8f1d2c3b-4a5e-4f6d-9a8b-7c6d5e4f3a2b",
+        "scp": "Scoring.Invoke Models.Read",
+        "sub": "kF3n2m1l0k9j8h7g6f5e4d3c2b1a0ZyXwVuTsRqPo",
+        "tid": TENANT,
+        "ver": "2.0"
+    })
+}
+
+/// A single-tenant Entra configuration with score, infer and chat routes.
+pub fn entra_config() -> Value {
+    json!({
+        "providers": [{
+            "name": "entra",
+            "issuer": format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+            "audiences": ["api://ml-scoring"],
+            "jwks": {"inline": test_jwks()},
+            "group_names": {ML_SCIENTISTS: "ml-scientists", CONTRACTORS: "contractors"}
+        }],
+        "routes": [
+            {"name": "health", "match": {"path": "/healthz"}, "auth": "anonymous"},
+            {"name": "score", "match": {"path_prefix": "/score", "methods": ["POST"]},
+             "model_from": {"header": "azureml-model-deployment"},
+             "allow": [{"groups": ["ml-scientists"]}, {"roles": ["Scoring.Invoke"]}]},
+            {"name": "infer", "match": {"path_template": "/v2/models/{model}/infer"},
+             "deny": [{"groups": ["contractors"], "models": ["finance-*"]}],
+             "allow": [{"groups": ["ml-scientists", "contractors"]}]},
+            {"name": "chat", "match": {"path": "/v1/chat/completions"},
+             "model_from": {"json_body": "model"},
+             "allow": [{"groups": ["ml-scientists"], "models": ["gpt-4o-mini", "llama-*"]}]}
+        ]
+    })
+}

@@ -1,0 +1,364 @@
+//! Token verification: shape, header, issuer → provider, registered claims, then the signature.
+//!
+//! Everything cheap is checked before the signature (size and shape were checked by `token`;
+//! here `alg`, `crit`, issuer, tenant, `exp`/`nbf`/`iat`, audience, `kid`), so garbage never
+//! reaches the expensive step. No token is ever accepted without a verified signature: the
+//! claims are only *trusted* once [`verify`] returns `Ok`.
+
+use jsonwebtoken::Algorithm;
+use serde_json::{Map, Value};
+
+use crate::decision::Reason;
+use crate::jwks::{KeySet, Selection};
+
+/// Latest accepted NumericDate: 9999-12-31T23:59:59Z. Larger values are treated as malformed.
+pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+
+/// Keys tried for one token without `kid`; bounds the work a kid-less token can cause.
+pub const MAX_KEYS_TRIED: usize = 4;
+
+/// One accepted issuer: exact, or a template with one `{tenant}` placeholder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IssuerPattern {
+    Exact(String),
+    Tenant { prefix: String, suffix: String },
+}
+
+impl IssuerPattern {
+    /// `None` when `iss` does not fit; `Some(None)` for an exact match; `Some(Some(tenant))` for a
+    /// template match, with the tenant taken from the issuer.
+    pub fn matches<'i>(&self, iss: &'i str) -> Option<Option<&'i str>> {
+        match self {
+            IssuerPattern::Exact(exact) => (exact == iss).then_some(None),
+            IssuerPattern::Tenant { prefix, suffix } => {
+                let tenant = iss
+                    .strip_prefix(prefix.as_str())?
+                    .strip_suffix(suffix.as_str())?;
+                let plausible = !tenant.is_empty()
+                    && tenant
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                plausible.then_some(Some(tenant))
+            }
+        }
+    }
+}
+
+/// Which tenants a provider accepts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Tenants {
+    /// No tenant restriction was configured (single-tenant exact issuers).
+    Unrestricted,
+    /// `["*"]`, written explicitly.
+    Any,
+    List(Vec<String>),
+}
+
+/// The token rules of one provider, compiled from its configuration.
+#[derive(Clone, Debug)]
+pub struct TokenRules {
+    pub issuers: Vec<IssuerPattern>,
+    pub tenants: Tenants,
+    /// The claim that names the tenant (`tid` for Entra).
+    pub tenant_claim: String,
+    /// `None`: any audience (explicitly configured).
+    pub audiences: Option<Vec<String>>,
+    pub algorithms: Vec<Algorithm>,
+    pub require_exp: bool,
+    pub max_lifetime_seconds: Option<i64>,
+    pub clock_skew_seconds: i64,
+}
+
+/// A token whose signature verified and whose registered claims hold.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub claims: Map<String, Value>,
+    pub exp: Option<i64>,
+}
+
+/// Looking inside a token before it is verified. Quarantined here, as jsonwebtoken quarantines
+/// its `dangerous` decoding: nothing read by [`peek`] may be trusted until [`verify`] succeeds.
+pub mod unverified {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use jsonwebtoken::Algorithm;
+    use serde_json::{Map, Value};
+
+    use crate::decision::Reason;
+    use crate::strict_json;
+
+    /// The parts of a compact JWS, decoded but NOT verified.
+    #[derive(Debug)]
+    pub struct Unverified<'t> {
+        pub alg: Algorithm,
+        pub kid: Option<String>,
+        pub claims: Map<String, Value>,
+        /// `header.payload`, the bytes the signature covers.
+        pub signing_input: &'t str,
+        pub signature: Vec<u8>,
+    }
+
+    impl Unverified<'_> {
+        /// The `iss` claim, if it is a string.
+        pub fn issuer(&self) -> Result<&str, Reason> {
+            match self.claims.get("iss") {
+                Some(Value::String(iss)) => Ok(iss),
+                None => Err(Reason::UnknownIssuer),
+                Some(_) => Err(Reason::MalformedToken),
+            }
+        }
+    }
+
+    /// Splits and decodes a compact JWS. Refuses anything that is not exactly three non-empty,
+    /// canonical base64url segments; header and payload must be JSON objects without duplicate
+    /// keys; `alg` must name an algorithm mlgate implements (never `none`); `crit` is refused
+    /// because mlgate implements no JWS extension (RFC 7515 §4.1.11).
+    pub fn peek(token: &str) -> Result<Unverified<'_>, Reason> {
+        let well_formed = token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !well_formed {
+            return Err(Reason::MalformedToken);
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(Reason::MalformedToken);
+        };
+        if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
+            return Err(Reason::MalformedToken);
+        }
+        let header = decode_object(header_b64)?;
+        let alg = match header.get("alg") {
+            Some(Value::String(name)) => parse_alg(name)?,
+            None => return Err(Reason::MalformedToken),
+            Some(_) => return Err(Reason::UnsupportedAlgorithm),
+        };
+        if header.contains_key("crit") {
+            return Err(Reason::UnsupportedCriticalHeader);
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid.clone()),
+            Some(_) => return Err(Reason::MalformedToken),
+        };
+        let claims = decode_object(payload_b64)?;
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .map_err(|_| Reason::MalformedToken)?;
+        let signing_input_len = header_b64.len() + 1 + payload_b64.len();
+        let signing_input = token
+            .get(..signing_input_len)
+            .ok_or(Reason::MalformedToken)?;
+        Ok(Unverified {
+            alg,
+            kid,
+            claims,
+            signing_input,
+            signature,
+        })
+    }
+
+    fn decode_object(segment: &str) -> Result<Map<String, Value>, Reason> {
+        let bytes = URL_SAFE_NO_PAD
+            .decode(segment)
+            .map_err(|_| Reason::MalformedToken)?;
+        match strict_json::from_slice(&bytes) {
+            Ok(Value::Object(map)) => Ok(map),
+            _ => Err(Reason::MalformedToken),
+        }
+    }
+
+    /// Only the exact registered names; `none`, `None`, `NONE`, `""`, `HS256 ` … are refused.
+    fn parse_alg(name: &str) -> Result<Algorithm, Reason> {
+        name.parse::<Algorithm>()
+            .map_err(|_| Reason::UnsupportedAlgorithm)
+    }
+}
+
+/// Which issuer pattern of which provider accepts `iss`; exact matches win over templates.
+pub fn select_provider<'r, I>(providers: I, iss: &str) -> Option<usize>
+where
+    I: Iterator<Item = &'r TokenRules> + Clone,
+{
+    let exact = providers.clone().position(|rules| {
+        rules
+            .issuers
+            .iter()
+            .any(|p| matches!(p, IssuerPattern::Exact(_)) && p.matches(iss).is_some())
+    });
+    exact.or_else(|| {
+        providers
+            .clone()
+            .position(|rules| rules.issuers.iter().any(|p| p.matches(iss).is_some()))
+    })
+}
+
+/// Checks everything but the signature. Returns the token's `exp`.
+pub fn check_claims(
+    token: &unverified::Unverified<'_>,
+    rules: &TokenRules,
+    now: i64,
+) -> Result<Option<i64>, Reason> {
+    if !rules.algorithms.contains(&token.alg) {
+        return Err(Reason::UnsupportedAlgorithm);
+    }
+    check_issuer_and_tenant(&token.claims, rules, token.issuer()?)?;
+    let exp = check_times(&token.claims, rules, now)?;
+    check_audience(&token.claims, rules)?;
+    Ok(exp)
+}
+
+fn check_issuer_and_tenant(
+    claims: &Map<String, Value>,
+    rules: &TokenRules,
+    iss: &str,
+) -> Result<(), Reason> {
+    let issuer_tenant = rules
+        .issuers
+        .iter()
+        .find_map(|pattern| pattern.matches(iss))
+        .ok_or(Reason::UnknownIssuer)?;
+    let claimed_tenant = match claims.get(&rules.tenant_claim) {
+        None => None,
+        Some(Value::String(tid)) => Some(tid.as_str()),
+        Some(_) => return Err(Reason::MalformedToken),
+    };
+    if let Some(from_issuer) = issuer_tenant {
+        // Entra: the tenant in a templated issuer must be the token's own tenant, or a token
+        // from tenant A could claim to be issued by tenant B's issuer.
+        if claimed_tenant != Some(from_issuer) {
+            return Err(Reason::TenantNotAllowed);
+        }
+    }
+    match &rules.tenants {
+        Tenants::Unrestricted | Tenants::Any => Ok(()),
+        Tenants::List(allowed) => match claimed_tenant {
+            Some(tid) if allowed.iter().any(|t| t == tid) => Ok(()),
+            _ => Err(Reason::TenantNotAllowed),
+        },
+    }
+}
+
+/// A NumericDate claim: absent, or an integer in `0..=MAX_NUMERIC_DATE`. Strings, floats,
+/// negatives, null and huge values are malformed.
+fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Reason> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) if (0..=MAX_NUMERIC_DATE).contains(&v) => Ok(Some(v)),
+            _ => Err(Reason::MalformedToken),
+        },
+        Some(_) => Err(Reason::MalformedToken),
+    }
+}
+
+fn check_times(
+    claims: &Map<String, Value>,
+    rules: &TokenRules,
+    now: i64,
+) -> Result<Option<i64>, Reason> {
+    let skew = rules.clock_skew_seconds;
+    let exp = numeric_date(claims, "exp")?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, "iat")?;
+    match exp {
+        None if rules.require_exp => return Err(Reason::MissingExpiry),
+        Some(exp) if now >= exp.saturating_add(skew) => return Err(Reason::TokenExpired),
+        _ => {}
+    }
+    if let Some(nbf) = nbf {
+        if now.saturating_add(skew) < nbf {
+            return Err(Reason::TokenNotYetValid);
+        }
+    }
+    if let Some(iat) = iat {
+        if iat > now.saturating_add(skew) {
+            return Err(Reason::TokenIssuedInFuture);
+        }
+    }
+    if let Some(max) = rules.max_lifetime_seconds {
+        let start = iat.or(nbf);
+        match (exp, start) {
+            (Some(exp), Some(start)) if exp.saturating_sub(start) <= max => {}
+            _ => return Err(Reason::TokenLifetimeTooLong),
+        }
+    }
+    Ok(exp)
+}
+
+fn check_audience(claims: &Map<String, Value>, rules: &TokenRules) -> Result<(), Reason> {
+    let Some(accepted) = &rules.audiences else {
+        return Ok(());
+    };
+    let found = match claims.get("aud") {
+        None => false,
+        Some(Value::String(aud)) => accepted.iter().any(|a| a == aud),
+        Some(Value::Array(auds)) => {
+            let mut any = false;
+            for aud in auds {
+                let aud = aud.as_str().ok_or(Reason::MalformedToken)?;
+                any |= accepted.iter().any(|a| a == aud);
+            }
+            any
+        }
+        Some(_) => return Err(Reason::MalformedToken),
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(Reason::AudienceMismatch)
+    }
+}
+
+/// Full verification of a peeked token against one provider's rules and key set.
+pub fn verify(
+    token: unverified::Unverified<'_>,
+    rules: &TokenRules,
+    keys: &KeySet,
+    now: i64,
+) -> Result<Verified, Reason> {
+    let exp = check_claims(&token, rules, now)?;
+    let candidates = match keys.select(token.kid.as_deref(), token.alg) {
+        Selection::Candidates(candidates) => candidates,
+        Selection::UnknownKid | Selection::NoFittingKey => return Err(Reason::UnknownKey),
+    };
+    let iss = token.issuer()?;
+    let tenant = token
+        .claims
+        .get(&rules.tenant_claim)
+        .and_then(Value::as_str);
+    let mut tried = 0;
+    for key in candidates {
+        if let Some(key_issuer) = &key.issuer {
+            // Entra's per-key issuer: a key published for one issuer verifies only its tokens.
+            let expected = match tenant {
+                Some(tid) => key_issuer.replace("{tenantid}", tid),
+                None => key_issuer.clone(),
+            };
+            if expected != iss {
+                continue;
+            }
+        }
+        if tried == MAX_KEYS_TRIED {
+            break;
+        }
+        tried += 1;
+        if crate::crypto::verify(
+            token.alg,
+            &key.decoding,
+            token.signing_input.as_bytes(),
+            &token.signature,
+        ) {
+            return Ok(Verified {
+                claims: token.claims,
+                exp,
+            });
+        }
+    }
+    if tried == 0 {
+        return Err(Reason::UnknownKey);
+    }
+    Err(Reason::BadSignature)
+}
