@@ -8,6 +8,7 @@
 #   MLGATE_ENVOY     [.venv/bin/envoy]                MLGATE_WASM  [target/mlgate.wasm]
 #   MLGATE_DEMO_CONCURRENCY [2]  Envoy worker threads
 #   MLGATE_DEMO_CHECK=1   send every scenario once, print ok/MISMATCH, stop, exit 1 on any mismatch
+#   MLGATE_DEMO_NATIVE=1  run envoy/native-jwt-rbac.yaml (Envoy's jwt_authn + rbac) instead of mlgate
 #
 # Logs: .run/idp.log, .run/backend.log, .run/envoy.log. Rendered configs: .run/demo.filter.json,
 # .run/demo.envoy.yaml. Ctrl-C stops everything.
@@ -64,8 +65,18 @@ echo "demo: backend http://127.0.0.1:$BACKEND_PORT  (log .run/backend.log)"
 
 # The filter configuration with the live IdP's issuer and keys inlined.
 $RENDER filter --in filters/demo.json --out "$RUN/demo.filter.json" --idp "http://127.0.0.1:$IDP_PORT"
-$RENDER envoy --template envoy/demo.yaml --out "$RUN/demo.envoy.yaml" \
-  --filter-config "$RUN/demo.filter.json" --wasm "$WASM" \
+TEMPLATE=envoy/demo.yaml
+STATUS_ONLY=()
+if [ "${MLGATE_DEMO_NATIVE:-}" = 1 ]; then
+  # The same policy with Envoy's native jwt_authn + rbac (no mlgate): compare statuses only,
+  # the native filters give no reasons.
+  TEMPLATE=envoy/native-jwt-rbac.yaml
+  STATUS_ONLY=(--status-only)
+  echo "demo: MLGATE_DEMO_NATIVE=1: Envoy runs envoy/native-jwt-rbac.yaml instead of mlgate"
+fi
+$RENDER jwks --idp "http://127.0.0.1:$IDP_PORT" --out "$RUN/idp-jwks.json"
+$RENDER envoy --template "$TEMPLATE" --out "$RUN/demo.envoy.yaml" \
+  --filter-config "$RUN/demo.filter.json" --wasm "$WASM" --jwks "$RUN/idp-jwks.json" \
   --set LISTEN_PORT="$LISTEN_PORT" --set ADMIN_PORT="$ADMIN_PORT" \
   --set BACKEND_PORT="$BACKEND_PORT" --set IDP_PORT="$IDP_PORT"
 
@@ -87,7 +98,7 @@ echo "A fresh token: curl -s 'http://127.0.0.1:$IDP_PORT/token?persona=alice&for
 echo "Rotate the IdP's key: curl -s -X POST http://127.0.0.1:$IDP_PORT/admin/rotate"
 
 if [ "${MLGATE_DEMO_CHECK:-}" = 1 ]; then
-  $RENDER scenarios --idp "http://127.0.0.1:$IDP_PORT" --gateway "http://127.0.0.1:$LISTEN_PORT" --check
+  $RENDER scenarios --idp "http://127.0.0.1:$IDP_PORT" --gateway "http://127.0.0.1:$LISTEN_PORT" --check "${STATUS_ONLY[@]}"
   exit $?
 fi
 $RENDER scenarios --idp "http://127.0.0.1:$IDP_PORT" --gateway "http://127.0.0.1:$LISTEN_PORT"
