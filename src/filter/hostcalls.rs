@@ -1,0 +1,241 @@
+//! The proxy-wasm hostcalls mlgate uses, declared here and wrapped so every failure is a `Result`.
+//!
+//! Why not the SDK's `hostcalls` module: its wrappers `panic!` on any status they do not expect
+//! and `unwrap` UTF-8 conversions of header values. A request header with an obs-text byte, or a
+//! host answering `BadArgument`, would then trap the VM and take every later request down with
+//! it. mlgate uses the SDK for the dispatcher (exports, contexts, allocator) and these wrappers
+//! for every call it makes.
+#![allow(unsafe_code)]
+
+use std::ptr::{null, null_mut};
+
+/// A host status other than `Ok` (and `NotFound` where absence is an answer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostError(pub u32);
+
+type HostResult<T> = Result<T, HostError>;
+
+const OK: u32 = 0;
+const NOT_FOUND: u32 = 1;
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum MapType {
+    HttpRequestHeaders = 0,
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum BufferType {
+    HttpRequestBody = 0,
+    PluginConfiguration = 7,
+}
+
+#[derive(Clone, Copy)]
+#[repr(u32)]
+pub enum LogLevel {
+    Info = 2,
+    Error = 4,
+    Critical = 5,
+}
+
+extern "C" {
+    fn proxy_log(level: u32, message_data: *const u8, message_size: usize) -> u32;
+    fn proxy_get_current_time_nanoseconds(return_time: *mut u64) -> u32;
+    fn proxy_get_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        max_size: usize,
+        return_buffer_data: *mut *mut u8,
+        return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+    fn proxy_replace_header_map_value(
+        map_type: u32,
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
+    fn proxy_remove_header_map_value(map_type: u32, key_data: *const u8, key_size: usize) -> u32;
+    fn proxy_send_local_response(
+        status_code: u32,
+        status_code_details_data: *const u8,
+        status_code_details_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        grpc_status: i32,
+    ) -> u32;
+    fn proxy_define_metric(
+        metric_type: u32,
+        name_data: *const u8,
+        name_size: usize,
+        return_id: *mut u32,
+    ) -> u32;
+    fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+}
+
+fn status(code: u32) -> HostResult<()> {
+    if code == OK {
+        Ok(())
+    } else {
+        Err(HostError(code))
+    }
+}
+
+/// Takes ownership of a buffer the host allocated in our memory through the SDK's
+/// `proxy_on_memory_allocate` (a leaked `Vec<u8>` of capacity `size`).
+fn take_buffer(data: *mut u8, size: usize) -> Vec<u8> {
+    if data.is_null() || size == 0 {
+        return Vec::new();
+    }
+    // SAFETY: the host wrote `size` bytes into a buffer it obtained from
+    // `proxy_on_memory_allocate(size)`, which leaks a `Vec<u8>` with exactly that capacity.
+    unsafe { Vec::from_raw_parts(data, size, size) }
+}
+
+pub fn log(level: LogLevel, message: &str) {
+    // SAFETY: pointer and length describe a live &str.
+    let _ignored = unsafe { proxy_log(level as u32, message.as_ptr(), message.len()) };
+}
+
+/// Host time in Unix seconds (0 if the host will not say: every token then looks expired or
+/// not yet valid, which fails closed).
+pub fn now_seconds() -> i64 {
+    let mut nanos: u64 = 0;
+    // SAFETY: the host writes one u64 through the pointer.
+    let code = unsafe { proxy_get_current_time_nanoseconds(&mut nanos) };
+    if code == OK {
+        i64::try_from(nanos / 1_000_000_000).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+pub fn get_buffer(buffer: BufferType, start: usize, max_size: usize) -> HostResult<Vec<u8>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host fills data/size with a buffer allocated in our memory.
+    let code =
+        unsafe { proxy_get_buffer_bytes(buffer as u32, start, max_size, &mut data, &mut size) };
+    match code {
+        OK => Ok(take_buffer(data, size)),
+        NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostError(other)),
+    }
+}
+
+/// All request headers, names as the host gives them (Envoy: lower-case), values as bytes
+/// decoded lossily (a non-UTF-8 value can never equal a configured value or be a valid token).
+pub fn get_headers(map: MapType) -> HostResult<Vec<(String, String)>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: as in `get_buffer`.
+    let code = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
+    match code {
+        OK => Ok(decode_pairs(&take_buffer(data, size))),
+        NOT_FOUND => Ok(Vec::new()),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Decodes the ABI's map serialisation: u32 count, count × (u32 name size, u32 value size),
+/// then each name and value followed by a NUL. Malformed input yields what could be read.
+fn decode_pairs(bytes: &[u8]) -> Vec<(String, String)> {
+    let read_u32 = |at: usize| -> Option<usize> {
+        let raw: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(u32::from_le_bytes(raw) as usize)
+    };
+    let Some(count) = read_u32(0) else {
+        return Vec::new();
+    };
+    let mut pairs = Vec::with_capacity(count.min(256));
+    let mut cursor = 4usize.saturating_add(count.saturating_mul(8));
+    for index in 0..count {
+        let sizes = 4 + index * 8;
+        let (Some(name_size), Some(value_size)) = (read_u32(sizes), read_u32(sizes + 4)) else {
+            break;
+        };
+        let Some(name) = bytes.get(cursor..cursor + name_size) else {
+            break;
+        };
+        cursor += name_size + 1;
+        let Some(value) = bytes.get(cursor..cursor + value_size) else {
+            break;
+        };
+        cursor += value_size + 1;
+        pairs.push((
+            String::from_utf8_lossy(name).into_owned(),
+            String::from_utf8_lossy(value).into_owned(),
+        ));
+    }
+    pairs
+}
+
+pub fn replace_header(map: MapType, name: &str, value: &str) -> HostResult<()> {
+    // SAFETY: pointers and lengths describe live &strs.
+    status(unsafe {
+        proxy_replace_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
+    })
+}
+
+pub fn remove_header(map: MapType, name: &str) -> HostResult<()> {
+    // SAFETY: pointer and length describe a live &str.
+    status(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
+}
+
+pub fn send_local_response(
+    status_code: u32,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HostResult<()> {
+    let mut serialized = Vec::with_capacity(64);
+    serialized.extend_from_slice(&(headers.len() as u32).to_le_bytes());
+    for (name, value) in headers {
+        serialized.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        serialized.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    }
+    for (name, value) in headers {
+        serialized.extend_from_slice(name.as_bytes());
+        serialized.push(0);
+        serialized.extend_from_slice(value.as_bytes());
+        serialized.push(0);
+    }
+    // SAFETY: pointers and lengths describe live buffers.
+    status(unsafe {
+        proxy_send_local_response(
+            status_code,
+            null(),
+            0,
+            body.as_ptr(),
+            body.len(),
+            serialized.as_ptr(),
+            serialized.len(),
+            -1,
+        )
+    })
+}
+
+pub fn define_counter(name: &str) -> HostResult<u32> {
+    let mut id: u32 = 0;
+    // SAFETY: pointer and length describe a live &str; the host writes one u32.
+    status(unsafe { proxy_define_metric(0, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub fn increment(id: u32) {
+    // SAFETY: no pointers.
+    let _ignored = unsafe { proxy_increment_metric(id, 1) };
+}
