@@ -1,5 +1,382 @@
-//! placeholder
+//! `mlgate-harness check`: a table of policy cases run through the real `mlgate.wasm`.
+//!
+//! The configuration's inline key sets are rewritten to trust the harness's test keys, each case's
+//! token is signed on the fly, and the filter's answer is compared with what the case expects.
+//! The case-file format is documented in `filters/README.md`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-pub fn cli(_args: &[String]) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+
+use anyhow::{bail, Context as _};
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::host::{Harness, Outcome};
+use crate::mint::{self, TestKey};
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CaseFile {
+    pub cases: Vec<Case>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub name: String,
+    pub request: CaseRequest,
+    #[serde(default)]
+    pub token: Option<CaseToken>,
+    pub expect: Expect,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct CaseRequest {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub path: String,
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub body: Option<Value>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+fn default_host() -> String {
+    "ml.contoso.example".into()
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CaseToken {
+    pub literal: Option<String>,
+    pub fixture: Option<String>,
+    pub claims: Option<Map<String, Value>>,
+    pub alg: Option<String>,
+    pub kid: Option<String>,
+    #[serde(rename = "in")]
+    pub place: Option<Place>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Place {
+    pub header: Option<String>,
+    pub scheme: Option<String>,
+    pub query: Option<String>,
+    pub cookie: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    pub status: u32,
+    pub reason: Option<String>,
+    pub www_authenticate: Option<String>,
+    #[serde(default)]
+    pub forwarded: BTreeMap<String, String>,
+    #[serde(default)]
+    pub absent: Vec<String>,
+}
+
+/// One case's result: `differences` is empty when it passed.
+#[derive(Debug)]
+pub struct CaseResult {
+    pub name: String,
+    pub differences: Vec<String>,
+}
+
+/// Rewrites every provider's `jwks.inline` to the harness's test keys.
+pub fn trust_test_keys(config: &mut Value) {
+    if let Some(providers) = config.get_mut("providers").and_then(Value::as_array_mut) {
+        for provider in providers {
+            if let Some(jwks) = provider.get_mut("jwks").and_then(Value::as_object_mut) {
+                if jwks.contains_key("inline") {
+                    jwks.insert("inline".into(), mint::test_jwks());
+                }
+            }
+        }
+    }
+}
+
+/// Runs every case through a fresh harness configured with `config` (already rewritten).
+pub fn run(config: &Value, file: &CaseFile) -> anyhow::Result<Vec<CaseResult>> {
+    let harness = Harness::load()?
+        .configure(config.clone())
+        .map_err(|e| anyhow::anyhow!("the filter refused the configuration: {e}"))?;
+    let mut results = Vec::with_capacity(file.cases.len());
+    for case in &file.cases {
+        let differences = match run_case(&harness, config, case) {
+            Ok(differences) => differences,
+            Err(error) => vec![format!("could not run: {error:#}")],
+        };
+        results.push(CaseResult {
+            name: case.name.clone(),
+            differences,
+        });
+    }
+    Ok(results)
+}
+
+fn run_case(harness: &Harness, config: &Value, case: &Case) -> anyhow::Result<Vec<String>> {
+    let now = harness.now_unix();
+    let mut path = case.request.path.clone();
+    let mut builder_headers: Vec<(String, String)> = case
+        .request
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(token_spec) = &case.token {
+        let token = build_token(token_spec, config, now)?;
+        match &token_spec.place {
+            None => builder_headers.push(("authorization".into(), mint::bearer(&token))),
+            Some(Place { header: Some(name), scheme, query: None, cookie: None }) => {
+                let value = match scheme {
+                    Some(scheme) => format!("{scheme} {token}"),
+                    None => token,
+                };
+                builder_headers.push((name.clone(), value));
+            }
+            Some(Place { header: None, scheme: None, query: Some(name), cookie: None }) => {
+                let separator = if path.contains('?') { '&' } else { '?' };
+                path = format!("{path}{separator}{name}={token}");
+            }
+            Some(Place { header: None, scheme: None, query: None, cookie: Some(name) }) => {
+                builder_headers.push(("cookie".into(), format!("{name}={token}")));
+            }
+            Some(_) => bail!("token.in: give exactly one of header (with optional scheme), query or cookie"),
+        }
+    }
+    let mut request = harness
+        .request()
+        .method(&case.request.method)
+        .path(&path)
+        .host(&case.request.host)
+        .headers(builder_headers);
+    match &case.request.body {
+        None => {}
+        Some(Value::String(text)) => request = request.body(text.as_bytes()),
+        Some(value) => request = request.json(value),
+    }
+    let outcome = request.send()?;
+    Ok(compare(&case.expect, &outcome))
+}
+
+fn compare(expect: &Expect, outcome: &Outcome) -> Vec<String> {
+    let mut differences = Vec::new();
+    let actual_status = if outcome.is_forwarded() { Some(200) } else { outcome.status() };
+    let describe = |outcome: &Outcome| -> String {
+        match outcome {
+            Outcome::Forwarded { .. } => "forwarded".into(),
+            Outcome::Responded { status, .. } => {
+                format!("{status} {}", outcome.reason().unwrap_or_default())
+            }
+            Outcome::Paused { .. } => "paused".into(),
+            Outcome::Reset { .. } => "reset".into(),
+        }
+    };
+    if actual_status != Some(expect.status) {
+        differences.push(format!("status: expected {}, got {}", expect.status, describe(outcome)));
+    }
+    if let Some(reason) = &expect.reason {
+        let actual = if outcome.is_forwarded() {
+            outcome.forwarded_header("x-mlgate-dry-run").map(str::to_string)
+        } else {
+            outcome.reason()
+        };
+        if actual.as_deref() != Some(reason.as_str()) {
+            differences.push(format!("reason: expected {reason:?}, got {actual:?}"));
+        }
+    }
+    if let Some(expected) = &expect.www_authenticate {
+        let actual = outcome.response_header("www-authenticate");
+        if actual != Some(expected.as_str()) {
+            differences.push(format!("www-authenticate: expected {expected:?}, got {actual:?}"));
+        }
+    }
+    if !expect.forwarded.is_empty() || !expect.absent.is_empty() {
+        match outcome.forwarded_headers() {
+            None => differences.push("forwarded headers: the request was not forwarded".into()),
+            Some(headers) => {
+                for (name, value) in &expect.forwarded {
+                    let actual = headers.get(name);
+                    if actual != Some(value.as_str()) {
+                        differences.push(format!("upstream header {name}: expected {value:?}, got {actual:?}"));
+                    }
+                }
+                for name in &expect.absent {
+                    if let Some(actual) = headers.get(name) {
+                        differences.push(format!("upstream header {name}: expected absent, got {actual:?}"));
+                    }
+                }
+            }
+        }
+    }
+    differences
+}
+
+/// Signs the case's claims, or returns its literal token.
+pub fn build_token(spec: &CaseToken, config: &Value, now: u64) -> anyhow::Result<String> {
+    if let Some(literal) = &spec.literal {
+        return Ok(literal.clone());
+    }
+    let mut claims = match &spec.fixture {
+        Some(name) => {
+            if !mint::claims_fixture_names().contains(&name.as_str()) {
+                bail!("token.fixture: unknown fixture {name:?} (known: {:?})", mint::claims_fixture_names());
+            }
+            mint::claims_fixture_at(name, now)
+        }
+        None => json!({}),
+    };
+    let object = claims
+        .as_object_mut()
+        .context("a claims fixture must be a JSON object")?;
+    for (name, value) in spec.claims.iter().flatten() {
+        if value.is_null() {
+            object.remove(name);
+        } else {
+            object.insert(name.clone(), resolve_time(value, now));
+        }
+    }
+    let claims = mint::fill_times(claims, now, 3600);
+    let alg_name = spec.alg.as_deref().unwrap_or("RS256");
+    let alg: Algorithm = alg_name
+        .parse()
+        .map_err(|_| anyhow::anyhow!("token.alg: unknown algorithm {alg_name:?}"))?;
+    if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+        let secret = shared_secret(config).context("token.alg: an HS* token needs a provider with shared_secret")?;
+        let mut header = Header::new(alg);
+        header.kid = spec.kid.clone();
+        return Ok(jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&secret))?);
+    }
+    let key = match alg {
+        Algorithm::ES256 => TestKey::ec_p256(),
+        Algorithm::ES384 => TestKey::ec_p384(),
+        Algorithm::EdDSA => TestKey::ed25519(),
+        _ => TestKey::rsa_b(),
+    };
+    let kid = spec.kid.clone().unwrap_or_else(|| key.kid().to_string());
+    let header = json!({"alg": mint::alg_name(alg), "typ": "JWT", "kid": kid});
+    key.try_sign_with_header(&header, &claims)
+}
+
+/// `"now"`, `"now+3600"`, `"now-120"` → Unix seconds; anything else unchanged.
+fn resolve_time(value: &Value, now: u64) -> Value {
+    let Some(text) = value.as_str() else {
+        return value.clone();
+    };
+    let Some(rest) = text.strip_prefix("now") else {
+        return value.clone();
+    };
+    let offset = if rest.is_empty() {
+        Some(0)
+    } else if let Some(n) = rest.strip_prefix('+') {
+        n.parse::<i64>().ok()
+    } else if let Some(n) = rest.strip_prefix('-') {
+        n.parse::<i64>().ok().map(|n| -n)
+    } else {
+        None
+    };
+    match offset {
+        Some(offset) => Value::from(now as i64 + offset),
+        None => value.clone(),
+    }
+}
+
+fn shared_secret(config: &Value) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let text = config
+        .get("providers")?
+        .as_array()?
+        .iter()
+        .find_map(|p| p.get("shared_secret")?.as_str())?;
+    [URL_SAFE_NO_PAD, URL_SAFE, STANDARD, STANDARD_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+}
+
+/// The printed table, and whether every case passed.
+pub fn report(config_path: &Path, results: &[CaseResult]) -> (String, bool) {
+    let mut out = String::new();
+    let _ = writeln!(out, "mlgate check: {}", config_path.display());
+    let failed = results.iter().filter(|r| !r.differences.is_empty()).count();
+    for result in results {
+        let mark = if result.differences.is_empty() { "PASS" } else { "FAIL" };
+        let _ = writeln!(out, "  {mark}  {}", result.name);
+        for difference in &result.differences {
+            let _ = writeln!(out, "          - {difference}");
+        }
+    }
+    let _ = writeln!(out, "{} passed, {failed} failed", results.len() - failed);
+    (out, failed == 0)
+}
+
+pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
+    let mut config_path: Option<PathBuf> = None;
+    let mut cases_path: Option<PathBuf> = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--config" => config_path = iter.next().map(PathBuf::from),
+            "--cases" => cases_path = iter.next().map(PathBuf::from),
+            "--wasm" => {
+                let path = iter.next().context("--wasm needs a path")?;
+                std::env::set_var("MLGATE_WASM", path);
+            }
+            "-h" | "--help" => {
+                println!("usage: mlgate-harness check --config FILE --cases FILE [--wasm FILE]\n\nRuns each case of the case file through the real mlgate.wasm configured with FILE\n(its inline key sets rewritten to trust the harness's test keys). Format: filters/README.md.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            other => bail!("unknown argument {other:?} (see --help)"),
+        }
+    }
+    let config_path = config_path.context("--config FILE is required")?;
+    let cases_path = cases_path.context("--cases FILE is required")?;
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", config_path.display()))?;
+    let file: CaseFile = serde_json::from_str(
+        &std::fs::read_to_string(&cases_path).with_context(|| format!("reading {}", cases_path.display()))?,
+    )
+    .with_context(|| format!("{} is not a valid case file", cases_path.display()))?;
+    trust_test_keys(&mut config);
+    let results = run(&config, &file)?;
+    let (table, passed) = report(&config_path, &results);
+    print!("{table}");
+    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn now_expressions_resolve() {
+        assert_eq!(resolve_time(&json!("now"), 100), json!(100));
+        assert_eq!(resolve_time(&json!("now+5"), 100), json!(105));
+        assert_eq!(resolve_time(&json!("now-5"), 100), json!(95));
+        assert_eq!(resolve_time(&json!("nowhere"), 100), json!("nowhere"));
+        assert_eq!(resolve_time(&json!(7), 100), json!(7));
+    }
+
+    #[test]
+    fn inline_jwks_is_replaced_with_test_keys() {
+        let mut config = json!({"providers": [{"jwks": {"inline": {"keys": []}}}, {"shared_secret": "x"}]});
+        trust_test_keys(&mut config);
+        assert_eq!(config["providers"][0]["jwks"]["inline"], mint::test_jwks());
+        assert!(config["providers"][1].get("jwks").is_none());
+    }
 }
