@@ -219,7 +219,10 @@ fn serve_one(name: &str, mut request: tiny_http::Request, handler: &Handler) {
         handler(&req)
     };
     let mut out = tiny_http::Response::from_data(response.body).with_status_code(response.status);
-    let mut all_headers = vec![("content-type".to_string(), response.content_type.to_string())];
+    let mut all_headers = vec![(
+        "content-type".to_string(),
+        response.content_type.to_string(),
+    )];
     all_headers.extend(response.headers);
     for (n, v) in all_headers {
         if let Ok(h) = tiny_http::Header::from_bytes(n.as_bytes(), v.as_bytes()) {
@@ -521,10 +524,7 @@ pub fn handle(req: &Request) -> Response {
                 .iter()
                 .map(|m| json!({"id": m, "object": "model", "created": created, "owned_by": "mlgate-demo"}))
                 .collect();
-            Response::json(
-                200,
-                &with_identity(json!({"object": "list", "data": data})),
-            )
+            Response::json(200, &with_identity(json!({"object": "list", "data": data})))
         }
         (_, ["healthz"])
         | (_, ["score"])

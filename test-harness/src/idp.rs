@@ -169,7 +169,8 @@ pub const PERSONAS: &[Persona] = &[
     },
     Persona {
         name: "carol",
-        description: "user in too many groups: Entra's groups overage (_claim_names) instead of groups",
+        description:
+            "user in too many groups: Entra's groups overage (_claim_names) instead of groups",
         caller: Caller::User,
         tenant: TENANT_ID,
         oid: "ca401000-0000-4000-8000-00000ca401a0",
@@ -360,7 +361,10 @@ impl IdpState {
         let now = now_secs();
         let exp = now + opts.expires_in.unwrap_or(3600);
         let nbf = now + opts.not_before_in.unwrap_or(0);
-        let aud = opts.audience.clone().unwrap_or_else(|| AUDIENCE.to_string());
+        let aud = opts
+            .audience
+            .clone()
+            .unwrap_or_else(|| AUDIENCE.to_string());
         let mut uti = [0u8; 16];
         rand::thread_rng().fill_bytes(&mut uti);
         // Entra's `sub` is pairwise (per application); derive a stable one.
@@ -449,7 +453,10 @@ impl IdpState {
         let grace = grace.unwrap_or(self.grace);
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let previous = ring.current().map(|k| k.kid().to_string()).unwrap_or_default();
+        let previous = ring
+            .current()
+            .map(|k| k.kid().to_string())
+            .unwrap_or_default();
         for entry in ring.keys.iter_mut() {
             if entry.retire_at.is_none() {
                 entry.retire_at = Some(now + grace);
@@ -787,9 +794,9 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let key_pem = match flags.get("key") {
-        Some(path) => Some(
-            std::fs::read_to_string(path).with_context(|| format!("read --key {path}"))?,
-        ),
+        Some(path) => {
+            Some(std::fs::read_to_string(path).with_context(|| format!("read --key {path}"))?)
+        }
         None => None,
     };
     let grace = match flags.get("grace-seconds") {
@@ -817,7 +824,11 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
     println!("idp: discovery {url}/.well-known/openid-configuration, keys {url}/jwks");
     println!(
         "idp: personas: {}",
-        PERSONAS.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+        PERSONAS
+            .iter()
+            .map(|p| p.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!("idp: a token: curl -s '{url}/token?persona=alice&format=raw'");
     let _ = stop.recv();
@@ -870,8 +881,11 @@ mod tests {
             .iter()
             .find(|k| k["kid"] == kid.as_str())
             .expect("kid in jwks");
-        let key = DecodingKey::from_rsa_components(jwk["n"].as_str().unwrap(), jwk["e"].as_str().unwrap())
-            .unwrap();
+        let key = DecodingKey::from_rsa_components(
+            jwk["n"].as_str().unwrap(),
+            jwk["e"].as_str().unwrap(),
+        )
+        .unwrap();
         let mut v = Validation::new(Algorithm::RS256);
         v.set_audience(&[AUDIENCE]);
         v.set_issuer(&["http://127.0.0.1:9400"]);
@@ -908,7 +922,11 @@ mod tests {
     #[test]
     fn token_endpoint_and_discovery() {
         let s = state();
-        let r = get(&s, "/token?persona=bob&expires_in=-600&aud=api%3A%2F%2Fother", "GET");
+        let r = get(
+            &s,
+            "/token?persona=bob&expires_in=-600&aud=api%3A%2F%2Fother",
+            "GET",
+        );
         assert_eq!(r.status, 200);
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         let token = v["access_token"].as_str().unwrap();
@@ -926,7 +944,8 @@ mod tests {
         assert_eq!(get(&s, "/token?persona=nobody", "GET").status, 400);
         assert_eq!(get(&s, "/token", "GET").status, 400);
         let d: Value =
-            serde_json::from_slice(&get(&s, "/.well-known/openid-configuration", "GET").body).unwrap();
+            serde_json::from_slice(&get(&s, "/.well-known/openid-configuration", "GET").body)
+                .unwrap();
         assert_eq!(d["issuer"], "http://127.0.0.1:9400");
         assert_eq!(d["jwks_uri"], "http://127.0.0.1:9400/jwks");
         assert_eq!(get(&s, "/personas", "GET").status, 200);
