@@ -81,6 +81,11 @@ lint: wasm-target
 demo: build envoy devtools
 	@bash envoy/demo.sh
 
+# The module as an OCI image (Wasm image "compat" variant) for Istio / Envoy Gateway: target/oci/ + target/mlgate-oci.tar.
+oci: build
+	@python3 envoy/oci.py --wasm $(WASM) --out target/oci --tar target/mlgate-oci.tar \
+	  --tag $$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
 clean:
 	$(CARGO) clean
 	rm -rf $(VENV) .run
