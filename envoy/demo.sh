@@ -6,7 +6,7 @@
 #   MLGATE_DEMO_PORT [10000]  Envoy listener          ADMIN_PORT   [9901]  Envoy admin
 #   IDP_PORT         [9400]   demo identity provider  BACKEND_PORT [9500]  demo ML backend
 #   MLGATE_ENVOY     [.venv/bin/envoy]                MLGATE_WASM  [target/mlgate.wasm]
-#   MLGATE_DEMO_CONCURRENCY [2]  Envoy worker threads
+#   MLGATE_DEMO_CONCURRENCY [2]  Envoy worker threads     MLGATE_DEMO_LOG_LEVEL [info]  Envoy's --log-level
 #   MLGATE_DEMO_CHECK=1   send every scenario once, print ok/MISMATCH, stop, exit 1 on any mismatch
 #   MLGATE_DEMO_NATIVE=1  run envoy/native-jwt-rbac.yaml (Envoy's jwt_authn + rbac) instead of mlgate
 #
@@ -81,7 +81,7 @@ $RENDER envoy --template "$TEMPLATE" --out "$RUN/demo.envoy.yaml" \
   --set BACKEND_PORT="$BACKEND_PORT" --set IDP_PORT="$IDP_PORT"
 
 "$ENVOY" -c "$RUN/demo.envoy.yaml" --concurrency "$CONCURRENCY" --disable-hot-restart \
-  --log-level info --component-log-level wasm:info >"$RUN/envoy.log" 2>&1 &
+  --log-level "${MLGATE_DEMO_LOG_LEVEL:-info}" >"$RUN/envoy.log" 2>&1 &
 pids+=($!)
 if ! $RENDER wait "http://127.0.0.1:$ADMIN_PORT/ready" --pid "${pids[2]}" --log "$RUN/envoy.log" --timeout 60; then
   echo "demo: envoy did not become ready; the mlgate lines of .run/envoy.log:" >&2
