@@ -6,8 +6,8 @@
 # Validate mode builds the whole configuration without opening sockets. For the wasm filter that
 # includes loading the module into V8 and calling its on_configure with the plugin configuration,
 # so a filter configuration that mlgate refuses fails here too ("Unable to create Wasm plugin").
-# (The Istio and Envoy Gateway manifests in envoy/istio and envoy/envoy-gateway are Kubernetes
-# resources, not Envoy configs; they are not checked here.)
+# The Istio and Envoy Gateway manifests (envoy/istio, envoy/envoy-gateway) are Kubernetes resources,
+# not Envoy configs: envoy/check_manifests.py checks them (needs PyYAML; skipped without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -45,6 +45,9 @@ for cfg in filters/*.json; do
     "${COMMON[@]}" --filter-config "$cfg"
   check "envoy/demo.yaml + $cfg" "$OUT/demo-with-$name.yaml"
 done
+
+# The Kubernetes manifests: parse, required fields, embedded config == filters/entra-azureml.json.
+python3 envoy/check_manifests.py || failed=1
 
 if [ "$failed" != 0 ]; then echo "validate: some Envoy configurations are invalid" >&2; exit 1; fi
 echo "validate: all Envoy configurations passed envoy --mode validate"
