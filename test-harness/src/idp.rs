@@ -26,16 +26,17 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context as _, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::Algorithm;
 use rand::RngCore as _;
-use rsa::pkcs1::{DecodeRsaPrivateKey as _, EncodeRsaPrivateKey as _};
-use rsa::pkcs8::DecodePrivateKey as _;
+use rsa::pkcs1::DecodeRsaPrivateKey as _;
+use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
 use rsa::traits::PublicKeyParts as _;
 use rsa::RsaPrivateKey;
 use serde_json::{json, Map, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::backend::{parse_flags, parse_query, stop_signal, HttpServer, Request, Response};
+use crate::mint::TestKey;
 
 /// The audience of every demo token (the "ML scoring" API's application ID URI).
 pub const AUDIENCE: &str = "api://ml-scoring";
@@ -224,10 +225,10 @@ pub fn token_fingerprint(token: &str) -> String {
         .collect()
 }
 
-/// An RSA signing key with its public JWK.
+/// An RSA signing key with its public JWK; signing goes through [`crate::mint::TestKey`].
 pub struct SigningKey {
     kid: String,
-    encoding: EncodingKey,
+    key: TestKey,
     jwk: Value,
 }
 
@@ -247,8 +248,7 @@ impl SigningKey {
     }
 
     fn from_rsa(key: &RsaPrivateKey) -> Result<SigningKey> {
-        let der = key.to_pkcs1_der().context("encode RSA key")?;
-        let encoding = EncodingKey::from_rsa_der(der.as_bytes());
+        let pem = key.to_pkcs8_pem(LineEnding::LF).context("encode RSA key")?;
         let n = b64(&key.n().to_bytes_be());
         let e = b64(&key.e().to_bytes_be());
         // RFC 7638 thumbprint: a stable kid for a given key.
@@ -258,7 +258,8 @@ impl SigningKey {
             .take(16)
             .collect::<String>();
         let jwk = json!({ "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": n, "e": e });
-        Ok(SigningKey { kid, encoding, jwk })
+        let key = TestKey::from_pem(&pem, &kid)?;
+        Ok(SigningKey { kid, key, jwk })
     }
 
     pub fn kid(&self) -> &str {
@@ -270,12 +271,9 @@ impl SigningKey {
         &self.jwk
     }
 
-    /// Signs claims with RS256 and this key's `kid`.
+    /// Signs claims with RS256; the header is `{"alg":"RS256","typ":"JWT","kid":<kid>}`.
     pub fn sign(&self, claims: &Value) -> Result<String> {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("JWT".to_string());
-        jsonwebtoken::encode(&header, claims, &self.encoding).context("sign token")
+        self.key.try_sign(claims, Algorithm::RS256)
     }
 }
 
