@@ -217,10 +217,13 @@ def curl_line(method, url, headers, data):
 def send(method, url, headers, data):
     req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=5) as resp:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
+    except (urllib.error.URLError, OSError) as e:
+        # No answer (timeout, reset): status 0, reported as a mismatch.
+        return 0, {}, json.dumps({"reason": f"no answer: {e}"}).encode()
 
 
 def cmd_scenarios(args):
