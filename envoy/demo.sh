@@ -107,7 +107,12 @@ echo "demo: running; tokens above are valid for an hour. Ctrl-C stops everything
 # Stay until a signal arrives or a component dies.
 while :; do
   for p in "${pids[@]}"; do
-    if ! alive "$p"; then echo "demo: a component exited (pid $p); see .run/*.log" >&2; exit 1; fi
+    if ! alive "$p"; then
+      # Ctrl-C reaches every process of the terminal's group: a clean exit here is that, not a crash.
+      status=0; wait "$p" || status=$?
+      if [ "$status" = 0 ]; then exit 0; fi
+      echo "demo: a component exited with status $status (pid $p); see .run/*.log" >&2; exit 1
+    fi
   done
   sleep 1
 done
