@@ -126,9 +126,6 @@ pub mod unverified {
         else {
             return Err(Reason::MalformedToken);
         };
-        if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
-            return Err(Reason::MalformedToken);
-        }
         let header = decode_object(header_b64)?;
         let alg = match header.get("alg") {
             Some(Value::String(name)) => parse_alg(name)?,
@@ -143,6 +140,10 @@ pub mod unverified {
             Some(Value::String(kid)) => Some(kid.clone()),
             Some(_) => return Err(Reason::MalformedToken),
         };
+        // After `alg`, so that an unsigned `alg: none` token is named for what it is.
+        if signature_b64.is_empty() {
+            return Err(Reason::MalformedToken);
+        }
         let claims = decode_object(payload_b64)?;
         let signature = URL_SAFE_NO_PAD
             .decode(signature_b64)
