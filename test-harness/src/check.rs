@@ -141,21 +141,38 @@ fn run_case(harness: &Harness, config: &Value, case: &Case) -> anyhow::Result<Ve
         let token = build_token(token_spec, config, now)?;
         match &token_spec.place {
             None => builder_headers.push(("authorization".into(), mint::bearer(&token))),
-            Some(Place { header: Some(name), scheme, query: None, cookie: None }) => {
+            Some(Place {
+                header: Some(name),
+                scheme,
+                query: None,
+                cookie: None,
+            }) => {
                 let value = match scheme {
                     Some(scheme) => format!("{scheme} {token}"),
                     None => token,
                 };
                 builder_headers.push((name.clone(), value));
             }
-            Some(Place { header: None, scheme: None, query: Some(name), cookie: None }) => {
+            Some(Place {
+                header: None,
+                scheme: None,
+                query: Some(name),
+                cookie: None,
+            }) => {
                 let separator = if path.contains('?') { '&' } else { '?' };
                 path = format!("{path}{separator}{name}={token}");
             }
-            Some(Place { header: None, scheme: None, query: None, cookie: Some(name) }) => {
+            Some(Place {
+                header: None,
+                scheme: None,
+                query: None,
+                cookie: Some(name),
+            }) => {
                 builder_headers.push(("cookie".into(), format!("{name}={token}")));
             }
-            Some(_) => bail!("token.in: give exactly one of header (with optional scheme), query or cookie"),
+            Some(_) => bail!(
+                "token.in: give exactly one of header (with optional scheme), query or cookie"
+            ),
         }
     }
     let mut request = harness
@@ -175,7 +192,11 @@ fn run_case(harness: &Harness, config: &Value, case: &Case) -> anyhow::Result<Ve
 
 fn compare(expect: &Expect, outcome: &Outcome) -> Vec<String> {
     let mut differences = Vec::new();
-    let actual_status = if outcome.is_forwarded() { Some(200) } else { outcome.status() };
+    let actual_status = if outcome.is_forwarded() {
+        Some(200)
+    } else {
+        outcome.status()
+    };
     let describe = |outcome: &Outcome| -> String {
         match outcome {
             Outcome::Forwarded { .. } => "forwarded".into(),
@@ -187,11 +208,17 @@ fn compare(expect: &Expect, outcome: &Outcome) -> Vec<String> {
         }
     };
     if actual_status != Some(expect.status) {
-        differences.push(format!("status: expected {}, got {}", expect.status, describe(outcome)));
+        differences.push(format!(
+            "status: expected {}, got {}",
+            expect.status,
+            describe(outcome)
+        ));
     }
     if let Some(reason) = &expect.reason {
         let actual = if outcome.is_forwarded() {
-            outcome.forwarded_header("x-mlgate-dry-run").map(str::to_string)
+            outcome
+                .forwarded_header("x-mlgate-dry-run")
+                .map(str::to_string)
         } else {
             outcome.reason()
         };
@@ -202,7 +229,9 @@ fn compare(expect: &Expect, outcome: &Outcome) -> Vec<String> {
     if let Some(expected) = &expect.www_authenticate {
         let actual = outcome.response_header("www-authenticate");
         if actual != Some(expected.as_str()) {
-            differences.push(format!("www-authenticate: expected {expected:?}, got {actual:?}"));
+            differences.push(format!(
+                "www-authenticate: expected {expected:?}, got {actual:?}"
+            ));
         }
     }
     if !expect.forwarded.is_empty() || !expect.absent.is_empty() {
@@ -212,12 +241,16 @@ fn compare(expect: &Expect, outcome: &Outcome) -> Vec<String> {
                 for (name, value) in &expect.forwarded {
                     let actual = headers.get(name);
                     if actual != Some(value.as_str()) {
-                        differences.push(format!("upstream header {name}: expected {value:?}, got {actual:?}"));
+                        differences.push(format!(
+                            "upstream header {name}: expected {value:?}, got {actual:?}"
+                        ));
                     }
                 }
                 for name in &expect.absent {
                     if let Some(actual) = headers.get(name) {
-                        differences.push(format!("upstream header {name}: expected absent, got {actual:?}"));
+                        differences.push(format!(
+                            "upstream header {name}: expected absent, got {actual:?}"
+                        ));
                     }
                 }
             }
@@ -234,7 +267,10 @@ pub fn build_token(spec: &CaseToken, config: &Value, now: u64) -> anyhow::Result
     let mut claims = match &spec.fixture {
         Some(name) => {
             if !mint::claims_fixture_names().contains(&name.as_str()) {
-                bail!("token.fixture: unknown fixture {name:?} (known: {:?})", mint::claims_fixture_names());
+                bail!(
+                    "token.fixture: unknown fixture {name:?} (known: {:?})",
+                    mint::claims_fixture_names()
+                );
             }
             mint::claims_fixture_at(name, now)
         }
@@ -256,10 +292,15 @@ pub fn build_token(spec: &CaseToken, config: &Value, now: u64) -> anyhow::Result
         .parse()
         .map_err(|_| anyhow::anyhow!("token.alg: unknown algorithm {alg_name:?}"))?;
     if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-        let secret = shared_secret(config).context("token.alg: an HS* token needs a provider with shared_secret")?;
+        let secret = shared_secret(config)
+            .context("token.alg: an HS* token needs a provider with shared_secret")?;
         let mut header = Header::new(alg);
         header.kid = spec.kid.clone();
-        return Ok(jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&secret))?);
+        return Ok(jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(&secret),
+        )?);
     }
     let key = match alg {
         Algorithm::ES256 => TestKey::ec_p256(),
@@ -313,7 +354,11 @@ pub fn report(config_path: &Path, results: &[CaseResult]) -> (String, bool) {
     let _ = writeln!(out, "mlgate check: {}", config_path.display());
     let failed = results.iter().filter(|r| !r.differences.is_empty()).count();
     for result in results {
-        let mark = if result.differences.is_empty() { "PASS" } else { "FAIL" };
+        let mark = if result.differences.is_empty() {
+            "PASS"
+        } else {
+            "FAIL"
+        };
         let _ = writeln!(out, "  {mark}  {}", result.name);
         for difference in &result.differences {
             let _ = writeln!(out, "          - {difference}");
@@ -345,18 +390,24 @@ pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
     let config_path = config_path.context("--config FILE is required")?;
     let cases_path = cases_path.context("--cases FILE is required")?;
     let mut config: Value = serde_json::from_str(
-        &std::fs::read_to_string(&config_path).with_context(|| format!("reading {}", config_path.display()))?,
+        &std::fs::read_to_string(&config_path)
+            .with_context(|| format!("reading {}", config_path.display()))?,
     )
     .with_context(|| format!("{} is not JSON", config_path.display()))?;
     let file: CaseFile = serde_json::from_str(
-        &std::fs::read_to_string(&cases_path).with_context(|| format!("reading {}", cases_path.display()))?,
+        &std::fs::read_to_string(&cases_path)
+            .with_context(|| format!("reading {}", cases_path.display()))?,
     )
     .with_context(|| format!("{} is not a valid case file", cases_path.display()))?;
     trust_test_keys(&mut config);
     let results = run(&config, &file)?;
     let (table, passed) = report(&config_path, &results);
     print!("{table}");
-    Ok(if passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[cfg(test)]
@@ -374,7 +425,8 @@ mod tests {
 
     #[test]
     fn inline_jwks_is_replaced_with_test_keys() {
-        let mut config = json!({"providers": [{"jwks": {"inline": {"keys": []}}}, {"shared_secret": "x"}]});
+        let mut config =
+            json!({"providers": [{"jwks": {"inline": {"keys": []}}}, {"shared_secret": "x"}]});
         trust_test_keys(&mut config);
         assert_eq!(config["providers"][0]["jwks"]["inline"], mint::test_jwks());
         assert!(config["providers"][1].get("jwks").is_none());
