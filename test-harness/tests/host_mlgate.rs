@@ -1,0 +1,107 @@
+//! The host against the real module: it finds (and freshens) `target/mlgate.wasm`, links every import the
+//! filter has, and carries configuration, headers, local responses and logs both ways. The filter's own
+//! behaviour is specified by the `filter_*` suites; these only use what the configuration reference documents.
+
+use mlgate_harness::host::{wasm_path, Harness, HostError};
+use mlgate_harness::mint::{bearer, test_jwks, TestKey};
+use serde_json::{json, Value};
+
+fn config() -> Value {
+    json!({
+        "providers": [{
+            "name": "test",
+            "issuer": "https://idp.test",
+            "audiences": ["api://ml"],
+            "algorithms": ["RS256", "ES256", "ES384", "EdDSA"],
+            "jwks": {"inline": test_jwks()}
+        }],
+        "routes": [
+            {"name": "health", "match": {"path": "/healthz"}, "auth": "anonymous"},
+            {"name": "score", "match": {"path_prefix": "/score", "methods": ["POST"]}}
+        ]
+    })
+}
+
+fn harness() -> Harness {
+    Harness::load().unwrap().configure(config()).unwrap()
+}
+
+#[test]
+fn the_module_is_found_fresh_and_every_import_is_implemented() {
+    let path = wasm_path().unwrap();
+    assert!(path.is_file(), "{}", path.display());
+    // Loading fails with MissingImports if the filter imports anything the host lacks.
+    Harness::load().unwrap();
+}
+
+#[test]
+fn an_accepted_configuration_reaches_the_filter() {
+    let h = harness();
+    assert!(
+        !h.logs_containing("mlgate: configured").is_empty(),
+        "{}",
+        h.log_text()
+    );
+}
+
+#[test]
+fn a_refused_configuration_is_an_error_carrying_the_logs() {
+    let err = Harness::load().unwrap().configure("").unwrap_err();
+    assert!(matches!(err, HostError::ConfigureRefused { .. }), "{err}");
+    assert!(err.logs_contain("invalid configuration"), "{err}");
+    let mut bad = config();
+    bad["routes"][1]["unknown_field"] = json!(1);
+    let err = Harness::load().unwrap().configure(&bad).unwrap_err();
+    assert!(err.logs_contain("unknown_field"), "{err}");
+}
+
+#[test]
+fn a_local_response_carries_status_headers_and_json_body() {
+    let h = harness();
+    let out = h.request().method("POST").path("/score").send().unwrap();
+    assert_eq!(out.status(), Some(401), "{out}");
+    assert_eq!(
+        out.response_header("www-authenticate"),
+        Some("Bearer realm=\"mlgate\"")
+    );
+    assert_eq!(out.reason().as_deref(), Some("missing_token"));
+    let out = h.request().path("/elsewhere").send().unwrap();
+    assert_eq!(
+        (out.status(), out.reason().as_deref()),
+        (Some(403), Some("no_matching_route")),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_forwarded_request_shows_the_headers_the_filter_wrote_and_removed() {
+    let h = harness();
+    let out = h
+        .request()
+        .path("/healthz")
+        .header("x-mlgate-principal", "forged")
+        .send()
+        .unwrap();
+    assert!(out.is_forwarded(), "{out}");
+    assert_eq!(out.forwarded_header("x-mlgate-principal"), None);
+
+    let now = h.now_unix();
+    let claims = json!({"iss": "https://idp.test", "aud": "api://ml", "sub": "alice", "iat": now, "exp": now + 600});
+    for key in TestKey::all() {
+        let token = key.sign_default(&claims);
+        let out = h
+            .request()
+            .method("POST")
+            .path("/score")
+            .header("authorization", &bearer(&token))
+            .send()
+            .unwrap();
+        assert!(out.is_forwarded(), "{}: {out}", key.kid());
+        assert_eq!(
+            out.forwarded_header("x-mlgate-principal"),
+            Some("alice"),
+            "{}: {out}",
+            key.kid()
+        );
+    }
+}
