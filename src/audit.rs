@@ -104,6 +104,15 @@ pub mod metrics {
     pub const PASSED: &str = "mlgate.requests.passed";
     pub const DENIED: &str = "mlgate.requests.denied";
     pub const WOULD_DENY: &str = "mlgate.requests.would_deny";
+    pub const JWKS_FETCH_OK: &str = "mlgate.jwks.fetch_ok";
+    pub const JWKS_FETCH_FAILED: &str = "mlgate.jwks.fetch_failed";
+    pub const JWKS_UNKNOWN_KID_REFETCH: &str = "mlgate.jwks.unknown_kid_refetch";
+    pub const PAUSED_FOR_KEYS: &str = "mlgate.jwks.paused_requests";
+
+    /// Gauge: keys currently loaded for a provider.
+    pub fn keys_loaded(provider: &str) -> String {
+        format!("mlgate.jwks.keys.{provider}")
+    }
 
     /// `mlgate.reason.<reason>`.
     pub fn reason(reason: crate::decision::Reason) -> String {

@@ -17,6 +17,7 @@ use serde_json::Value;
 
 use crate::claims::{Caller, ClaimMap, ClaimPath};
 use crate::jwks::{self, Key, KeyFamily, KeySet, Strictness};
+use crate::keyring::{FetchTarget, RemoteJwks, Url};
 use crate::policy::{
     AuditLevel, Forward, Glob, HeaderExpect, HeaderMatch, HostPattern, Mode, ModelFrom, Overage,
     PathMatch, Policy, Provider, Route, RouteMatch, Rule, Template, TemplateSegment, Unmatched,
@@ -164,6 +165,37 @@ struct ProviderConfig {
 #[serde(deny_unknown_fields)]
 struct JwksConfig {
     inline: Option<Value>,
+    uri: Option<String>,
+    discovery: Option<DiscoveryConfig>,
+    cluster: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u32,
+    #[serde(default = "default_refresh")]
+    refresh_seconds: i64,
+    #[serde(default = "default_min_refresh")]
+    min_refresh_interval_seconds: i64,
+    #[serde(default = "default_max_stale")]
+    max_stale_seconds: i64,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum DiscoveryConfig {
+    FromIssuer(bool),
+    Url(String),
+}
+
+fn default_timeout_ms() -> u32 {
+    5000
+}
+fn default_refresh() -> i64 {
+    3600
+}
+fn default_min_refresh() -> i64 {
+    300
+}
+fn default_max_stale() -> i64 {
+    86400
 }
 
 #[derive(Deserialize, Debug)]
@@ -477,6 +509,7 @@ impl Compiler {
         let hmac = algorithms
             .iter()
             .any(|a| KeyFamily::for_algorithm(*a) == Some(KeyFamily::Hmac));
+        let mut remote_keys = None;
         let initial_keys = match (config.jwks, config.shared_secret) {
             (Some(_), Some(_)) => {
                 return err(
@@ -521,33 +554,10 @@ impl Compiler {
                         "HS* algorithms need a shared_secret; with public keys they would allow algorithm confusion",
                     );
                 }
-                match jwks.inline {
-                    None => {
-                        return err(
-                            format!("{path}.jwks.inline"),
-                            "required: the provider's JWKS",
-                        )
-                    }
-                    Some(doc) => {
-                        let set = jwks::parse_jwks(&doc, Strictness::Strict).map_err(|e| {
-                            ConfigError {
-                                path: format!("{path}.jwks.inline.{}", e.path),
-                                message: e.message,
-                            }
-                        })?;
-                        if !set
-                            .keys
-                            .iter()
-                            .any(|k| algorithms.iter().any(|a| k.fits(*a)))
-                        {
-                            return err(
-                                format!("{path}.jwks.inline"),
-                                format!("no key fits any of the algorithms {algorithms:?}"),
-                            );
-                        }
-                        Some(set)
-                    }
-                }
+                let (keys, remote) =
+                    compile_jwks(&format!("{path}.jwks"), jwks, &issuers, &algorithms)?;
+                remote_keys = remote;
+                keys
             }
         };
         if !(0..=600).contains(&config.clock_skew_seconds) {
@@ -594,6 +604,7 @@ impl Compiler {
                 clock_skew_seconds: config.clock_skew_seconds,
             },
             initial_keys,
+            remote_keys,
             sources,
             claims,
             group_names,
@@ -864,6 +875,126 @@ impl Compiler {
         }
         Ok(rule)
     }
+}
+
+/// Inline keys, or where remote keys come from.
+fn compile_jwks(
+    path: &str,
+    jwks: JwksConfig,
+    issuers: &[IssuerPattern],
+    algorithms: &[Algorithm],
+) -> Result<(Option<KeySet>, Option<RemoteJwks>), ConfigError> {
+    let sources = [
+        jwks.inline.is_some(),
+        jwks.uri.is_some(),
+        jwks.discovery.is_some(),
+    ];
+    if sources.iter().filter(|s| **s).count() != 1 {
+        return err(path, "give exactly one of inline, uri or discovery");
+    }
+    if let Some(doc) = jwks.inline {
+        if jwks.cluster.is_some() {
+            return err(format!("{path}.cluster"), "only for uri or discovery");
+        }
+        let set = jwks::parse_jwks(&doc, Strictness::Strict).map_err(|e| ConfigError {
+            path: format!("{path}.inline.{}", e.path),
+            message: e.message,
+        })?;
+        if !set
+            .keys
+            .iter()
+            .any(|k| algorithms.iter().any(|a| k.fits(*a)))
+        {
+            return err(
+                format!("{path}.inline"),
+                format!("no key fits any of the algorithms {algorithms:?}"),
+            );
+        }
+        return Ok((Some(set), None));
+    }
+    let cluster = match jwks.cluster {
+        Some(cluster) if !cluster.is_empty() => cluster,
+        _ => {
+            return err(
+                format!("{path}.cluster"),
+                "required: the Envoy cluster that reaches the identity provider",
+            )
+        }
+    };
+    let single_exact = match issuers {
+        [IssuerPattern::Exact(issuer)] => Some(issuer.clone()),
+        _ => None,
+    };
+    let target = match (jwks.uri, jwks.discovery) {
+        (Some(uri), None) => FetchTarget::Jwks(Url::parse(&uri).map_err(|m| ConfigError {
+            path: format!("{path}.uri"),
+            message: m,
+        })?),
+        (None, Some(DiscoveryConfig::Url(url))) => {
+            FetchTarget::Discovery(Url::parse(&url).map_err(|m| ConfigError {
+                path: format!("{path}.discovery"),
+                message: m,
+            })?)
+        }
+        (None, Some(DiscoveryConfig::FromIssuer(true))) => {
+            let Some(issuer) = &single_exact else {
+                return err(
+                    format!("{path}.discovery"),
+                    "true needs exactly one issuer without {tenant}; give the discovery URL instead",
+                );
+            };
+            let url = format!(
+                "{}/.well-known/openid-configuration",
+                issuer.trim_end_matches('/')
+            );
+            FetchTarget::Discovery(Url::parse(&url).map_err(|m| ConfigError {
+                path: format!("{path}.discovery"),
+                message: m,
+            })?)
+        }
+        _ => {
+            return err(
+                format!("{path}.discovery"),
+                "true, or the discovery document's URL",
+            )
+        }
+    };
+    if !(100..=60_000).contains(&jwks.timeout_ms) {
+        return err(
+            format!("{path}.timeout_ms"),
+            "must be between 100 and 60000",
+        );
+    }
+    if !(60..=7 * 86400).contains(&jwks.refresh_seconds) {
+        return err(
+            format!("{path}.refresh_seconds"),
+            "must be between 60 and 604800",
+        );
+    }
+    if !(0..=jwks.refresh_seconds).contains(&jwks.min_refresh_interval_seconds) {
+        return err(
+            format!("{path}.min_refresh_interval_seconds"),
+            "must be between 0 and refresh_seconds",
+        );
+    }
+    if !(0..=30 * 86400).contains(&jwks.max_stale_seconds) {
+        return err(
+            format!("{path}.max_stale_seconds"),
+            "must be between 0 and 2592000",
+        );
+    }
+    Ok((
+        None,
+        Some(RemoteJwks {
+            cluster,
+            target,
+            timeout_ms: jwks.timeout_ms,
+            refresh_seconds: jwks.refresh_seconds,
+            min_refresh_interval_seconds: jwks.min_refresh_interval_seconds,
+            max_stale_seconds: jwks.max_stale_seconds,
+            expected_issuer: single_exact,
+        }),
+    ))
 }
 
 fn is_plain_name(name: &str) -> bool {

@@ -2,6 +2,7 @@
 //! rules → verdict. Pure: the adapter hands in the request and the time, and carries out the
 //! verdict (forward with these headers, or answer with this reply).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use serde_json::Value;
@@ -41,12 +42,36 @@ pub struct Verdict {
     pub audit: Audit,
 }
 
-/// Either the verdict, or: the route's model is in the JSON body, read it and call
-/// [`Gate::decide_with_body`].
+/// The verdict, or what the gate needs before it can give one.
 #[derive(Debug)]
 pub enum Step {
     Done(Verdict),
-    NeedBody(Pending),
+    /// The route's model is in the JSON body. Envoy does not hand a filter the body while its
+    /// headers are held, so the headers go upstream now, with these identity headers (no model
+    /// yet); the body is held until complete and [`Gate::decide_with_body`] decides — a refusal
+    /// then resets the upstream request before any of the body reaches it.
+    NeedBody {
+        pending: Pending,
+        headers: Vec<(String, String)>,
+    },
+    /// The token's provider has no keys yet, or does not know the token's `kid`: fetch the
+    /// provider's keys, then decide again (or decide again with `may_wait = false`).
+    NeedKeys {
+        provider: usize,
+        unknown_kid: bool,
+    },
+}
+
+/// Why authentication stopped.
+enum AuthError {
+    Refuse(Reason),
+    NeedKeys { provider: usize, unknown_kid: bool },
+}
+
+impl From<Reason> for AuthError {
+    fn from(reason: Reason) -> AuthError {
+        AuthError::Refuse(reason)
+    }
 }
 
 /// A request whose token is verified and whose rules wait for the model in the body.
@@ -80,7 +105,9 @@ impl Refusal {
 /// The policy plus the key sets currently loaded for each provider.
 pub struct Gate {
     pub policy: Policy,
-    keys: Vec<Option<Rc<KeySet>>>,
+    /// Current key set per provider. A `RefCell` because remote refreshes replace sets while
+    /// requests share the gate; single-threaded, as every proxy-wasm VM is.
+    keys: RefCell<Vec<Option<Rc<KeySet>>>>,
 }
 
 impl Gate {
@@ -90,22 +117,27 @@ impl Gate {
             .iter()
             .map(|p| p.initial_keys.clone().map(Rc::new))
             .collect();
-        Gate { policy, keys }
-    }
-
-    /// Replaces a provider's key set (remote JWKS refresh).
-    pub fn set_keys(&mut self, provider: usize, keys: KeySet) {
-        if let Some(slot) = self.keys.get_mut(provider) {
-            *slot = Some(Rc::new(keys));
+        Gate {
+            policy,
+            keys: RefCell::new(keys),
         }
     }
 
-    pub fn keys(&self, provider: usize) -> Option<&KeySet> {
-        self.keys.get(provider).and_then(|k| k.as_deref())
+    /// Replaces (or, with `None`, withdraws) a provider's key set: remote refreshes.
+    pub fn set_keys(&self, provider: usize, keys: Option<Rc<KeySet>>) {
+        if let Some(slot) = self.keys.borrow_mut().get_mut(provider) {
+            *slot = keys;
+        }
     }
 
-    /// Decides on the request headers. `now` is Unix seconds from the host clock.
-    pub fn decide(&self, req: &Request<'_>, now: i64) -> Step {
+    pub fn keys(&self, provider: usize) -> Option<Rc<KeySet>> {
+        self.keys.borrow().get(provider).cloned().flatten()
+    }
+
+    /// Decides on the request headers. `now` is Unix seconds from the host clock. With
+    /// `may_wait`, a token whose remote provider lacks keys (or its `kid`) yields
+    /// [`Step::NeedKeys`]; without, it is refused (`keys_unavailable` / `unknown_key`).
+    pub fn decide(&self, req: &Request<'_>, now: i64, may_wait: bool) -> Step {
         let request_id = (req.header)("x-request-id");
         let (path, query) = match req.path.split_once('?') {
             Some((path, query)) => (path, Some(query)),
@@ -160,9 +192,18 @@ impl Gate {
         };
         audit.token_sha256 = Some(token_fingerprint(&found.token));
 
-        let identity = match self.authenticate(route, &found, now) {
+        let identity = match self.authenticate(route, &found, now, may_wait) {
             Ok(identity) => identity,
-            Err(reason) => {
+            Err(AuthError::NeedKeys {
+                provider,
+                unknown_kid,
+            }) => {
+                return Step::NeedKeys {
+                    provider,
+                    unknown_kid,
+                }
+            }
+            Err(AuthError::Refuse(reason)) => {
                 return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
             }
         };
@@ -182,12 +223,30 @@ impl Gate {
             Some(ModelFrom::PathParam(index)) => captures.get(*index).map(|m| m.to_string()),
             Some(ModelFrom::Header(name)) => (req.header)(name),
             Some(ModelFrom::JsonBody(field)) => {
-                return Step::NeedBody(Pending {
-                    route: route_index,
-                    identity,
-                    field: field.clone(),
-                    audit,
-                })
+                // Refuse now what no model can change: a matching deny rule without `models`,
+                // or allow rules none of which the identity satisfies.
+                let denied_outright = route
+                    .deny
+                    .iter()
+                    .any(|rule| rule.models.is_empty() && rule.matches_identity(&identity));
+                let hopeless = !route.allow.is_empty()
+                    && !route
+                        .allow
+                        .iter()
+                        .any(|rule| rule.matches_identity(&identity));
+                if denied_outright || hopeless {
+                    return Step::Done(self.judge(route_index, identity, None, audit));
+                }
+                let headers = self.identity_headers(Some(route), Some(&identity), None, None);
+                return Step::NeedBody {
+                    pending: Pending {
+                        route: route_index,
+                        identity,
+                        field: field.clone(),
+                        audit,
+                    },
+                    headers,
+                };
             }
         };
         Step::Done(self.judge(route_index, identity, model, audit))
@@ -220,7 +279,8 @@ impl Gate {
         route: &Route,
         found: &token::FoundToken,
         now: i64,
-    ) -> Result<Identity, Reason> {
+        may_wait: bool,
+    ) -> Result<Identity, AuthError> {
         let peeked = unverified::peek(&found.token)?;
         let iss = peeked.issuer()?;
         let provider_index =
@@ -228,7 +288,7 @@ impl Gate {
                 .ok_or(Reason::UnknownIssuer)?;
         if let Some(allowed) = &route.providers {
             if !allowed.contains(&provider_index) {
-                return Err(Reason::UnknownIssuer);
+                return Err(Reason::UnknownIssuer.into());
             }
         }
         let provider = self
@@ -237,10 +297,32 @@ impl Gate {
             .get(provider_index)
             .ok_or(Reason::UnknownIssuer)?;
         if !provider.sources.contains(&found.source) {
-            return Err(Reason::TokenSourceNotAllowed);
+            return Err(Reason::TokenSourceNotAllowed.into());
         }
-        let keys = self.keys(provider_index).ok_or(Reason::KeysUnavailable)?;
-        let verified = verify::verify(peeked, &provider.rules, keys, now)?;
+        // Cheap checks before keys are even looked at: a forged token with a made-up kid and
+        // wrong claims must not trigger a refetch.
+        verify::check_claims(&peeked, &provider.rules, now)?;
+        let remote = provider.remote_keys.is_some();
+        let Some(keys) = self.keys(provider_index) else {
+            if remote && may_wait {
+                return Err(AuthError::NeedKeys {
+                    provider: provider_index,
+                    unknown_kid: false,
+                });
+            }
+            return Err(Reason::KeysUnavailable.into());
+        };
+        if remote && may_wait {
+            if let crate::jwks::Selection::UnknownKid =
+                keys.select(peeked.kid.as_deref(), peeked.alg)
+            {
+                return Err(AuthError::NeedKeys {
+                    provider: provider_index,
+                    unknown_kid: true,
+                });
+            }
+        }
+        let verified = verify::verify(peeked, &provider.rules, &keys, now)?;
         Ok(claims::identity(
             provider_index,
             &verified.claims,

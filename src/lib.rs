@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod decision;
 pub mod gate;
 pub mod jwks;
+pub mod keyring;
 pub mod policy;
 pub mod strict_json;
 pub mod token;

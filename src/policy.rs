@@ -7,6 +7,7 @@ use hashbrown::HashMap;
 
 use crate::claims::{Caller, ClaimMap, ClaimPath, Identity};
 use crate::jwks::KeySet;
+use crate::keyring::RemoteJwks;
 use crate::token::TokenSource;
 use crate::verify::TokenRules;
 
@@ -34,6 +35,8 @@ pub struct Provider {
     pub rules: TokenRules,
     /// Keys known at configure time (inline JWKS or shared secret).
     pub initial_keys: Option<KeySet>,
+    /// Where remote keys come from (JWKS URI or OIDC discovery).
+    pub remote_keys: Option<RemoteJwks>,
     /// Indices into `Policy::sources`.
     pub sources: Vec<usize>,
     pub claims: ClaimMap,

@@ -18,16 +18,20 @@ type HostResult<T> = Result<T, HostError>;
 const OK: u32 = 0;
 const NOT_FOUND: u32 = 1;
 
+const CAS_MISMATCH: u32 = 8;
+
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum MapType {
     HttpRequestHeaders = 0,
+    HttpCallResponseHeaders = 6,
 }
 
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum BufferType {
     HttpRequestBody = 0,
+    HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }
 
@@ -35,6 +39,7 @@ pub enum BufferType {
 #[repr(u32)]
 pub enum LogLevel {
     Info = 2,
+    Warn = 3,
     Error = 4,
     Critical = 5,
 }
@@ -72,6 +77,36 @@ extern "C" {
         headers_size: usize,
         grpc_status: i32,
     ) -> u32;
+    fn proxy_continue_stream(stream_type: u32) -> u32;
+    fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
+    fn proxy_set_effective_context(context_id: u32) -> u32;
+    fn proxy_http_call(
+        upstream_data: *const u8,
+        upstream_size: usize,
+        headers_data: *const u8,
+        headers_size: usize,
+        body_data: *const u8,
+        body_size: usize,
+        trailers_data: *const u8,
+        trailers_size: usize,
+        timeout: u32,
+        return_token: *mut u32,
+    ) -> u32;
+    fn proxy_get_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        return_value_data: *mut *mut u8,
+        return_value_size: *mut usize,
+        return_cas: *mut u32,
+    ) -> u32;
+    fn proxy_set_shared_data(
+        key_data: *const u8,
+        key_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+        cas: u32,
+    ) -> u32;
+    fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,
@@ -196,23 +231,28 @@ pub fn remove_header(map: MapType, name: &str) -> HostResult<()> {
     status(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
 }
 
-pub fn send_local_response(
-    status_code: u32,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> HostResult<()> {
+fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
     let mut serialized = Vec::with_capacity(64);
-    serialized.extend_from_slice(&(headers.len() as u32).to_le_bytes());
-    for (name, value) in headers {
+    serialized.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (name, value) in pairs {
         serialized.extend_from_slice(&(name.len() as u32).to_le_bytes());
         serialized.extend_from_slice(&(value.len() as u32).to_le_bytes());
     }
-    for (name, value) in headers {
+    for (name, value) in pairs {
         serialized.extend_from_slice(name.as_bytes());
         serialized.push(0);
         serialized.extend_from_slice(value.as_bytes());
         serialized.push(0);
     }
+    serialized
+}
+
+pub fn send_local_response(
+    status_code: u32,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HostResult<()> {
+    let serialized = serialize_pairs(headers);
     // SAFETY: pointers and lengths describe live buffers.
     status(unsafe {
         proxy_send_local_response(
@@ -238,4 +278,94 @@ pub fn define_counter(name: &str) -> HostResult<u32> {
 pub fn increment(id: u32) {
     // SAFETY: no pointers.
     let _ignored = unsafe { proxy_increment_metric(id, 1) };
+}
+
+/// Resumes a request paused in a request callback (of the effective context).
+pub fn resume_request() -> HostResult<()> {
+    // SAFETY: no pointers.
+    status(unsafe { proxy_continue_stream(0) })
+}
+
+pub fn set_tick_period(milliseconds: u32) -> HostResult<()> {
+    // SAFETY: no pointers.
+    status(unsafe { proxy_set_tick_period_milliseconds(milliseconds) })
+}
+
+/// Makes later hostcalls act for `context_id` (another request, or the root context).
+pub fn set_effective_context(context_id: u32) -> HostResult<()> {
+    // SAFETY: no pointers.
+    status(unsafe { proxy_set_effective_context(context_id) })
+}
+
+/// Dispatches an HTTP call through `cluster`; the answer arrives in the effective context's
+/// `on_http_call_response` with the returned token.
+pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> HostResult<u32> {
+    let serialized = serialize_pairs(headers);
+    let trailers = serialize_pairs(&[]);
+    let mut token: u32 = 0;
+    // SAFETY: pointers and lengths describe live buffers; the host writes one u32.
+    status(unsafe {
+        proxy_http_call(
+            cluster.as_ptr(),
+            cluster.len(),
+            serialized.as_ptr(),
+            serialized.len(),
+            null(),
+            0,
+            trailers.as_ptr(),
+            trailers.len(),
+            timeout_ms,
+            &mut token,
+        )
+    })?;
+    Ok(token)
+}
+
+/// A value in the VM-wide shared data, with its CAS.
+pub fn get_shared_data(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    let mut cas: u32 = 0;
+    // SAFETY: as in `get_buffer`; the host writes one u32 for the CAS.
+    let code =
+        unsafe { proxy_get_shared_data(key.as_ptr(), key.len(), &mut data, &mut size, &mut cas) };
+    match code {
+        OK => Ok(Some((take_buffer(data, size), cas))),
+        NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
+}
+
+/// Sets shared data if its CAS still is `cas` (0: unconditionally). `Ok(false)` on a CAS
+/// mismatch.
+pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> HostResult<bool> {
+    // SAFETY: pointers and lengths describe live buffers.
+    let code =
+        unsafe { proxy_set_shared_data(key.as_ptr(), key.len(), value.as_ptr(), value.len(), cas) };
+    match code {
+        OK => Ok(true),
+        CAS_MISMATCH => Ok(false),
+        other => Err(HostError(other)),
+    }
+}
+
+pub fn define_gauge(name: &str) -> HostResult<u32> {
+    let mut id: u32 = 0;
+    // SAFETY: pointer and length describe a live &str; the host writes one u32.
+    status(unsafe { proxy_define_metric(1, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+pub fn record(id: u32, value: u64) {
+    // SAFETY: no pointers.
+    let _ignored = unsafe { proxy_record_metric(id, value) };
+}
+
+/// A response header of the HTTP call being answered.
+pub fn call_response_status() -> Option<u16> {
+    get_headers(MapType::HttpCallResponseHeaders)
+        .ok()?
+        .into_iter()
+        .find(|(name, _)| name == ":status")
+        .and_then(|(_, value)| value.parse().ok())
 }

@@ -1,30 +1,64 @@
 //! HTTP context: reads the request, asks the gate, carries out the verdict.
+//!
+//! Three waits are possible: for keys (the request is paused at its headers until the
+//! provider's key set arrives, then decided again from the root context), and for the body of
+//! a route whose model is in the JSON body (Envoy never hands a filter the body while its
+//! headers are held, so the identity headers go upstream first and the body is held until the
+//! model is judged).
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::hostcalls::{self, BufferType, LogLevel, MapType};
+use super::keys::{self, Waiter};
 use super::root::Shared;
 use crate::audit::Outcome;
 use crate::gate::{self, Pending, Step, Verdict};
 use crate::policy::AuditLevel;
 
+/// What a request is waiting for.
+#[derive(Default)]
+pub enum Phase {
+    #[default]
+    Deciding,
+    /// Paused at the headers until keys arrive; the headers are kept to decide again.
+    WaitingForKeys {
+        headers: Vec<(String, String)>,
+    },
+    /// Headers forwarded; the body is held until the model in it is judged.
+    WaitingForBody(Box<Pending>),
+    Decided,
+}
+
+#[derive(Default)]
+pub struct RequestState {
+    pub phase: Phase,
+}
+
 pub struct Request {
     shared: Option<Rc<Shared>>,
-    /// Waiting for the body to learn the model (OpenAI-compatible `model`).
-    pending: Option<Pending>,
-    /// Names of the request headers, kept while the body is awaited, for stripping.
-    header_names: Vec<String>,
+    state: Rc<RefCell<RequestState>>,
+    context_id: u32,
 }
 
 impl Request {
-    pub fn new(shared: Option<Rc<Shared>>) -> Request {
+    pub fn new(shared: Option<Rc<Shared>>, context_id: u32) -> Request {
         Request {
             shared,
-            pending: None,
-            header_names: Vec::new(),
+            state: Rc::new(RefCell::new(RequestState::default())),
+            context_id,
+        }
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        // A client that hung up while its request waited for keys.
+        if let Some(shared) = &self.shared {
+            shared.fetcher.remove_waiter(self.context_id);
         }
     }
 }
@@ -40,55 +74,141 @@ impl HttpContext for Request {
             Ok(headers) => headers,
             Err(_) => return internal_error("cannot read request headers"),
         };
-        let lookup = |name: &str| header_value(&headers, name);
-        let method = lookup(":method").unwrap_or_default();
-        let path = lookup(":path").unwrap_or_default();
-        let host = lookup(":authority").unwrap_or_default();
-        let step = shared.gate.decide(
-            &gate::Request {
-                method: &method,
-                path: &path,
-                host: &host,
-                header: &lookup,
-            },
-            hostcalls::now_seconds(),
-        );
-        let names: Vec<String> = headers.into_iter().map(|(name, _)| name).collect();
-        match step {
-            Step::Done(verdict) => carry_out(&shared, verdict, &names),
-            Step::NeedBody(pending) if end_of_stream => {
-                let verdict = shared.gate.decide_with_body(pending, Some(&[]));
-                carry_out(&shared, verdict, &names)
+        let now = hostcalls::now_seconds();
+        match decide(&shared, &headers, now, true) {
+            Step::NeedKeys {
+                provider,
+                unknown_kid,
+            } => {
+                if keys::request_keys(&shared, provider, unknown_kid, now, self.context_id) {
+                    shared.metrics.paused_for_keys();
+                    self.state.borrow_mut().phase = Phase::WaitingForKeys { headers };
+                    shared.fetcher.add_waiter(Waiter {
+                        context_id: self.context_id,
+                        provider,
+                        since: now,
+                        state: self.state.clone(),
+                    });
+                    return Action::Pause;
+                }
+                let step = decide(&shared, &headers, now, false);
+                self.proceed(&shared, step, &headers, end_of_stream)
             }
-            Step::NeedBody(pending) => {
-                self.pending = Some(pending);
-                self.header_names = names;
-                Action::Pause
-            }
+            step => self.proceed(&shared, step, &headers, end_of_stream),
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(shared), Some(pending)) = (self.shared.clone(), self.pending.take()) else {
+        let Some(shared) = self.shared.clone() else {
             return Action::Continue;
         };
-        let names = std::mem::take(&mut self.header_names);
-        if body_size > shared.gate.max_body_bytes() {
-            let verdict = shared.gate.decide_with_body(pending, None);
-            return carry_out(&shared, verdict, &names);
+        let phase = std::mem::take(&mut self.state.borrow_mut().phase);
+        match phase {
+            Phase::WaitingForBody(pending) => {
+                if body_size > shared.gate.max_body_bytes() {
+                    let verdict = shared.gate.decide_with_body(*pending, None);
+                    return finish_body(&shared, verdict);
+                }
+                if !end_of_stream {
+                    self.state.borrow_mut().phase = Phase::WaitingForBody(pending);
+                    return Action::Pause;
+                }
+                let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
+                    Ok(body) => body,
+                    Err(_) => return internal_error("cannot read request body"),
+                };
+                let verdict = shared.gate.decide_with_body(*pending, Some(&body));
+                finish_body(&shared, verdict)
+            }
+            other @ Phase::WaitingForKeys { .. } => {
+                self.state.borrow_mut().phase = other;
+                Action::Pause
+            }
+            other => {
+                self.state.borrow_mut().phase = other;
+                Action::Continue
+            }
         }
-        if !end_of_stream {
-            // Envoy buffers the body until the end of the stream.
-            self.pending = Some(pending);
-            self.header_names = names;
-            return Action::Pause;
+    }
+}
+
+impl Request {
+    fn proceed(
+        &self,
+        shared: &Shared,
+        step: Step,
+        headers: &[(String, String)],
+        end_of_stream: bool,
+    ) -> Action {
+        apply_headers_step(shared, &self.state, step, headers, end_of_stream)
+    }
+}
+
+fn decide(shared: &Shared, headers: &[(String, String)], now: i64, may_wait: bool) -> Step {
+    let lookup = |name: &str| header_value(headers, name);
+    let method = lookup(":method").unwrap_or_default();
+    let path = lookup(":path").unwrap_or_default();
+    let host = lookup(":authority").unwrap_or_default();
+    shared.gate.decide(
+        &gate::Request {
+            method: &method,
+            path: &path,
+            host: &host,
+            header: &lookup,
+        },
+        now,
+        may_wait,
+    )
+}
+
+/// Carries out a decision taken while the request headers are still held.
+fn apply_headers_step(
+    shared: &Shared,
+    state: &Rc<RefCell<RequestState>>,
+    step: Step,
+    headers: &[(String, String)],
+    end_of_stream: bool,
+) -> Action {
+    let names: Vec<&str> = headers.iter().map(|(name, _)| name.as_str()).collect();
+    match step {
+        Step::Done(verdict) => {
+            state.borrow_mut().phase = Phase::Decided;
+            carry_out(shared, verdict, &names)
         }
-        let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-            Ok(body) => body,
-            Err(_) => return internal_error("cannot read request body"),
-        };
-        let verdict = shared.gate.decide_with_body(pending, Some(&body));
-        carry_out(&shared, verdict, &names)
+        Step::NeedBody { pending, .. } if end_of_stream => {
+            state.borrow_mut().phase = Phase::Decided;
+            let verdict = shared.gate.decide_with_body(pending, Some(&[]));
+            carry_out(shared, verdict, &names)
+        }
+        Step::NeedBody { pending, headers } => {
+            if let Err(action) = rewrite_headers(shared, &names, &headers) {
+                return action;
+            }
+            state.borrow_mut().phase = Phase::WaitingForBody(Box::new(pending));
+            Action::Continue
+        }
+        Step::NeedKeys { .. } => internal_error("keys requested twice"),
+    }
+}
+
+/// Called from the root context, with this request's context made effective, once the keys it
+/// waited for arrived (or will not): decide again and let the request go on or answer it.
+pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>, context_id: u32) {
+    let phase = std::mem::take(&mut state.borrow_mut().phase);
+    let Phase::WaitingForKeys { headers } = phase else {
+        state.borrow_mut().phase = phase;
+        return;
+    };
+    let _ = context_id;
+    let step = decide(shared, &headers, hostcalls::now_seconds(), false);
+    // The body (if any) is buffered by Envoy and delivered after the resume.
+    if let Action::Continue = apply_headers_step(shared, state, step, &headers, false) {
+        if hostcalls::resume_request().is_err() {
+            hostcalls::log(
+                LogLevel::Error,
+                "mlgate: could not resume a request after its keys arrived",
+            );
+        }
     }
 }
 
@@ -107,9 +227,9 @@ fn header_value(headers: &[(String, String)], name: &str) -> Option<String> {
     Some(joined)
 }
 
-fn carry_out(shared: &Shared, verdict: Verdict, header_names: &[String]) -> Action {
+fn record(shared: &Shared, verdict: &Verdict) {
     let policy = &shared.gate.policy;
-    let Verdict { action, audit } = verdict;
+    let audit = &verdict.audit;
     shared.metrics.record(audit.decision, audit.reason);
     let log_it = match policy.audit {
         AuditLevel::All => true,
@@ -119,50 +239,75 @@ fn carry_out(shared: &Shared, verdict: Verdict, header_names: &[String]) -> Acti
     if log_it {
         hostcalls::log(LogLevel::Info, &audit.line());
     }
-    match action {
-        gate::Action::Forward(identity) => {
-            let prefix = &policy.forward.prefix;
-            for name in header_names {
-                let spoofable = name.len() >= prefix.len()
-                    && name
-                        .get(..prefix.len())
-                        .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
-                let strip = spoofable
-                    || (policy.forward.strip_authorization
-                        && name.eq_ignore_ascii_case("authorization"));
-                if strip && hostcalls::remove_header(MapType::HttpRequestHeaders, name).is_err() {
-                    return internal_error("cannot strip identity headers");
-                }
-            }
-            for (name, value) in &identity {
-                if hostcalls::replace_header(MapType::HttpRequestHeaders, name, value).is_err() {
-                    return internal_error("cannot set identity headers");
-                }
-            }
-            Action::Continue
-        }
-        gate::Action::Reply(reply) => {
-            let headers: Vec<(&str, &str)> = reply
-                .headers
-                .iter()
-                .map(|(n, v)| (*n, v.as_str()))
-                .collect();
-            if let Err(error) = hostcalls::send_local_response(
-                u32::from(reply.status),
-                &headers,
-                reply.body.as_bytes(),
-            ) {
-                hostcalls::log(
-                    LogLevel::Critical,
-                    &format!(
-                        "mlgate: could not send the {} reply: {error:?}",
-                        reply.status
-                    ),
-                );
-            }
-            Action::Pause
+}
+
+/// Carries out a verdict while the request headers are still held.
+fn carry_out(shared: &Shared, verdict: Verdict, header_names: &[&str]) -> Action {
+    record(shared, &verdict);
+    match verdict.action {
+        gate::Action::Forward(identity) => match rewrite_headers(shared, header_names, &identity) {
+            Ok(()) => Action::Continue,
+            Err(action) => action,
+        },
+        gate::Action::Reply(reply) => send_reply(&reply),
+    }
+}
+
+/// Carries out the verdict on a body whose headers already went upstream: allow lets the
+/// held body follow; a refusal answers the client, and Envoy resets the upstream request.
+fn finish_body(shared: &Shared, verdict: Verdict) -> Action {
+    record(shared, &verdict);
+    match verdict.action {
+        gate::Action::Forward(_) => Action::Continue,
+        gate::Action::Reply(reply) => send_reply(&reply),
+    }
+}
+
+/// Removes client-sent identity headers (and `authorization` when configured), then adds the
+/// verified ones. Any host error fails closed.
+fn rewrite_headers(
+    shared: &Shared,
+    header_names: &[&str],
+    identity: &[(String, String)],
+) -> Result<(), Action> {
+    let forward = &shared.gate.policy.forward;
+    let prefix = forward.prefix.as_str();
+    for name in header_names {
+        let spoofable = name
+            .get(..prefix.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
+        let strip = spoofable
+            || (forward.strip_authorization && name.eq_ignore_ascii_case("authorization"));
+        if strip && hostcalls::remove_header(MapType::HttpRequestHeaders, name).is_err() {
+            return Err(internal_error("cannot strip identity headers"));
         }
     }
+    for (name, value) in identity {
+        if hostcalls::replace_header(MapType::HttpRequestHeaders, name, value).is_err() {
+            return Err(internal_error("cannot set identity headers"));
+        }
+    }
+    Ok(())
+}
+
+fn send_reply(reply: &crate::decision::LocalReply) -> Action {
+    let headers: Vec<(&str, &str)> = reply
+        .headers
+        .iter()
+        .map(|(n, v)| (*n, v.as_str()))
+        .collect();
+    if let Err(error) =
+        hostcalls::send_local_response(u32::from(reply.status), &headers, reply.body.as_bytes())
+    {
+        hostcalls::log(
+            LogLevel::Critical,
+            &format!(
+                "mlgate: could not send the {} reply: {error:?}",
+                reply.status
+            ),
+        );
+    }
+    Action::Pause
 }
 
 /// Fail closed when the host itself misbehaves.

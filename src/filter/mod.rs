@@ -7,6 +7,7 @@
 
 mod hostcalls;
 mod http;
+mod keys;
 mod metrics;
 mod root;
 
@@ -20,5 +21,5 @@ proxy_wasm::main! {{
         hostcalls::log(hostcalls::LogLevel::Critical, &format!("mlgate: panic: {info}"));
     }));
     crate::crypto::install();
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(root::Root::default()) });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(root::Root::new(id)) });
 }}

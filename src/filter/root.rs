@@ -1,4 +1,5 @@
-//! Root context: compiles the configuration and hands the compiled gate to each request.
+//! Root context: compiles the configuration, hands the compiled gate to each request, and runs
+//! remote key fetches (configure, ticks, callout answers).
 
 use std::rc::Rc;
 
@@ -7,21 +8,52 @@ use proxy_wasm::types::ContextType;
 
 use super::hostcalls::{self, BufferType, LogLevel};
 use super::http::Request;
+use super::keys::{self, Fetcher};
 use super::metrics::Metrics;
 use crate::gate::Gate;
+use crate::keyring::RemoteKeys;
+
+/// How often the root context looks at remote key sets.
+const TICK_MILLISECONDS: u32 = 1000;
 
 /// What every request of this VM shares.
 pub struct Shared {
     pub gate: Gate,
     pub metrics: Metrics,
+    pub fetcher: Fetcher,
+    pub root_id: u32,
 }
 
-#[derive(Default)]
 pub struct Root {
+    id: u32,
     shared: Option<Rc<Shared>>,
 }
 
-impl Context for Root {}
+impl Root {
+    pub fn new(id: u32) -> Root {
+        Root { id, shared: None }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(shared) = &self.shared {
+            keys::on_response(
+                shared,
+                token,
+                num_headers,
+                body_size,
+                hostcalls::now_seconds(),
+            );
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -35,30 +67,54 @@ impl RootContext for Root {
                 return false;
             }
         };
-        match crate::config::compile(&bytes) {
-            Ok(policy) => {
-                hostcalls::log(
-                    LogLevel::Info,
-                    &format!(
-                        "mlgate: configured: {} provider(s), {} route(s), mode {:?}, signature backend rust_crypto",
-                        policy.providers.len(),
-                        policy.routes.len(),
-                        policy.mode
-                    ),
-                );
-                self.shared = Some(Rc::new(Shared {
-                    gate: Gate::new(policy),
-                    metrics: Metrics::define(),
-                }));
-                true
-            }
+        let policy = match crate::config::compile(&bytes) {
+            Ok(policy) => policy,
             Err(error) => {
                 hostcalls::log(
                     LogLevel::Error,
                     &format!("mlgate: invalid configuration: {error}"),
                 );
-                false
+                return false;
             }
+        };
+        let names: Vec<String> = policy.providers.iter().map(|p| p.name.clone()).collect();
+        let remotes: Vec<Option<RemoteKeys>> = policy
+            .providers
+            .iter()
+            .map(|p| p.remote_keys.clone().map(RemoteKeys::new))
+            .collect();
+        hostcalls::log(
+            LogLevel::Info,
+            &format!(
+                "mlgate: configured: {} provider(s), {} route(s), mode {:?}, signature backend rust_crypto",
+                policy.providers.len(),
+                policy.routes.len(),
+                policy.mode
+            ),
+        );
+        let shared = Rc::new(Shared {
+            gate: Gate::new(policy),
+            metrics: Metrics::define(&names),
+            fetcher: Fetcher::new(remotes, &names),
+            root_id: self.id,
+        });
+        if shared.fetcher.has_remote() {
+            if hostcalls::set_tick_period(TICK_MILLISECONDS).is_err() {
+                hostcalls::log(
+                    LogLevel::Warn,
+                    "mlgate: no timer: remote keys refresh only on demand",
+                );
+            }
+            // Cold start: fetch now rather than at the first tick.
+            keys::on_tick(&shared, hostcalls::now_seconds());
+        }
+        self.shared = Some(shared);
+        true
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(shared) = &self.shared {
+            keys::on_tick(shared, hostcalls::now_seconds());
         }
     }
 
@@ -66,7 +122,7 @@ impl RootContext for Root {
         Some(ContextType::HttpContext)
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Request::new(self.shared.clone())))
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Request::new(self.shared.clone(), context_id)))
     }
 }

@@ -49,13 +49,14 @@ fn step(gate: &Gate, r: &Req) -> Step {
             header: &lookup,
         },
         NOW,
+        true,
     )
 }
 
 fn verdict(gate: &Gate, r: &Req) -> Verdict {
     match step(gate, r) {
         Step::Done(verdict) => verdict,
-        Step::NeedBody(_) => panic!("unexpected NeedBody"),
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -438,8 +439,8 @@ fn model_outside_allowed_globs_is_model_not_allowed() {
     let g = gate(&entra_config());
     let t = user_token(|_| {});
     let pending = match step(&g, &req("POST", "/v1/chat/completions").bearer(&t)) {
-        Step::NeedBody(p) => p,
-        Step::Done(v) => panic!("{v:?}"),
+        Step::NeedBody { pending, .. } => pending,
+        other => panic!("{other:?}"),
     };
     let v = g.decide_with_body(pending, Some(br#"{"model":"gpt-5","messages":[]}"#));
     let Action::Reply(reply) = v.action else {
@@ -452,7 +453,8 @@ fn model_outside_allowed_globs_is_model_not_allowed() {
 fn model_from_body_allows_listed_model() {
     let g = gate(&entra_config());
     let t = user_token(|_| {});
-    let Step::NeedBody(pending) = step(&g, &req("POST", "/v1/chat/completions").bearer(&t)) else {
+    let Step::NeedBody { pending, .. } = step(&g, &req("POST", "/v1/chat/completions").bearer(&t))
+    else {
         panic!()
     };
     let v = g.decide_with_body(pending, Some(br#"{"model":"llama-3-8b"}"#));
@@ -466,7 +468,8 @@ fn model_from_body_allows_listed_model() {
 fn body_over_limit_is_refused() {
     let g = gate(&entra_config());
     let t = user_token(|_| {});
-    let Step::NeedBody(pending) = step(&g, &req("POST", "/v1/chat/completions").bearer(&t)) else {
+    let Step::NeedBody { pending, .. } = step(&g, &req("POST", "/v1/chat/completions").bearer(&t))
+    else {
         panic!()
     };
     let v = g.decide_with_body(pending, None);
@@ -659,4 +662,106 @@ fn list_items_with_commas_are_percent_encoded() {
     let t = user_token(|c| c["roles"] = json!(["Sales, EMEA", "x"]));
     let h = forwarded(&gate(&config), &score(&t));
     assert_eq!(h["x-mlgate-roles"], "Sales%2C EMEA,x");
+}
+
+#[test]
+fn body_route_forwards_identity_headers_before_the_body() {
+    let g = gate(&entra_config());
+    let t = user_token(|_| {});
+    let Step::NeedBody { headers, .. } = step(&g, &req("POST", "/v1/chat/completions").bearer(&t))
+    else {
+        panic!()
+    };
+    let headers: HashMap<String, String> = headers.into_iter().collect();
+    assert_eq!(
+        headers["x-mlgate-principal"],
+        "8f1d2c3b-4a5e-4f6d-9a8b-7c6d5e4f3a2b"
+    );
+    assert!(!headers.contains_key("x-mlgate-model"));
+}
+
+#[test]
+fn body_route_refuses_at_headers_when_no_model_could_help() {
+    let g = gate(&entra_config());
+    let t = user_token(|c| c["groups"] = json!([]));
+    assert_eq!(
+        outcome(&g, &req("POST", "/v1/chat/completions").bearer(&t)),
+        "no_rule_matched"
+    );
+}
+
+fn remote_config() -> Value {
+    let mut config = entra_config();
+    config["providers"][0]["jwks"] = json!({"uri": "https://login.microsoftonline.com/t/discovery/v2.0/keys", "cluster": "entra"});
+    config
+}
+
+#[test]
+fn remote_provider_without_keys_asks_for_them() {
+    let g = gate(&remote_config());
+    let t = user_token(|_| {});
+    assert!(matches!(
+        step(&g, &score(&t)),
+        Step::NeedKeys {
+            provider: 0,
+            unknown_kid: false
+        }
+    ));
+}
+
+#[test]
+fn remote_provider_without_keys_and_no_wait_is_keys_unavailable() {
+    let g = gate(&remote_config());
+    let t = user_token(|_| {});
+    let lookup = |name: &str| {
+        if name == "authorization" {
+            Some(format!("Bearer {t}"))
+        } else {
+            None
+        }
+    };
+    let step = g.decide(
+        &Request {
+            method: "POST",
+            path: "/score",
+            host: "h",
+            header: &lookup,
+        },
+        NOW,
+        false,
+    );
+    let Step::Done(Verdict {
+        action: Action::Reply(reply),
+        ..
+    }) = step
+    else {
+        panic!()
+    };
+    assert_eq!(reply.status, 503);
+}
+
+#[test]
+fn remote_provider_with_unknown_kid_asks_for_a_refetch() {
+    let g = gate(&remote_config());
+    let keys = crate::jwks::parse_jwks(&test_jwks(), crate::jwks::Strictness::Strict).unwrap();
+    g.set_keys(0, Some(std::rc::Rc::new(keys)));
+    assert_eq!(outcome(&g, &score(&user_token(|_| {}))), "allowed");
+    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+    header.kid = Some("new-key".into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem("rsa-a").as_bytes()).unwrap();
+    let t = jsonwebtoken::encode(&header, &entra_user(), &key).unwrap();
+    assert!(matches!(
+        step(&g, &score(&t)),
+        Step::NeedKeys {
+            unknown_kid: true,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn forged_token_with_bad_claims_never_asks_for_keys() {
+    let g = gate(&remote_config());
+    let t = user_token(|c| c["aud"] = json!("api://other"));
+    assert_eq!(outcome(&g, &score(&t)), "audience_mismatch");
 }
