@@ -51,7 +51,7 @@ pub enum Step {
     /// yet); the body is held until complete and [`Gate::decide_with_body`] decides — a refusal
     /// then resets the upstream request before any of the body reaches it.
     NeedBody {
-        pending: Pending,
+        pending: Box<Pending>,
         headers: Vec<(String, String)>,
     },
     /// The token's provider has no keys yet, or does not know the token's `kid`: fetch the
@@ -239,12 +239,12 @@ impl Gate {
                 }
                 let headers = self.identity_headers(Some(route), Some(&identity), None, None);
                 return Step::NeedBody {
-                    pending: Pending {
+                    pending: Box::new(Pending {
                         route: route_index,
                         identity,
                         field: field.clone(),
                         audit,
-                    },
+                    }),
                     headers,
                 };
             }
@@ -253,13 +253,13 @@ impl Gate {
     }
 
     /// Finishes a [`Pending`] decision with the request body (`None`: larger than the limit).
-    pub fn decide_with_body(&self, pending: Pending, body: Option<&[u8]>) -> Verdict {
+    pub fn decide_with_body(&self, pending: Box<Pending>, body: Option<&[u8]>) -> Verdict {
         let Pending {
             route,
             identity,
             field,
             audit,
-        } = pending;
+        } = *pending;
         let Some(body) = body else {
             let mut refusal = Refusal::new(Reason::BodyTooLarge, Some(route));
             refusal.identity = Some(identity);
