@@ -32,6 +32,7 @@ pub enum Reason {
     ModelNotAllowed,
     KeysUnavailable,
     BodyTooLarge,
+    InvalidPath,
 }
 
 /// How a reason is answered on the wire.
@@ -49,13 +50,15 @@ enum Kind {
     Forbidden,
     /// 413.
     TooLarge,
+    /// 400: the request itself cannot be judged safely.
+    BadRequest,
     /// 503 with `Retry-After`.
     Unavailable,
 }
 
 impl Reason {
     /// Every reason, for metric definition and tests.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::MissingToken,
         Reason::MultipleTokens,
         Reason::TokenTooLarge,
@@ -80,6 +83,7 @@ impl Reason {
         Reason::ModelNotAllowed,
         Reason::KeysUnavailable,
         Reason::BodyTooLarge,
+        Reason::InvalidPath,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +112,7 @@ impl Reason {
             Reason::ModelNotAllowed => "model_not_allowed",
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::InvalidPath => "invalid_path",
         }
     }
 
@@ -121,6 +126,7 @@ impl Reason {
             | Reason::ModelNotAllowed => Kind::Insufficient,
             Reason::NoMatchingRoute => Kind::Forbidden,
             Reason::BodyTooLarge => Kind::TooLarge,
+            Reason::InvalidPath => Kind::BadRequest,
             Reason::KeysUnavailable => Kind::Unavailable,
             _ => Kind::InvalidToken,
         }
@@ -132,6 +138,7 @@ impl Reason {
             Kind::NoCredentials | Kind::InvalidRequest | Kind::InvalidToken => 401,
             Kind::Insufficient | Kind::Forbidden => 403,
             Kind::TooLarge => 413,
+            Kind::BadRequest => 400,
             Kind::Unavailable => 503,
         }
     }
@@ -186,6 +193,7 @@ pub fn local_reply(
         ),
         Kind::Forbidden => ("forbidden", None),
         Kind::TooLarge => ("payload_too_large", None),
+        Kind::BadRequest => ("bad_request", None),
         Kind::Unavailable => ("unavailable", None),
     };
     if let Some(value) = challenge {

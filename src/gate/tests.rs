@@ -765,3 +765,38 @@ fn forged_token_with_bad_claims_never_asks_for_keys() {
     let t = user_token(|c| c["aud"] = json!("api://other"));
     assert_eq!(outcome(&g, &score(&t)), "audience_mismatch");
 }
+
+#[test]
+fn ambiguous_paths_are_refused_with_400() {
+    let g = gate(&entra_config());
+    let t = user_token(|_| {});
+    for path in [
+        "/score/../admin",
+        "/v2/models/a/../b/infer",
+        "/v2/models/%66inance-x/infer",
+        "/score%2F..%2Fadmin",
+        "/v2/models/a/%2e%2e/infer",
+        "//score",
+        "/score;jsessionid=1",
+        "/score\\admin",
+        "/./score",
+        "score",
+    ] {
+        let v = verdict(&g, &req("POST", path).bearer(&t));
+        let Action::Reply(reply) = v.action else {
+            panic!("{path} was forwarded")
+        };
+        assert_eq!(reply.status, 400, "{path}");
+        assert!(reply.body.contains("invalid_path"), "{path}");
+    }
+}
+
+#[test]
+fn plain_paths_with_trailing_slash_and_query_are_fine() {
+    let g = gate(&entra_config());
+    assert_eq!(outcome(&g, &req("GET", "/healthz?probe=1")), "allowed");
+    assert_eq!(
+        outcome(&g, &req("POST", "/score/").bearer(&user_token(|_| {}))),
+        "allowed"
+    );
+}
