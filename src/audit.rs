@@ -94,8 +94,18 @@ impl Audit {
 
 /// The first 16 hex digits of SHA-256(token): enough to correlate log lines, useless to replay.
 pub fn token_fingerprint(token: &str) -> String {
-    let digest = Sha256::digest(token.as_bytes());
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    fingerprint(&Sha256::digest(token.as_bytes()).into())
+}
+
+/// [`token_fingerprint`] from an already computed digest.
+pub fn fingerprint(digest: &[u8; 32]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(16);
+    for byte in digest.iter().take(8) {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 /// Counter names. Envoy exposes them with its `wasmcustom.` prefix.

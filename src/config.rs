@@ -80,6 +80,8 @@ struct Config {
     max_token_bytes: usize,
     #[serde(default = "default_max_body_bytes")]
     max_body_bytes: usize,
+    #[serde(default = "default_cache_entries")]
+    cache_entries: usize,
     #[serde(default = "default_realm")]
     realm: String,
     #[serde(default)]
@@ -91,6 +93,9 @@ fn default_max_token_bytes() -> usize {
 }
 fn default_max_body_bytes() -> usize {
     1024 * 1024
+}
+fn default_cache_entries() -> usize {
+    crate::cache::DEFAULT_ENTRIES
 }
 fn default_realm() -> String {
     "mlgate".into()
@@ -392,6 +397,9 @@ impl Compiler {
         if !(64..=65536).contains(&config.max_token_bytes) {
             return err("max_token_bytes", "must be between 64 and 65536");
         }
+        if config.cache_entries > 1_000_000 {
+            return err("cache_entries", "must be at most 1000000");
+        }
         if !(1..=16 * 1024 * 1024).contains(&config.max_body_bytes) {
             return err("max_body_bytes", "must be between 1 and 16777216");
         }
@@ -435,6 +443,7 @@ impl Compiler {
             },
             max_token_bytes: config.max_token_bytes,
             max_body_bytes: config.max_body_bytes,
+            cache_entries: config.cache_entries,
             realm: config.realm,
             audit: match config.audit {
                 AuditConfig::All => AuditLevel::All,

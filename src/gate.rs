@@ -7,7 +7,10 @@ use std::rc::Rc;
 
 use serde_json::Value;
 
-use crate::audit::{token_fingerprint, Audit, Outcome};
+use sha2::{Digest, Sha256};
+
+use crate::audit::{fingerprint, Audit, Outcome};
+use crate::cache::TokenCache;
 use crate::claims::{self, Identity};
 use crate::decision::{local_reply, LocalReply, Reason};
 use crate::jwks::KeySet;
@@ -81,7 +84,7 @@ impl From<Reason> for AuthError {
 #[derive(Debug)]
 pub struct Pending {
     route: usize,
-    identity: Identity,
+    identity: Rc<Identity>,
     field: String,
     audit: Audit,
 }
@@ -90,7 +93,7 @@ pub struct Pending {
 struct Refusal {
     reason: Reason,
     route: Option<usize>,
-    identity: Option<Identity>,
+    identity: Option<Rc<Identity>>,
     model: Option<String>,
 }
 
@@ -108,6 +111,7 @@ impl Refusal {
 /// The policy plus the key sets currently loaded for each provider.
 pub struct Gate {
     pub policy: Policy,
+    cache: RefCell<TokenCache>,
     /// Current key set per provider. A `RefCell` because remote refreshes replace sets while
     /// requests share the gate; single-threaded, as every proxy-wasm VM is.
     keys: RefCell<Vec<Option<Rc<KeySet>>>>,
@@ -120,8 +124,10 @@ impl Gate {
             .iter()
             .map(|p| p.initial_keys.clone().map(Rc::new))
             .collect();
+        let cache = TokenCache::new(policy.cache_entries, policy.providers.len());
         Gate {
             policy,
+            cache: RefCell::new(cache),
             keys: RefCell::new(keys),
         }
     }
@@ -131,6 +137,12 @@ impl Gate {
         if let Some(slot) = self.keys.borrow_mut().get_mut(provider) {
             *slot = keys;
         }
+        self.cache.borrow_mut().flush_provider(provider);
+    }
+
+    /// Identities currently cached.
+    pub fn cached_tokens(&self) -> usize {
+        self.cache.borrow().len()
     }
 
     pub fn keys(&self, provider: usize) -> Option<Rc<KeySet>> {
@@ -196,9 +208,10 @@ impl Gate {
                 return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
             }
         };
-        audit.token_sha256 = Some(token_fingerprint(&found.token));
+        let digest: [u8; 32] = Sha256::digest(found.token.as_bytes()).into();
+        audit.token_sha256 = Some(fingerprint(&digest));
 
-        let identity = match self.authenticate(route, &found, now, may_wait) {
+        let identity = match self.authenticate(route, &found, &digest, now, may_wait) {
             Ok(identity) => identity,
             Err(AuthError::NeedKeys {
                 provider,
@@ -243,7 +256,7 @@ impl Gate {
                 if denied_outright || hopeless {
                     return Step::Done(self.judge(route_index, identity, None, audit));
                 }
-                let headers = self.identity_headers(Some(route), Some(&identity), None, None);
+                let headers = self.identity_headers(Some(route), Some(&*identity), None, None);
                 return Step::NeedBody {
                     pending: Box::new(Pending {
                         route: route_index,
@@ -280,31 +293,69 @@ impl Gate {
         self.policy.max_body_bytes
     }
 
+    /// The token's identity: from the cache, or verified (and then cached).
     fn authenticate(
         &self,
         route: &Route,
         found: &token::FoundToken,
+        digest: &[u8; 32],
         now: i64,
         may_wait: bool,
-    ) -> Result<Identity, AuthError> {
-        let peeked = unverified::peek(&found.token)?;
-        let iss = peeked.issuer()?;
-        let provider_index =
-            verify::select_provider(self.policy.providers.iter().map(|p| &p.rules), iss)
-                .ok_or(Reason::UnknownIssuer)?;
+    ) -> Result<Rc<Identity>, AuthError> {
+        let cached = self.cache.borrow_mut().get(digest, now);
+        if let Some(identity) = cached {
+            self.admit(route, identity.provider, found.source)?;
+            return Ok(identity);
+        }
+        let (identity, exp) = self.verify_token(route, found, now, may_wait)?;
+        let identity = Rc::new(identity);
+        let skew = self
+            .policy
+            .providers
+            .get(identity.provider)
+            .map_or(0, |p| p.rules.clock_skew_seconds);
+        self.cache
+            .borrow_mut()
+            .insert(*digest, identity.clone(), exp, skew, now);
+        Ok(identity)
+    }
+
+    /// Whether this route takes tokens of this provider, carried in this source.
+    fn admit(&self, route: &Route, provider: usize, source: usize) -> Result<(), Reason> {
         if let Some(allowed) = &route.providers {
-            if !allowed.contains(&provider_index) {
-                return Err(Reason::UnknownIssuer.into());
+            if !allowed.contains(&provider) {
+                return Err(Reason::UnknownIssuer);
             }
         }
         let provider = self
             .policy
             .providers
+            .get(provider)
+            .ok_or(Reason::UnknownIssuer)?;
+        if !provider.sources.contains(&source) {
+            return Err(Reason::TokenSourceNotAllowed);
+        }
+        Ok(())
+    }
+
+    fn verify_token(
+        &self,
+        route: &Route,
+        found: &token::FoundToken,
+        now: i64,
+        may_wait: bool,
+    ) -> Result<(Identity, Option<i64>), AuthError> {
+        let peeked = unverified::peek(&found.token)?;
+        let iss = peeked.issuer()?;
+        let provider_index =
+            verify::select_provider(self.policy.providers.iter().map(|p| &p.rules), iss)
+                .ok_or(Reason::UnknownIssuer)?;
+        self.admit(route, provider_index, found.source)?;
+        let provider = self
+            .policy
+            .providers
             .get(provider_index)
             .ok_or(Reason::UnknownIssuer)?;
-        if !provider.sources.contains(&found.source) {
-            return Err(Reason::TokenSourceNotAllowed.into());
-        }
         // Cheap checks before keys are even looked at: a forged token with a made-up kid and
         // wrong claims must not trigger a refetch.
         verify::check_claims(&peeked, &provider.rules, now)?;
@@ -329,20 +380,21 @@ impl Gate {
             }
         }
         let verified = verify::verify(peeked, &provider.rules, &keys, now)?;
-        Ok(claims::identity(
+        let identity = claims::identity(
             provider_index,
             &verified.claims,
             &provider.claims,
             &provider.group_names,
             &self.policy.extra_claims,
-        ))
+        );
+        Ok((identity, verified.exp))
     }
 
     /// Deny rules first, then allow rules.
     fn judge(
         &self,
         route_index: usize,
-        identity: Identity,
+        identity: Rc<Identity>,
         model: Option<String>,
         mut audit: Audit,
     ) -> Verdict {
@@ -384,7 +436,7 @@ impl Gate {
                 audit,
             ),
             None => {
-                let headers = self.identity_headers(Some(route), Some(&identity), model_ref, None);
+                let headers = self.identity_headers(Some(route), Some(&*identity), model_ref, None);
                 Verdict {
                     action: Action::Forward(headers),
                     audit,
@@ -408,7 +460,7 @@ impl Gate {
             audit.decision = Outcome::WouldDeny;
             let headers = self.identity_headers(
                 route,
-                refusal.identity.as_ref(),
+                refusal.identity.as_deref(),
                 refusal.model.as_deref(),
                 Some(refusal.reason),
             );

@@ -21,6 +21,8 @@ pub struct Policy {
     pub mode: Mode,
     pub max_token_bytes: usize,
     pub max_body_bytes: usize,
+    /// Verified-token cache entries per VM (0: no cache).
+    pub cache_entries: usize,
     pub realm: String,
     pub audit: AuditLevel,
     /// The union of every provider's token sources; providers refer to it by index.

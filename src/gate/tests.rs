@@ -800,3 +800,76 @@ fn plain_paths_with_trailing_slash_and_query_are_fine() {
         "allowed"
     );
 }
+
+#[test]
+fn verified_token_is_cached_and_reused() {
+    let g = gate(&entra_config());
+    let t = user_token(|_| {});
+    assert_eq!(outcome(&g, &score(&t)), "allowed");
+    assert_eq!(g.cached_tokens(), 1);
+    assert_eq!(outcome(&g, &score(&t)), "allowed");
+    assert_eq!(g.cached_tokens(), 1);
+}
+
+#[test]
+fn refused_tokens_are_never_cached() {
+    let g = gate(&entra_config());
+    outcome(&g, &score(&user_token(|c| c["aud"] = json!("x"))));
+    outcome(&g, &score("a.b.c"));
+    assert_eq!(g.cached_tokens(), 0);
+}
+
+#[test]
+fn cached_token_still_expires() {
+    let g = gate(&entra_config());
+    let t = user_token(|c| c["exp"] = json!(NOW + 10));
+    assert_eq!(outcome(&g, &score(&t)), "allowed");
+    let lookup = |name: &str| (name == "authorization").then(|| format!("Bearer {t}"));
+    let later = g.decide(
+        &Request {
+            method: "POST",
+            path: "/score",
+            host: "h",
+            header: &lookup,
+        },
+        NOW + 71,
+        true,
+    );
+    let Step::Done(Verdict {
+        action: Action::Reply(reply),
+        ..
+    }) = later
+    else {
+        panic!()
+    };
+    assert!(reply.body.contains("token_expired"));
+}
+
+#[test]
+fn key_set_change_drops_cached_identities() {
+    let g = gate(&entra_config());
+    let t = user_token(|_| {});
+    assert_eq!(outcome(&g, &score(&t)), "allowed");
+    let mut jwks = test_jwks();
+    jwks["keys"].as_array_mut().unwrap().remove(0);
+    let keys = crate::jwks::parse_jwks(&jwks, crate::jwks::Strictness::Strict).unwrap();
+    g.set_keys(0, Some(std::rc::Rc::new(keys)));
+    assert_eq!(outcome(&g, &score(&t)), "unknown_key");
+}
+
+#[test]
+fn cached_token_is_still_checked_against_route_providers() {
+    let mut config = entra_config();
+    let mut other = config["providers"][0].clone();
+    other["name"] = json!("other");
+    other["issuer"] = json!("https://other.example/");
+    config["providers"].as_array_mut().unwrap().push(other);
+    config["routes"][2]["providers"] = json!(["other"]);
+    let g = gate(&config);
+    let t = user_token(|_| {});
+    assert_eq!(outcome(&g, &score(&t)), "allowed");
+    assert_eq!(
+        outcome(&g, &req("POST", "/v2/models/m/infer").bearer(&t)),
+        "unknown_issuer"
+    );
+}
