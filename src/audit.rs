@@ -99,11 +99,10 @@ pub fn token_fingerprint(token: &str) -> String {
 
 /// [`token_fingerprint`] from an already computed digest.
 pub fn fingerprint(digest: &[u8; 32]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(16);
     for byte in digest.iter().take(8) {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        let _infallible = write!(out, "{byte:02x}");
     }
     out
 }

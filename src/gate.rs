@@ -272,13 +272,13 @@ impl Gate {
     }
 
     /// Finishes a [`Pending`] decision with the request body (`None`: larger than the limit).
-    pub fn decide_with_body(&self, pending: Box<Pending>, body: Option<&[u8]>) -> Verdict {
+    pub fn decide_with_body(&self, pending: Pending, body: Option<&[u8]>) -> Verdict {
         let Pending {
             route,
             identity,
             field,
             audit,
-        } = *pending;
+        } = pending;
         let Some(body) = body else {
             let mut refusal = Refusal::new(Reason::BodyTooLarge, Some(route));
             refusal.identity = Some(identity);

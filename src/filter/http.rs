@@ -106,7 +106,7 @@ impl HttpContext for Request {
         match phase {
             Phase::WaitingForBody(pending) => {
                 if body_size > shared.gate.max_body_bytes() {
-                    let verdict = shared.gate.decide_with_body(pending, None);
+                    let verdict = shared.gate.decide_with_body(*pending, None);
                     return finish_body(&shared, verdict);
                 }
                 if !end_of_stream {
@@ -117,7 +117,7 @@ impl HttpContext for Request {
                     Ok(body) => body,
                     Err(_) => return internal_error("cannot read request body"),
                 };
-                let verdict = shared.gate.decide_with_body(pending, Some(&body));
+                let verdict = shared.gate.decide_with_body(*pending, Some(&body));
                 finish_body(&shared, verdict)
             }
             other @ Phase::WaitingForKeys { .. } => {
@@ -177,7 +177,7 @@ fn apply_headers_step(
         }
         Step::NeedBody { pending, .. } if end_of_stream => {
             state.borrow_mut().phase = Phase::Decided;
-            let verdict = shared.gate.decide_with_body(pending, Some(&[]));
+            let verdict = shared.gate.decide_with_body(*pending, Some(&[]));
             carry_out(shared, verdict, &names)
         }
         Step::NeedBody { pending, headers } => {

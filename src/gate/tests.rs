@@ -442,7 +442,7 @@ fn model_outside_allowed_globs_is_model_not_allowed() {
         Step::NeedBody { pending, .. } => pending,
         other => panic!("{other:?}"),
     };
-    let v = g.decide_with_body(pending, Some(br#"{"model":"gpt-5","messages":[]}"#));
+    let v = g.decide_with_body(*pending, Some(br#"{"model":"gpt-5","messages":[]}"#));
     let Action::Reply(reply) = v.action else {
         panic!()
     };
@@ -457,7 +457,7 @@ fn model_from_body_allows_listed_model() {
     else {
         panic!()
     };
-    let v = g.decide_with_body(pending, Some(br#"{"model":"llama-3-8b"}"#));
+    let v = g.decide_with_body(*pending, Some(br#"{"model":"llama-3-8b"}"#));
     let Action::Forward(headers) = v.action else {
         panic!()
     };
@@ -472,7 +472,7 @@ fn body_over_limit_is_refused() {
     else {
         panic!()
     };
-    let v = g.decide_with_body(pending, None);
+    let v = g.decide_with_body(*pending, None);
     let Action::Reply(reply) = v.action else {
         panic!()
     };
