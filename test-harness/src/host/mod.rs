@@ -27,6 +27,7 @@
 mod abi;
 mod error;
 mod headers;
+pub mod host_crypto;
 mod imports;
 mod module;
 mod outcome;
@@ -144,7 +145,11 @@ impl Default for HarnessBuilder {
             vm_id: "mlgate".into(),
             vm_config: Vec::new(),
             properties,
-            foreign: HashMap::new(),
+            // Envoy's `verify_signature`, natively (host_crypto.rs); `.without_host_crypto()` removes it.
+            foreign: HashMap::from([(
+                host_crypto::VERIFY_SIGNATURE.to_string(),
+                Arc::new(host_crypto::verify_signature) as ForeignFn,
+            )]),
             seed: 0x6d6c_6761_7465,
             log_level: LogLevel::Trace,
             clusters: None,
@@ -200,6 +205,13 @@ impl HarnessBuilder {
         function: impl Fn(&[u8]) -> Result<Vec<u8>, Status> + Send + Sync + 'static,
     ) -> Self {
         self.foreign.insert(name.into(), Arc::new(function));
+        self
+    }
+
+    /// Without Envoy's `verify_signature` foreign function (registered by default): a host like the other
+    /// proxy-wasm hosts, where the filter must fall back to its own crypto.
+    pub fn without_host_crypto(mut self) -> Self {
+        self.foreign.remove(host_crypto::VERIFY_SIGNATURE);
         self
     }
 
