@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::rc::Rc;
+use std::time::Duration;
 
 use hashbrown::HashMap;
 
@@ -98,44 +99,40 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A request needs keys of `provider`: may it wait? Starts a fetch when one is allowed.
+/// A request needs keys of `provider`: may it wait? Marks a fetch as wanted when one is allowed;
+/// the root context dispatches it on its next tick (at most a second away).
+///
+/// Why not dispatch here: the SDK's dispatcher routes every `on_http_call_response` by token to
+/// the context that was active (in the SDK's own bookkeeping) when the call was registered, and
+/// `proxy_set_effective_context` does not change that. A call made from a request's callback
+/// would be answered to that request (whose `on_http_call_response` does nothing, and which may
+/// be gone by then), leaving the fetch in flight forever. Calls made from root callbacks
+/// (configure, tick, call response) are answered to the root.
 pub fn request_keys(
     shared: &Shared,
     provider: usize,
     unknown_kid: bool,
     now: i64,
-    current: u32,
+    _current: u32,
 ) -> bool {
-    let (wait, failures_before) = {
-        let mut remotes = shared.fetcher.remotes.borrow_mut();
-        let Some(Some(remote)) = remotes.get_mut(provider) else {
-            return false;
-        };
-        let wait = if unknown_kid {
-            remote.want_unknown_kid(now)
-        } else {
-            remote.cold_start_possible(now)
-        };
-        (wait, remote.failures())
-    };
-    if !wait {
+    let mut remotes = shared.fetcher.remotes.borrow_mut();
+    let Some(Some(remote)) = remotes.get_mut(provider) else {
         return false;
-    }
-    if unknown_kid {
+    };
+    let wait = if unknown_kid {
+        remote.want_unknown_kid(now)
+    } else {
+        remote.cold_start_possible(now)
+    };
+    if wait && unknown_kid {
         shared.metrics.unknown_kid_refetch();
     }
-    ensure_fetch(shared, provider, now, Some(current));
-    // Wait while a fetch is under way here, or another VM holds the lock (its result comes
-    // through shared data); not when the dispatch itself just failed.
-    with_remote(shared, provider, |r| {
-        r.in_flight() || r.failures() == failures_before
-    })
-    .unwrap_or(false)
+    wait
 }
 
-/// Starts a fetch for `provider` if one is due and this VM wins the lock. `restore` is the
-/// context to make effective again afterwards (the request that asked), if not the root.
-pub fn ensure_fetch(shared: &Shared, provider: usize, now: i64, restore: Option<u32>) {
+/// Starts a fetch for `provider` if one is due and this VM wins the lock. Root callbacks only
+/// (see `request_keys`).
+pub fn ensure_fetch(shared: &Shared, provider: usize, now: i64) {
     let request = {
         let mut remotes = shared.fetcher.remotes.borrow_mut();
         let Some(Some(remote)) = remotes.get_mut(provider) else {
@@ -151,21 +148,11 @@ pub fn ensure_fetch(shared: &Shared, provider: usize, now: i64, restore: Option<
         }
         remote.start(now)
     };
-    dispatch(shared, provider, &request, now, restore);
+    dispatch(shared, provider, &request, now);
 }
 
-fn dispatch(
-    shared: &Shared,
-    provider: usize,
-    request: &FetchRequest,
-    now: i64,
-    restore: Option<u32>,
-) {
-    if restore.is_some() {
-        // The answer must come to the root context, which outlives the request that asked.
-        let _ = hostcalls::set_effective_context(shared.root_id);
-    }
-    let headers = [
+fn dispatch(shared: &Shared, provider: usize, request: &FetchRequest, now: i64) {
+    let headers = vec![
         (":method", "GET"),
         (":path", request.url.path.as_str()),
         (":authority", request.url.authority.as_str()),
@@ -173,16 +160,21 @@ fn dispatch(
         ("accept", "application/json"),
         ("user-agent", "mlgate"),
     ];
-    let result = hostcalls::http_call(&request.cluster, &headers, request.timeout_ms);
-    if let Some(context) = restore {
-        let _ = hostcalls::set_effective_context(context);
-    }
+    // Through the SDK, not `hostcalls::http_call`: the SDK's dispatcher must know the token, or
+    // it panics ("invalid token_id") when the answer arrives.
+    let result = proxy_wasm::hostcalls::dispatch_http_call(
+        &request.cluster,
+        headers,
+        None,
+        vec![],
+        Duration::from_millis(u64::from(request.timeout_ms)),
+    );
     match result {
         Ok(token) => {
             shared.fetcher.calls.borrow_mut().insert(token, provider);
         }
         Err(error) => {
-            let message = format!("cluster {:?}: host status {}", request.cluster, error.0);
+            let message = format!("cluster {:?}: host status {error:?}", request.cluster);
             let progress = match shared.fetcher.remotes.borrow_mut().get_mut(provider) {
                 Some(Some(remote)) => remote.dispatch_failed(now, &message),
                 _ => return,
@@ -217,7 +209,7 @@ pub fn on_response(shared: &Shared, token: u32, num_headers: usize, body_size: u
 fn finish(shared: &Shared, provider: usize, progress: Progress, now: i64, body: &[u8]) {
     let name = provider_name(shared, provider);
     match progress {
-        Progress::Next(request) => dispatch(shared, provider, &request, now, None),
+        Progress::Next(request) => dispatch(shared, provider, &request, now),
         Progress::Loaded => {
             let keys = with_remote(shared, provider, |r| r.keys(now).cloned()).flatten();
             let count = keys.as_ref().map_or(0, |k| k.len());
@@ -340,7 +332,7 @@ pub fn on_tick(shared: &Shared, now: i64) {
             );
             shared.gate.set_keys(provider, None);
         }
-        ensure_fetch(shared, provider, now, None);
+        ensure_fetch(shared, provider, now);
     }
     let overdue: Vec<usize> = {
         let remotes = shared.fetcher.remotes.borrow();

@@ -4,17 +4,22 @@
 //! The probe, per request header it finds:
 //! - always: increments counter `probe.requests`, stores the clock (`proxy_get_current_time_nanoseconds`, u64 LE)
 //!   in shared data `now`, and sets `x-probe-seen: 1` before continuing;
-//! - `x-probe-call`: dispatches `GET /keys` to cluster `jwks` and pauses; on the response it resumes the request
-//!   with `x-callout-status` (the call's `:status`) and `x-callout-body` (its body), or answers 503 on a failed call;
+//! - `x-probe-call`: dispatches `GET /keys` to cluster `jwks` and pauses; on the response (whatever context the
+//!   host delivers it to, stored as u32 LE in shared data `call-ctx`) it makes the request that dispatched the
+//!   call effective again (its own token → context map, as SDKs do) and resumes it with `x-callout-status` (the
+//!   call's `:status`) and `x-callout-body` (its body), or answers 503 on a failed call;
+//! - `x-probe-root-call`: the same, but with the root context made effective around `proxy_http_call`;
 //! - `x-probe-wait`: pauses until the next tick;
-//! - `x-probe-hold`: pauses the headers; its body callback then sets `x-late: 1` and continues;
-//! - without `x-probe-hold`, the body callback sets `x-late: 1` too (too late: headers went upstream already);
+//! - `x-probe-hold`: pauses the headers until the next tick, which resumes it;
+//! - `x-probe-deny`: pauses the headers until the next tick, which answers 403;
+//! - every body callback increments counter `probe.bodies` and sets `x-late: 1` (always too late: a body
+//!   callback only comes after the headers went upstream);
 //! - `x-probe-prop`: copies property `request.id` to `x-prop-request-id` and `source.address` to `x-prop-source`;
 //! - `x-probe-print`: writes "hello stdout" with WASI `fd_write`;
 //! - `x-probe-random`: stores 8 bytes of `random_get` in shared data `rand`;
 //! - `x-probe-trap`: executes `unreachable`; `x-probe-exit`: calls `proc_exit(3)`; `x-probe-spin`: loops forever.
 //!
-//! On configure it defines counters `probe.requests` and `probe.ticks` and sets a 1000 ms tick period;
+//! On configure it defines counters `probe.requests`, `probe.ticks` and `probe.bodies` and sets a 1000 ms tick period;
 //! every tick increments `probe.ticks`.
 
 use std::path::PathBuf;
@@ -80,6 +85,10 @@ fn probe_wat() -> String {
         "x-probe-call",
         "x-probe-wait",
         "x-probe-hold",
+        "x-probe-deny",
+        "x-probe-root-call",
+        "call-ctx",
+        "probe.bodies",
         "x-probe-prop",
         "x-probe-print",
         "x-probe-random",
@@ -138,6 +147,7 @@ fn probe_wat() -> String {
 {data}
   (global $heap (mut i32) (i32.const 65536))
   (global $waiting (mut i32) (i32.const 0))
+  (global $reply (mut i32) (i32.const 0))
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32) (local $p i32)
     (local.set $p (global.get $heap))
@@ -153,6 +163,7 @@ fn probe_wat() -> String {
   (func (export "proxy_on_configure") (param i32 i32) (result i32)
     (drop (call $define_metric (i32.const 0) {requests} (i32.const 4200)))
     (drop (call $define_metric (i32.const 0) {ticks} (i32.const 4204)))
+    (drop (call $define_metric (i32.const 0) {bodies} (i32.const 4208)))
     (drop (call $set_tick (i32.const 1000)))
     (i32.const 1))
   (func (export "proxy_on_request_headers") (param $ctx i32) (param $n i32) (param $eos i32) (result i32)
@@ -177,14 +188,24 @@ fn probe_wat() -> String {
       ;; remember which request made call <token>
       (i32.store (i32.add (i32.const 8192) (i32.mul (i32.load (i32.const 4116)) (i32.const 4))) (local.get $ctx))
       (return (i32.const 1))))
+    (if (call $has {root_call}) (then
+      (drop (call $set_ctx (i32.const 1)))
+      (drop (call $http_call {jwks} {call_headers} (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 5000) (i32.const 4116)))
+      (drop (call $set_ctx (local.get $ctx)))
+      (i32.store (i32.add (i32.const 8192) (i32.mul (i32.load (i32.const 4116)) (i32.const 4))) (local.get $ctx))
+      (return (i32.const 1))))
+    (if (call $has {deny}) (then (global.set $waiting (local.get $ctx)) (global.set $reply (i32.const 1)) (return (i32.const 1))))
     (if (call $has {wait}) (then (global.set $waiting (local.get $ctx)) (return (i32.const 1))))
     (drop (call $replace (i32.const 0) {seen} {one}))
-    (if (call $has {hold}) (then (return (i32.const 1))))
+    (if (call $has {hold}) (then (global.set $waiting (local.get $ctx)) (return (i32.const 1))))
     (i32.const 0))
   (func (export "proxy_on_request_body") (param $ctx i32) (param $size i32) (param $eos i32) (result i32)
+    (drop (call $inc_metric (i32.load (i32.const 4208)) (i64.const 1)))
     (drop (call $replace (i32.const 0) {late} {one}))
     (i32.const 0))
   (func (export "proxy_on_http_call_response") (param $ctx i32) (param $token i32) (param $nh i32) (param $nb i32) (param $nt i32)
+    (i32.store (i32.const 4120) (local.get $ctx))
+    (drop (call $set_shared {call_ctx} (i32.const 4120) (i32.const 4) (i32.const 0)))
     (drop (call $set_ctx (i32.load (i32.add (i32.const 8192) (i32.mul (local.get $token) (i32.const 4))))))
     (if (i32.eqz (local.get $nh)) (then
       (drop (call $respond (i32.const 503) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))
@@ -198,7 +219,11 @@ fn probe_wat() -> String {
     (drop (call $inc_metric (i32.load (i32.const 4204)) (i64.const 1)))
     (if (global.get $waiting) (then
       (drop (call $set_ctx (global.get $waiting)))
-      (drop (call $continue (i32.const 0)))
+      (if (global.get $reply)
+        (then
+          (drop (call $respond (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const -1)))
+          (global.set $reply (i32.const 0)))
+        (else (drop (call $continue (i32.const 0)))))
       (global.set $waiting (i32.const 0)))))
   (func (export "proxy_on_log") (param i32))
   (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
@@ -208,6 +233,10 @@ fn probe_wat() -> String {
         data = d.wat,
         requests = a("probe.requests"),
         ticks = a("probe.ticks"),
+        bodies = a("probe.bodies"),
+        deny = a("x-probe-deny"),
+        root_call = a("x-probe-root-call"),
+        call_ctx = a("call-ctx"),
         now = a("now"),
         trap = a("x-probe-trap"),
         exit = a("x-probe-exit"),
@@ -302,17 +331,60 @@ fn header_changes_after_the_headers_went_upstream_do_not_reach_it() {
     );
     assert_eq!(early.body(), b"abc");
     assert_eq!(early.forwarded_header("content-length"), Some("3"));
+    assert_eq!(h.metric("probe.bodies"), Some(1));
+}
+
+/// Envoy turns `StopIteration` from the headers callback into `StopAllIterationAndWatermark`: no body
+/// callback while the headers are held; the buffered body comes after the filter resumes the request.
+#[test]
+fn no_body_callback_while_the_headers_are_paused_and_the_body_follows_the_resume() {
+    let h = configured(probe());
     let held = h
         .request()
         .header("x-probe-hold", "")
         .body("abc")
         .send()
         .unwrap();
+    assert!(held.is_paused(), "{held}");
     assert_eq!(
-        held.forwarded_header("x-late"),
-        Some("1"),
-        "headers were held until the body: {held}"
+        h.metric("probe.bodies"),
+        Some(0),
+        "body delivered while paused"
     );
+    assert_eq!(h.pending_requests().len(), 1);
+    h.tick().unwrap();
+    let done = h.outcome(held.context_id()).unwrap();
+    assert!(done.is_forwarded(), "{done}");
+    assert_eq!(
+        h.metric("probe.bodies"),
+        Some(1),
+        "the body follows the resume"
+    );
+    assert_eq!(done.body(), b"abc");
+    assert_eq!(
+        done.forwarded_header("x-late"),
+        None,
+        "the headers went upstream at the resume, before the body callback: {done}"
+    );
+    assert_eq!(done.forwarded_header("x-probe-seen"), Some("1"));
+}
+
+#[test]
+fn a_body_held_behind_paused_headers_is_never_delivered_when_the_filter_answers() {
+    let h = configured(probe());
+    let denied = h
+        .request()
+        .header("x-probe-deny", "")
+        .body("abc")
+        .trailer("x-t", "1")
+        .send()
+        .unwrap();
+    assert!(denied.is_paused(), "{denied}");
+    h.tick().unwrap();
+    let done = h.outcome(denied.context_id()).unwrap();
+    assert_eq!(done.status(), Some(403), "{done}");
+    assert_eq!(h.metric("probe.bodies"), Some(0));
+    assert!(h.pending_requests().is_empty());
 }
 
 #[test]
@@ -368,6 +440,47 @@ fn a_failed_callout_reaches_the_filter_without_status() {
     h.fail_call(token).unwrap();
     let done = h.outcome(out.context_id()).unwrap();
     assert_eq!(done.status(), Some(503), "{done}");
+}
+
+/// proxy-wasm-cpp-host's `http_call` dispatches on `contextOrEffectiveContext()->root_context()`: the answer
+/// comes to the root context whatever context was effective, and the call survives the request.
+#[test]
+fn callout_answers_arrive_in_the_root_context_and_outlive_the_request() {
+    let h = configured(probe());
+    let ctx_of_answer = |h: &Harness| {
+        let bytes = h.shared_data("call-ctx").expect("an answer arrived");
+        u32::from_le_bytes(bytes[..4].try_into().unwrap())
+    };
+    // Dispatched with the request effective: answered on the root, routed back by the probe's token map.
+    let own = h.request().header("x-probe-call", "").send().unwrap();
+    let call = h.pending_calls()[0].clone();
+    assert_eq!(call.context_id, own.context_id());
+    h.respond_call(call.token, 200, &[], b"k").unwrap();
+    assert_eq!(ctx_of_answer(&h), mlgate_harness::host::ROOT_CONTEXT_ID);
+    assert!(h.outcome(own.context_id()).unwrap().is_forwarded());
+
+    // Dispatched with the root context made effective; the client then hangs up.
+    let rooted = h.request().header("x-probe-root-call", "").send().unwrap();
+    assert!(rooted.is_paused(), "{rooted}");
+    let call = h.pending_calls()[0].clone();
+    assert_eq!(call.context_id, mlgate_harness::host::ROOT_CONTEXT_ID);
+    h.disconnect(rooted.context_id()).unwrap();
+    let gone = h.outcome(rooted.context_id()).unwrap();
+    assert!(matches!(gone, Outcome::Reset { .. }), "{gone}");
+    assert_eq!(gone.logs_containing("deleted").len(), 1, "{gone}");
+    assert_eq!(
+        h.pending_calls(),
+        vec![call.clone()],
+        "the call outlives the request"
+    );
+    h.shared()
+        .set(h.vm_id(), "call-ctx", &[0, 0, 0, 0], 0)
+        .unwrap();
+    h.respond_call(call.token, 200, &[], b"k").unwrap();
+    assert_eq!(ctx_of_answer(&h), mlgate_harness::host::ROOT_CONTEXT_ID);
+    assert!(h.disconnect(rooted.context_id()).is_err());
+    // The VM is fine.
+    assert!(h.request().send().unwrap().is_forwarded());
 }
 
 #[test]

@@ -436,7 +436,8 @@ fn continue_stream(state: &mut HostState, t: u32) -> Result<(), Fault> {
     let s = state.stream_mut()?;
     match t {
         stream::HTTP_REQUEST if in_own_callback => s.continue_requested = true,
-        stream::HTTP_REQUEST if s.paused => s.forward_rest(),
+        // Deferred to the end of the current callback, as Envoy does (`addAfterVmCallAction`).
+        stream::HTTP_REQUEST if s.held => s.resume_requested = true,
         stream::HTTP_REQUEST | stream::HTTP_RESPONSE | stream::DOWNSTREAM | stream::UPSTREAM => {}
         _ => return Err(Status::BadArgument.into()),
     }

@@ -21,6 +21,16 @@
 //! The module is compiled once per process. Time is frozen at the harness's creation unless the test moves
 //! it; callouts wait until the test answers them; ticks fire when the test says so.
 //!
+//! Envoy behaviours the host reproduces (proxy-wasm-cpp-host + Envoy's wasm filter):
+//! - Pause from `proxy_on_request_headers` is `StopAllIterationAndWatermark`: while the headers are held the
+//!   filter gets no body or trailer callbacks; they are buffered and delivered after it resumes
+//!   (`proxy_continue_stream`), and never if it answers locally instead.
+//! - `proxy_continue_stream` from another context's callback takes effect when that callback returns.
+//! - `proxy_http_call` belongs to the root context whichever context is effective: the answer arrives in
+//!   `proxy_on_http_call_response(root, token, …)` (SDKs route it by token) and is not cancelled when the
+//!   request that was effective at dispatch ends.
+//! - [`Harness::disconnect`] is a downstream reset: `proxy_on_log`/`done`/`delete` for the request.
+//!
 //! What the host does not model: the upstream's response (forwarded requests end at the upstream),
 //! gRPC (answered `Unimplemented`), TCP streams, and more than one root context per VM.
 
@@ -56,7 +66,7 @@ pub use state::ForeignFn;
 
 use abi::ACTION_CONTINUE;
 use request::RequestSpec;
-use state::{CallResponse, HostConfig, HostState, Stream};
+use state::{CallResponse, HostConfig, HostState, NextCallback, Stream};
 
 /// Distinguishes harnesses sharing one [`SharedData`] (queue owners). Not host state: only an id source.
 static NEXT_UID: AtomicU64 = AtomicU64::new(1);
@@ -386,57 +396,57 @@ impl Harness {
             trailers,
             properties,
         } = spec;
-        let (n_headers, n_trailers) = (headers.len() as u32, trailers.len() as u32);
+        let n_headers = headers.len() as u32;
         let has_body = body.is_some();
-        let body_len = body.as_ref().map_or(0, Vec::len) as u32;
+        let end_after_headers = !has_body && trailers.is_empty();
+        let next = if has_body {
+            NextCallback::Body
+        } else if !trailers.is_empty() {
+            NextCallback::Trailers
+        } else {
+            NextCallback::End
+        };
         let stream = Stream {
             request_headers: headers,
             request_body: body.unwrap_or_default(),
             request_trailers: trailers,
-
+            next,
             properties,
             ..Stream::default()
         };
         inner.store.data_mut().streams.insert(ctx, stream);
         let root = ROOT_CONTEXT_ID;
         inner.call::<(u32, u32), ()>("proxy_on_context_create", ctx, (ctx, root))?;
-        let end_after_headers = !has_body && n_trailers == 0;
         inner.request_phase(
             ctx,
             "proxy_on_request_headers",
             (ctx, n_headers, end_after_headers as u32),
             Phase::Headers,
         )?;
-        if has_body && !inner.is_finished(ctx) {
-            inner.request_phase(
-                ctx,
-                "proxy_on_request_body",
-                (ctx, body_len, (n_trailers == 0) as u32),
-                Phase::Body,
-            )?;
-        }
-        if n_trailers > 0 && !inner.is_finished(ctx) {
-            inner.request_phase(
-                ctx,
-                "proxy_on_request_trailers",
-                (ctx, n_trailers),
-                Phase::Body,
-            )?;
-        }
-        if let Some(s) = inner.store.data_mut().streams.get_mut(&ctx) {
-            if !s.finished {
-                if s.held {
-                    s.paused = true;
-                } else {
-                    s.forward_rest();
-                }
-            }
-        }
+        inner.drive(ctx)?;
         inner.settle()?;
         Ok(inner.outcome(ctx).unwrap_or(Outcome::Paused {
             context_id: ctx,
             logs: Vec::new(),
         }))
+    }
+
+    /// The client goes away while its request is in flight (e.g. paused): the stream is reset and the
+    /// filter sees `proxy_on_log`, `proxy_on_done`, `proxy_on_delete` for it, as Envoy does on a downstream
+    /// reset. Callouts it made stay pending (Envoy's calls belong to the root context). The outcome is
+    /// `Reset`. An error if the request already ended.
+    pub fn disconnect(&self, context_id: u32) -> Result<(), HostError> {
+        let mut inner = self.inner.borrow_mut();
+        inner.check_usable()?;
+        let Some(s) = inner.store.data_mut().streams.get_mut(&context_id) else {
+            return Err(HostError::Abi(format!(
+                "disconnect: request {context_id} is not in flight"
+            )));
+        };
+        s.reset = true;
+        s.finished = true;
+        s.paused = false;
+        inner.settle()
     }
 
     /// The outcome of request `context_id` now: final once forwarded/answered/reset, else `Paused`.
@@ -718,6 +728,7 @@ impl Inner {
         let go = action == ACTION_CONTINUE || std::mem::take(&mut s.continue_requested);
         if go {
             s.held = false;
+            s.held_at_headers = false;
             if s.forwarded_headers.is_none() {
                 s.forwarded_headers = Some(s.request_headers.clone());
             }
@@ -726,16 +737,73 @@ impl Inner {
             }
         } else {
             s.held = true;
+            s.held_at_headers = phase == Phase::Headers;
         }
         Ok(())
     }
 
-    fn is_finished(&self, ctx: u32) -> bool {
-        self.store
-            .data()
-            .streams
-            .get(&ctx)
-            .is_none_or(|s| s.finished)
+    /// Delivers the request callbacks still owed to `ctx`, as far as the filter lets them go: nothing while
+    /// its headers are held (Envoy's `StopAllIterationAndWatermark`: the body is buffered), the body and
+    /// trailers once it resumes, then the request goes upstream unless a later callback holds it.
+    fn drive(&mut self, ctx: u32) -> Result<(), HostError> {
+        loop {
+            let Some(s) = self.store.data_mut().streams.get_mut(&ctx) else {
+                return Ok(());
+            };
+            if s.finished {
+                return Ok(());
+            }
+            if s.held && std::mem::take(&mut s.resume_requested) {
+                s.held = false;
+                s.held_at_headers = false;
+                s.paused = false;
+                if s.forwarded_headers.is_none() {
+                    s.forwarded_headers = Some(s.request_headers.clone());
+                }
+                if s.next == NextCallback::End && s.forwarded_body.is_none() {
+                    s.forwarded_body = Some(s.request_body.clone());
+                }
+            }
+            if s.held_at_headers {
+                s.paused = true;
+                return Ok(());
+            }
+            let (n_trailers, body_len) =
+                (s.request_trailers.len() as u32, s.request_body.len() as u32);
+            match s.next {
+                NextCallback::Body => {
+                    s.next = if n_trailers > 0 {
+                        NextCallback::Trailers
+                    } else {
+                        NextCallback::End
+                    };
+                    let eos = (n_trailers == 0) as u32;
+                    self.request_phase(
+                        ctx,
+                        "proxy_on_request_body",
+                        (ctx, body_len, eos),
+                        Phase::Body,
+                    )?;
+                }
+                NextCallback::Trailers => {
+                    s.next = NextCallback::End;
+                    self.request_phase(
+                        ctx,
+                        "proxy_on_request_trailers",
+                        (ctx, n_trailers),
+                        Phase::Body,
+                    )?;
+                }
+                NextCallback::End => {
+                    if s.held {
+                        s.paused = true;
+                    } else {
+                        s.forward_rest();
+                    }
+                    return Ok(());
+                }
+            }
+        }
     }
 
     fn deliver_call(
@@ -745,8 +813,7 @@ impl Inner {
         status: (u32, String),
     ) -> Result<(), HostError> {
         self.check_usable()?;
-        let call = self
-            .store
+        self.store
             .data_mut()
             .calls
             .remove(&token)
@@ -759,7 +826,8 @@ impl Inner {
         let state = self.store.data_mut();
         state.call_response = Some(response);
         state.status = status;
-        let ctx = call.context_id;
+        // Envoy's calls belong to the root context, whichever context was effective at dispatch.
+        let ctx = ROOT_CONTEXT_ID;
         let params = (ctx, token, counts.0, counts.1, counts.2);
         let result =
             self.call::<(u32, u32, u32, u32, u32), ()>("proxy_on_http_call_response", ctx, params);
@@ -772,6 +840,17 @@ impl Inner {
     /// or reset (`proxy_on_log`, `proxy_on_done`, `proxy_on_delete`), until nothing changes.
     fn settle(&mut self) -> Result<(), HostError> {
         for _ in 0..1000 {
+            let resumed: Vec<u32> = self
+                .store
+                .data()
+                .streams
+                .iter()
+                .filter(|(_, s)| s.resume_requested && !s.finished)
+                .map(|(id, _)| *id)
+                .collect();
+            for ctx in &resumed {
+                self.drive(*ctx)?;
+            }
             let ready = self.take_ready_queues();
             let finished: Vec<u32> = self
                 .store
@@ -781,7 +860,7 @@ impl Inner {
                 .filter(|(_, s)| s.finished)
                 .map(|(id, _)| *id)
                 .collect();
-            if ready.is_empty() && finished.is_empty() {
+            if ready.is_empty() && finished.is_empty() && resumed.is_empty() {
                 return Ok(());
             }
             for (queue, ctx) in ready {
@@ -821,8 +900,7 @@ impl Inner {
         self.call::<u32, u32>("proxy_on_done", ctx, ctx)?;
         self.call::<u32, ()>("proxy_on_delete", ctx, ctx)?;
         let state = self.store.data_mut();
-        // Envoy cancels a context's callouts when the context goes away.
-        state.calls.retain(|_, c| c.context_id != ctx);
+        // Callouts stay: in Envoy they belong to the root context, not to the request.
         let Some(stream) = state.streams.remove(&ctx) else {
             return Ok(());
         };

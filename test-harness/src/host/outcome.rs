@@ -254,7 +254,10 @@ impl std::fmt::Display for Outcome {
 pub struct HttpCall {
     /// The token the filter got; answer with [`Harness::respond_call`](super::Harness::respond_call).
     pub token: u32,
-    /// The context that made the call (the root context, or a request's).
+    /// The context that was effective when the call was made (the root context, or a request's). As in
+    /// Envoy (proxy-wasm-cpp-host `http_call` uses `contextOrEffectiveContext()->root_context()`), the call
+    /// belongs to the root context: it outlives the request and its answer arrives in
+    /// `proxy_on_http_call_response(root, token, …)`; the SDK routes it by token.
     pub context_id: u32,
     /// The upstream (Envoy cluster) name.
     pub cluster: String,

@@ -42,6 +42,14 @@ pub(crate) struct Stream {
     pub forwarded_body: Option<Vec<u8>>,
     /// `proxy_continue_stream` was called during this stream's own callback.
     pub continue_requested: bool,
+    /// `proxy_continue_stream` was called for this held stream from another callback; the host resumes it
+    /// once that callback returns (Envoy defers `continueDecoding` until the VM call ends).
+    pub resume_requested: bool,
+    /// The next request callback owed to the filter.
+    pub next: NextCallback,
+    /// The filter returned Pause from `proxy_on_request_headers`: Envoy turns that `StopIteration` into
+    /// `StopAllIterationAndWatermark`, so the body and trailers are buffered, not delivered, until it resumes.
+    pub held_at_headers: bool,
     pub local_response: Option<LocalResponse>,
     pub reset: bool,
     /// The last stream callback returned Pause (and did not continue).
@@ -64,7 +72,18 @@ impl Stream {
         self.finished = true;
         self.paused = false;
         self.held = false;
+        self.held_at_headers = false;
     }
+}
+
+/// Which request callback the host delivers next.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) enum NextCallback {
+    Body,
+    Trailers,
+    /// Every callback was delivered.
+    #[default]
+    End,
 }
 
 /// The response to a callout, visible to the filter during `proxy_on_http_call_response`.
