@@ -81,6 +81,11 @@ lint: wasm-target
 demo: build envoy devtools
 	@bash envoy/demo.sh
 
+# A benchmark, never a test: real Envoy chains side by side (pass-through, no-op wasm floor, native jwt_authn + rbac
+# with and without its cache, mlgate), wrk on loopback; ≤ 15 min. Writes target/bench/results.md (envoy/bench/run.sh).
+bench: tools build envoy devtools
+	@bash envoy/bench/run.sh
+
 # The module as an OCI image (Wasm image "compat" variant) for Istio / Envoy Gateway: target/oci/ + target/mlgate-oci.tar.
 oci: build
 	@python3 envoy/oci.py --wasm $(WASM) --out target/oci --tar target/mlgate-oci.tar \

@@ -12,5 +12,10 @@ pub mod host;
 #[cfg(feature = "wasm-host")]
 pub mod check;
 
+#[cfg(feature = "wasm-host")]
+pub mod bench;
+
+pub mod bench_tokens;
+
 pub mod backend;
 pub mod idp;

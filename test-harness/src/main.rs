@@ -1,10 +1,12 @@
-//! `mlgate-harness <subcommand>`: check, token, idp, backend (bench comes with the performance work).
+//! `mlgate-harness <subcommand>`: check, bench, bench-tokens, token, idp, backend.
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: mlgate-harness <command> [options]
 
 commands:
   check   --config FILE --cases FILE   run a table of policy cases through the real mlgate.wasm
+  bench   [--scenario S] [--iterations N]  µs per request inside wasmtime per scenario (see `bench --help`)
+  bench-tokens --out DIR [--count N]   the tokens `make bench` sends (valid, forged)
   token   --key FILE --claims JSON     mint a signed token (see `token --help`)
   idp     [--port N]                   demo identity provider on 127.0.0.1 (OIDC discovery, JWKS, personas)
   backend [--port N]                   demo ML backend on 127.0.0.1 (Azure ML, KServe v2, OpenAI-compatible)
@@ -21,10 +23,13 @@ fn main() -> ExitCode {
         "token" => mlgate_harness::mint::cli(&rest),
         "idp" => mlgate_harness::idp::cli(&rest),
         "backend" => mlgate_harness::backend::cli(&rest),
+        "bench-tokens" => mlgate_harness::bench_tokens::cli(&rest),
+        #[cfg(feature = "wasm-host")]
+        "bench" => mlgate_harness::bench::cli(&rest),
         #[cfg(feature = "wasm-host")]
         "check" => mlgate_harness::check::cli(&rest),
         #[cfg(not(feature = "wasm-host"))]
-        "check" => Err(anyhow::anyhow!(
+        "check" | "bench" => Err(anyhow::anyhow!(
             "this build has no wasm host: build with `make harness` (cargo build --release -p mlgate-harness)"
         )),
         "-h" | "--help" | "help" => {

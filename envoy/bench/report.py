@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""make bench: turns target/bench/runs.tsv (one line per run) into the results table (Python stdlib).
+
+Medians over rounds of req/s, p50 and p99 per chain and scenario; the µs each chain adds per request over
+pass-through (1e6/rps − 1e6/rps_passthrough); the ratios mlgate/native, mlgate/native+cache and
+mlgate/no-op floor against the targets of issue 6; the largest Envoy VmRSS seen per chain; the .wasm sizes.
+Prints the tables and writes them to --out (markdown).
+"""
+
+import argparse
+import csv
+import datetime
+import os
+import statistics
+import subprocess
+import sys
+
+CHAINS = [
+    ("passthrough", "pass-through (no auth filter)"),
+    ("noop-wasm", "no-op wasm filter (floor)"),
+    ("native", "native jwt_authn + rbac, no cache"),
+    ("native-cache", "native jwt_authn + rbac, jwt_cache_config"),
+    ("mlgate", "mlgate"),
+]
+SCENARIOS = [
+    ("a", "a: one token repeated"),
+    ("b", "b: fresh token per request"),
+    ("c", "c: forged signature"),
+    ("d", "d: denied route"),
+]
+# (scenario, baseline chain, target ratio or None): the comparisons issue 6 sets targets for, plus the rest.
+RATIOS = [
+    ("a", "native-cache", 0.9),
+    ("a", "noop-wasm", 0.9),
+    ("b", "native", 1.0),
+    ("c", "native", 1.0),
+    ("d", "native", None),
+    ("d", "native-cache", None),
+]
+
+
+def git(*args):
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "?"
+
+
+def envoy_version(envoy):
+    try:
+        out = subprocess.run([envoy, "--version"], capture_output=True, text=True, timeout=30).stdout
+        for word in out.split():
+            if word.count("/") >= 2 and word[0].isalnum():
+                return word
+        return out.strip().splitlines()[-1] if out.strip() else "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def fmt_int(v):
+    return f"{v:,.0f}" if v is not None else "—"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--wasm", required=True)
+    ap.add_argument("--noop-wasm", required=True)
+    ap.add_argument("--envoy", required=True)
+    ap.add_argument("--duration", required=True)
+    ap.add_argument("--rounds", required=True)
+    ap.add_argument("--connections", required=True)
+    ap.add_argument("--tokens", required=True)
+    ap.add_argument("--load", default="?")
+    args = ap.parse_args()
+
+    runs = {}
+    bad = []
+    rss = {}
+    with open(args.runs) as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            key = (r["chain"], r["scenario"])
+            runs.setdefault(key, []).append(r)
+            rss[r["chain"]] = max(rss.get(r["chain"], 0), int(r["rss_kb"] or 0))
+            requests, non2xx, errors = int(r["requests"]), int(r["non2xx"]), int(r["errors"])
+            want_ok = r["want"] == "200"
+            # Every response must be what the scenario expects: all 2xx, or none.
+            if (want_ok and non2xx) or (not want_ok and non2xx != requests) or errors or r["first_status"] != r["want"]:
+                bad.append(
+                    f"round {r['round']} {r['chain']}/{r['scenario']}: first request {r['first_status']} (want {r['want']}), "
+                    f"non-2xx {non2xx} of {requests}, socket errors {errors}"
+                )
+
+    def med(chain, sc, field):
+        rows = runs.get((chain, sc))
+        if not rows:
+            return None
+        return statistics.median(float(r[field]) for r in rows)
+
+    def rps(chain, sc):
+        # Pass-through and the floor check no tokens: their scenario-a number stands for every scenario.
+        if chain in ("passthrough", "noop-wasm"):
+            sc = "a"
+        return med(chain, sc, "rps")
+
+    lines = []
+    p = lines.append
+    commit = git("rev-parse", "--short", "HEAD")
+    dirty = " (+ uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no", "--", "src", "Cargo.toml") else ""
+    p("# make bench results")
+    p("")
+    p(f"- {datetime.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')}, commit {commit}{dirty}")
+    p(f"- {os.cpu_count()} CPUs ({cpu_model()}), load average {args.load} before the runs")
+    p(f"- Envoy {envoy_version(args.envoy)}, V8, `--concurrency 1` pinned to CPU 0; wrk `-t1 -c{args.connections}` pinned to CPU 1; loopback; `direct_response` route")
+    p(f"- {args.rounds} rounds (chains started afresh each round, rotating order), {args.duration} s per run after a warm-up; medians over rounds")
+    p(f"- RS256 (test key rsa-a); scenario b cycles through {args.tokens} distinct valid tokens, c through {args.tokens} distinct forgeries")
+    p("- command: `make bench` (envoy/bench/run.sh)")
+    p("")
+    p("## Throughput and latency (medians)")
+    p("")
+    p("| chain | scenario | req/s | p50 µs | p99 µs | added µs/req vs pass-through |")
+    p("|---|---|---:|---:|---:|---:|")
+    base = rps("passthrough", "a")
+    for chain, chain_name in CHAINS:
+        for sc, sc_name in SCENARIOS:
+            if (chain, sc) not in runs:
+                continue
+            r = med(chain, sc, "rps")
+            added = f"{1e6 / r - 1e6 / base:.1f}" if base and r and chain != "passthrough" else "—"
+            p(f"| {chain_name} | {sc_name} | {fmt_int(r)} | {fmt_int(med(chain, sc, 'p50_us'))} | "
+              f"{fmt_int(med(chain, sc, 'p99_us'))} | {added} |")
+    p("")
+    p("## mlgate relative to the other chains (req/s ratio, medians)")
+    p("")
+    p("| scenario | mlgate / | ratio | target |")
+    p("|---|---|---:|---|")
+    for sc, against, target in RATIOS:
+        a, b = rps("mlgate", sc), rps(against, sc)
+        if a is None or b is None:
+            continue
+        ratio = a / b
+        verdict = "—" if target is None else (f"≥ {target:.1f} " + ("met" if ratio >= target else "**not met**"))
+        p(f"| {dict(SCENARIOS)[sc]} | {dict(CHAINS)[against]} | {ratio:.2f} | {verdict} |")
+    p("")
+    p("## Memory and size")
+    p("")
+    p("| chain | Envoy VmRSS after its runs (max, MiB) |")
+    p("|---|---:|")
+    for chain, chain_name in CHAINS:
+        if chain in rss:
+            p(f"| {chain_name} | {rss[chain] / 1024:.1f} |")
+    if "mlgate" in rss and rss.get("noop-wasm"):
+        ratio = rss["mlgate"] / rss["noop-wasm"]
+        p("")
+        p(f"RSS mlgate / no-op floor: {ratio:.2f} (target ≤ 1.3: {'met' if ratio <= 1.3 else '**not met**'})")
+    p("")
+    for label, path in (("mlgate.wasm", args.wasm), ("no-op filter .wasm", args.noop_wasm)):
+        if os.path.exists(path):
+            size = os.path.getsize(path)
+            extra = ""
+            if label == "mlgate.wasm":
+                extra = f" (target ≤ 600 KB = 614,400 bytes: {'met' if size <= 600 * 1024 else '**not met**'})"
+            p(f"- {label}: {size:,} bytes{extra}")
+    p("")
+    if bad:
+        p("## Runs with unexpected answers (their numbers measure something else)")
+        p("")
+        for b in bad:
+            p(f"- {b}")
+    else:
+        p("Every run got the expected answers (200 for a and b, 401 for c, 403 for d; no socket errors).")
+    p("")
+    text = "\n".join(lines)
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(text)
+    print(f"\nbench: wrote {args.out} (raw runs: {args.runs})", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# make bench: real Envoy (1.40, V8), side by side on loopback, one worker pinned to one core, wrk pinned to
+# the other. A benchmark, never a test: it prints numbers and fails only when something cannot run.
+#
+# Chains (envoy/bench/*.yaml, each a listener with a direct_response route, no backend):
+#   passthrough   no auth filter (the ceiling)
+#   noop-wasm     the empty wasm filter, test-harness/noop-filter (the floor for any wasm filter)
+#   native        jwt_authn + rbac, no cache
+#   native-cache  jwt_authn (jwt_cache_config) + rbac
+#   mlgate        mlgate with envoy/bench/mlgate-bench.json
+# Scenarios (tokens from `mlgate-harness bench-tokens`, RS256, key test-harness/keys/rsa-a.pem):
+#   a  one valid token repeated on GET /score (cache hits)         -> 200
+#   b  a distinct valid token per request (cold verification)     -> 200
+#   c  forged tokens: valid header/payload, random signature       -> 401
+#   d  the repeated valid token on GET /admin (forbidden route)    -> 403
+# Pass-through and the no-op floor check no tokens: they run scenario a only.
+#
+# Each round starts every chain afresh (in a rotating order), warms it up, runs its scenarios, reads its
+# VmRSS and stops it. Results: medians over rounds, in target/bench/results.md (+ runs.tsv, raw).
+#
+# Environment: MLGATE_BENCH_ROUNDS (3), MLGATE_BENCH_DURATION (6 s per run), MLGATE_BENCH_WARMUP (2 s),
+# MLGATE_BENCH_TOKENS (12000: more than the 10,000-entry caches, so a cycle through them never hits an LRU),
+# MLGATE_BENCH_CHAINS (all), MLGATE_BENCH_CONNECTIONS (16), MLGATE_BENCH_ENVOY_CPU (0), MLGATE_BENCH_LOAD_CPU (1).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+cd "$ROOT"
+
+ROUNDS=${MLGATE_BENCH_ROUNDS:-3}
+DURATION=${MLGATE_BENCH_DURATION:-6}
+WARMUP=${MLGATE_BENCH_WARMUP:-2}
+TOKENS=${MLGATE_BENCH_TOKENS:-12000}
+CONNS=${MLGATE_BENCH_CONNECTIONS:-16}
+CHAINS=${MLGATE_BENCH_CHAINS:-passthrough noop-wasm native native-cache mlgate}
+ENVOY_CPU=${MLGATE_BENCH_ENVOY_CPU:-0}
+LOAD_CPU=${MLGATE_BENCH_LOAD_CPU:-1}
+ENVOY=${MLGATE_ENVOY:-$ROOT/.venv/bin/envoy}
+WASM=${MLGATE_WASM:-$ROOT/target/mlgate.wasm}
+NOOP_WASM=$ROOT/target/wasm32-wasip1/release/mlgate_noop_filter.wasm
+HARNESS=${MLGATE_BENCH_HARNESS:-$ROOT/target/release/mlgate-harness-devtools}
+OUT=$ROOT/target/bench
+TOK=$OUT/tokens
+RUNS=$OUT/runs.tsv
+LUA=$ROOT/envoy/bench/tokens.lua
+
+log() { echo "bench: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- everything we start dies with us --------------------------------------------------------------------
+PIDS=()
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+# --- tools ------------------------------------------------------------------------------------------------
+if ! command -v wrk >/dev/null || ! command -v h2load >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing wrk and h2load (nghttp2-client)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nghttp2-client) >/dev/null \
+            || log "warning: apt-get could not install wrk/nghttp2-client"
+    fi
+fi
+command -v wrk >/dev/null || die "wrk is missing (apt-get install wrk)"
+[ -x "$ENVOY" ] || die "$ENVOY is missing (make envoy)"
+[ -f "$WASM" ] || die "$WASM is missing (make build)"
+[ -x "$HARNESS" ] || die "$HARNESS is missing (make devtools)"
+PIN_ENVOY=() PIN_LOAD=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    PIN_ENVOY=(taskset -c "$ENVOY_CPU") PIN_LOAD=(taskset -c "$LOAD_CPU")
+else
+    log "warning: fewer than 2 CPUs or no taskset: Envoy and wrk share cores, numbers are not comparable"
+fi
+
+# --- builds: the empty filter ---------------------------------------------------------------------------
+if [[ " $CHAINS " == *" noop-wasm "* ]]; then
+    log "building the empty wasm filter (mlgate-noop-filter)"
+    cargo build --quiet --release --target wasm32-wasip1 -p mlgate-noop-filter
+fi
+
+mkdir -p "$OUT" "$TOK"
+
+# --- tokens: minted once, reused while they have hours left ------------------------------------------------
+if [ ! -s "$TOK/fresh.txt" ] || [ "$(wc -l <"$TOK/fresh.txt")" -ne "$TOKENS" ] \
+    || [ -n "$(find "$TOK/fresh.txt" -mmin +240 2>/dev/null)" ]; then
+    log "minting $TOKENS fresh + $TOKENS forged tokens"
+    "$HARNESS" bench-tokens --out "$TOK" --count "$TOKENS" --ttl 21600
+else
+    log "reusing the tokens in $TOK (minted $(stat -c %y "$TOK/fresh.txt" | cut -d. -f1))"
+fi
+
+# --- ports ------------------------------------------------------------------------------------------------
+read -r -a FREE <<<"$(python3 - <<'EOF'
+import socket
+socks = []
+for _ in range(10):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+)"
+declare -A PORT ADMIN
+i=0
+for chain in passthrough noop-wasm native native-cache mlgate; do
+    PORT[$chain]=${FREE[$i]}; ADMIN[$chain]=${FREE[$((i + 1))]}; i=$((i + 2))
+done
+
+# --- configurations -----------------------------------------------------------------------------------------
+for chain in $CHAINS; do
+    [ -f "envoy/bench/$chain.yaml" ] || die "unknown chain $chain"
+    wasm=$WASM
+    [ "$chain" = noop-wasm ] && wasm=$NOOP_WASM
+    python3 envoy/render.py envoy --template "envoy/bench/$chain.yaml" --out "$OUT/$chain.yaml" \
+        --wasm "$wasm" --filter-config envoy/bench/mlgate-bench.json --jwks envoy/bench/bench-jwks.json \
+        --set "LISTEN_PORT=${PORT[$chain]}" --set "ADMIN_PORT=${ADMIN[$chain]}"
+done
+
+scenarios_of() {
+    case "$1" in
+        passthrough | noop-wasm) echo a ;;
+        *) echo a b c d ;;
+    esac
+}
+path_of() { [ "$1" = d ] && echo /admin || echo /score; }
+tokens_of() {
+    case "$1" in
+        b) echo "$TOK/fresh.txt" ;;
+        c) echo "$TOK/forged.txt" ;;
+        *) echo "$TOK/one.txt" ;;
+    esac
+}
+want_of() {
+    case "$1:$2" in
+        passthrough:* | noop-wasm:*) echo 200 ;;
+        *:c) echo 401 ;;
+        *:d) echo 403 ;;
+        *) echo 200 ;;
+    esac
+}
+
+ENVOY_PID=
+start_envoy() {
+    local chain=$1
+    "${PIN_ENVOY[@]}" "$ENVOY" -c "$OUT/$chain.yaml" --concurrency 1 --disable-hot-restart \
+        --log-level warn >"$OUT/$chain.log" 2>&1 &
+    ENVOY_PID=$!
+    PIDS+=("$ENVOY_PID")
+    python3 envoy/render.py wait "http://127.0.0.1:${ADMIN[$chain]}/ready" --timeout 60 \
+        --pid "$ENVOY_PID" --log "$OUT/$chain.log"
+}
+stop_envoy() {
+    kill "$ENVOY_PID" 2>/dev/null || true
+    wait "$ENVOY_PID" 2>/dev/null || true
+    local keep=() pid
+    for pid in "${PIDS[@]}"; do [ "$pid" != "$ENVOY_PID" ] && keep+=("$pid"); done
+    PIDS=("${keep[@]}")
+    ENVOY_PID=
+}
+
+# wrk, bounded; prints the BENCH line.
+drive() {
+    local port=$1 path=$2 tokens=$3 seconds=$4
+    timeout $((seconds + 30)) "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --timeout 5s \
+        -s "$LUA" "http://127.0.0.1:$port$path" -- "$tokens" | grep '^BENCH ' || true
+}
+
+# One request with curl: the status a scenario gets.
+status_of() {
+    local port=$1 path=$2 token=$3
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "authorization: Bearer $token" \
+        "http://127.0.0.1:$port$path" || true
+}
+
+# --- the runs ---------------------------------------------------------------------------------------------
+load=$(cut -d' ' -f1 /proc/loadavg)
+log "load average $load before the runs$(awk -v l="$load" 'BEGIN { if (l > 0.5) print " (not quiet: expect noise)" }')"
+read -r -a CHAIN_LIST <<<"$CHAINS"
+total_runs=0
+for chain in "${CHAIN_LIST[@]}"; do total_runs=$((total_runs + $(scenarios_of "$chain" | wc -w))); done
+log "$ROUNDS rounds x $total_runs runs of ${DURATION}s (+${WARMUP}s warm-up per chain start), wrk -t1 -c$CONNS"
+printf 'round\tchain\tscenario\trps\tp50_us\tp99_us\trequests\tnon2xx\terrors\twant\tfirst_status\trss_kb\n' >"$RUNS"
+started=$(date +%s)
+for ((round = 1; round <= ROUNDS; round++)); do
+    n=${#CHAIN_LIST[@]}
+    for ((k = 0; k < n; k++)); do
+        chain=${CHAIN_LIST[$(((k + round - 1) % n))]}
+        start_envoy "$chain"
+        port=${PORT[$chain]}
+        drive "$port" /score "$TOK/one.txt" "$WARMUP" >/dev/null
+        for sc in $(scenarios_of "$chain"); do
+            path=$(path_of "$sc")
+            tokens=$(tokens_of "$sc")
+            want=$(want_of "$chain" "$sc")
+            # The first token of the file: for b and c, one the run will send again only after a full cycle.
+            first=$(status_of "$port" "$path" "$(head -1 "$tokens")")
+            line=$(drive "$port" "$path" "$tokens" "$DURATION")
+            [ -n "$line" ] || die "wrk gave no result for $chain/$sc (see $OUT/$chain.log)"
+            rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$ENVOY_PID/status" 2>/dev/null || echo 0)
+            # shellcheck disable=SC2086
+            eval "$(echo "${line#BENCH }" | tr ' ' '\n' | sed 's/^/local_/')"
+            rps=$(awk -v r="$local_requests" -v d="$local_duration_us" 'BEGIN { printf "%.0f", r / (d / 1e6) }')
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$chain" "$sc" "$rps" \
+                "$local_p50_us" "$local_p99_us" "$local_requests" "$local_non2xx" "$local_errors" "$want" \
+                "$first" "$rss" >>"$RUNS"
+            log "round $round/$ROUNDS  $(printf '%-12s' "$chain") $sc  $(printf '%7s' "$rps") req/s  p50 ${local_p50_us}µs  p99 ${local_p99_us}µs  first=$first (want $want)  non-2xx $local_non2xx/$local_requests"
+        done
+        stop_envoy
+    done
+done
+log "runs took $(($(date +%s) - started)) s"
+
+python3 envoy/bench/report.py --runs "$RUNS" --out "$OUT/results.md" \
+    --wasm "$WASM" --noop-wasm "$NOOP_WASM" --envoy "$ENVOY" \
+    --duration "$DURATION" --rounds "$ROUNDS" --connections "$CONNS" --tokens "$TOKENS" --load "$load"
