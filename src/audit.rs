@@ -117,6 +117,8 @@ pub mod metrics {
     pub const JWKS_FETCH_FAILED: &str = "mlgate.jwks.fetch_failed";
     pub const JWKS_UNKNOWN_KID_REFETCH: &str = "mlgate.jwks.unknown_kid_refetch";
     pub const PAUSED_FOR_KEYS: &str = "mlgate.jwks.paused_requests";
+    /// Gauge: 1 when RS*/ES* signatures are checked by the host (Envoy's BoringSSL).
+    pub const HOST_CRYPTO: &str = "mlgate.crypto.host";
 
     /// Gauge: keys currently loaded for a provider.
     pub fn keys_loaded(provider: &str) -> String {

@@ -14,6 +14,40 @@ use jsonwebtoken::errors::{Error, ErrorKind};
 use jsonwebtoken::{Algorithm, DecodingKey, DecodingKeyKind};
 use sha2::{Sha256, Sha384, Sha512};
 use signature::Verifier;
+use std::sync::OnceLock;
+
+use rsa::pkcs8::DecodePublicKey as _;
+
+/// One signature check for a host's verifier (Envoy's `verify_signature` foreign function):
+/// PKCS#1 v1.5 or ECDSA (DER signature) over `text` with a SubjectPublicKeyInfo key.
+pub struct HostCheck<'a> {
+    /// `sha256`, `sha384` or `sha512`.
+    pub hash: &'static str,
+    pub spki_der: &'a [u8],
+    pub signature: &'a [u8],
+    pub text: &'a [u8],
+}
+
+/// A host verifier: `Some(valid)`, or `None` when the host could not judge (the pure-Rust
+/// backend then does). Installed by the adapter; the core never calls the host itself.
+pub type HostVerifier = fn(&HostCheck<'_>) -> Option<bool>;
+
+static HOST_VERIFIER: OnceLock<HostVerifier> = OnceLock::new();
+
+/// Routes RS256/384/512 and ES256/384 to `verifier` from now on (PS* and EdDSA stay pure Rust:
+/// Envoy's function only does PKCS#1 v1.5 padding and no Ed25519).
+pub fn use_host_verifier(verifier: HostVerifier) {
+    let _already = HOST_VERIFIER.set(verifier);
+}
+
+/// Which backend checks RS*/ES* signatures.
+pub fn backend() -> &'static str {
+    if HOST_VERIFIER.get().is_some() {
+        "host (RS*, ES*) + rust_crypto (PS*, EdDSA, HS*)"
+    } else {
+        "rust_crypto"
+    }
+}
 
 pub static PROVIDER: CryptoProvider = CryptoProvider {
     signer_factory: |_, _| Err(ErrorKind::InvalidAlgorithm.into()),
@@ -60,27 +94,50 @@ fn verifier_factory(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVer
         | Algorithm::PS256
         | Algorithm::PS384
         | Algorithm::PS512 => {
-            let DecodingKeyKind::RsaModulusExponent { n, e } = key.kind() else {
+            let DecodingKeyKind::SecretOrDer(spki) = key.kind() else {
                 return Err(invalid_key());
             };
-            let public = rsa::RsaPublicKey::new(
-                rsa::BigUint::from_bytes_be(n),
-                rsa::BigUint::from_bytes_be(e),
-            )
-            .map_err(|_| invalid_key())?;
-            Box::new(RsaVerifier { alg, public })
+            let hash = match alg {
+                Algorithm::RS256 | Algorithm::PS256 => "sha256",
+                Algorithm::RS384 | Algorithm::PS384 => "sha384",
+                _ => "sha512",
+            };
+            let pss = matches!(alg, Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512);
+            match HOST_VERIFIER.get() {
+                Some(host) if !pss => Box::new(HostVerifierFor {
+                    alg,
+                    hash,
+                    spki: spki.clone(),
+                    host: *host,
+                    ecdsa: false,
+                }),
+                _ => {
+                    let public =
+                        rsa::RsaPublicKey::from_public_key_der(spki).map_err(|_| invalid_key())?;
+                    Box::new(RsaVerifier { alg, public })
+                }
+            }
         }
-        Algorithm::ES256 => {
-            let bytes = key.try_get_as_bytes()?;
-            let key =
-                p256::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(|_| invalid_key())?;
-            Box::new(Es256Verifier(key))
-        }
-        Algorithm::ES384 => {
-            let bytes = key.try_get_as_bytes()?;
-            let key =
-                p384::ecdsa::VerifyingKey::from_sec1_bytes(bytes).map_err(|_| invalid_key())?;
-            Box::new(Es384Verifier(key))
+        Algorithm::ES256 | Algorithm::ES384 => {
+            let spki = key.try_get_as_bytes()?;
+            let es256 = alg == Algorithm::ES256;
+            match HOST_VERIFIER.get() {
+                Some(host) => Box::new(HostVerifierFor {
+                    alg,
+                    hash: if es256 { "sha256" } else { "sha384" },
+                    spki: spki.to_vec(),
+                    host: *host,
+                    ecdsa: true,
+                }),
+                None if es256 => Box::new(Es256Verifier(
+                    p256::ecdsa::VerifyingKey::from_public_key_der(spki)
+                        .map_err(|_| invalid_key())?,
+                )),
+                None => Box::new(Es384Verifier(
+                    p384::ecdsa::VerifyingKey::from_public_key_der(spki)
+                        .map_err(|_| invalid_key())?,
+                )),
+            }
         }
         Algorithm::EdDSA => {
             let bytes: &[u8; 32] = key
@@ -97,6 +154,76 @@ fn verifier_factory(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVer
         _ => return Err(ErrorKind::InvalidAlgorithm.into()),
     };
     Ok(verifier)
+}
+
+/// RS*/ES* through the host, falling back to the pure-Rust check when the host cannot judge.
+struct HostVerifierFor {
+    alg: Algorithm,
+    hash: &'static str,
+    spki: Vec<u8>,
+    host: HostVerifier,
+    ecdsa: bool,
+}
+
+impl Verifier<Vec<u8>> for HostVerifierFor {
+    fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> Result<(), signature::Error> {
+        // JWS ECDSA signatures are r‖s; the host wants DER. from_slice also refuses r or s of 0
+        // or ≥ n (CVE-2022-21449) before anything reaches the host.
+        let der;
+        let signature_for_host: &[u8] = if !self.ecdsa {
+            signature
+        } else if self.alg == Algorithm::ES256 {
+            der = p256::ecdsa::Signature::from_slice(signature)?
+                .to_der()
+                .as_bytes()
+                .to_vec();
+            &der
+        } else {
+            der = p384::ecdsa::Signature::from_slice(signature)?
+                .to_der()
+                .as_bytes()
+                .to_vec();
+            &der
+        };
+        let check = HostCheck {
+            hash: self.hash,
+            spki_der: &self.spki,
+            signature: signature_for_host,
+            text: msg,
+        };
+        match (self.host)(&check) {
+            Some(true) => Ok(()),
+            Some(false) => Err(signature::Error::new()),
+            None => self.verify_in_rust(msg, signature),
+        }
+    }
+}
+
+impl HostVerifierFor {
+    fn verify_in_rust(&self, msg: &[u8], signature: &[u8]) -> Result<(), signature::Error> {
+        let invalid = |_| signature::Error::new();
+        match self.alg {
+            Algorithm::ES256 => Es256Verifier(
+                p256::ecdsa::VerifyingKey::from_public_key_der(&self.spki).map_err(invalid)?,
+            )
+            .verify(msg, &signature.to_vec()),
+            Algorithm::ES384 => Es384Verifier(
+                p384::ecdsa::VerifyingKey::from_public_key_der(&self.spki).map_err(invalid)?,
+            )
+            .verify(msg, &signature.to_vec()),
+            alg => RsaVerifier {
+                alg,
+                public: rsa::RsaPublicKey::from_public_key_der(&self.spki).map_err(invalid)?,
+            }
+            .verify(msg, &signature.to_vec()),
+        }
+    }
+}
+
+impl JwtVerifier for HostVerifierFor {
+    fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
 }
 
 struct RsaVerifier {
@@ -223,5 +350,106 @@ impl Verifier<Vec<u8>> for HmacVerifier {
 impl JwtVerifier for HmacVerifier {
     fn algorithm(&self) -> Algorithm {
         self.alg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn rsa_key() -> DecodingKey {
+        let doc = crate::testing::test_jwks();
+        let set = crate::jwks::parse_jwks(&doc, crate::jwks::Strictness::Strict).unwrap();
+        set.keys[0].decoding.clone()
+    }
+
+    fn spki(key: &DecodingKey) -> Vec<u8> {
+        key.try_get_as_bytes().unwrap().to_vec()
+    }
+
+    fn signed(alg: Algorithm, kid: &str) -> (Vec<u8>, Vec<u8>) {
+        let token = crate::testing::sign(kid, alg, &serde_json::json!({"a": 1}));
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        use base64::Engine as _;
+        let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .unwrap();
+        (input.as_bytes().to_vec(), sig)
+    }
+
+    fn host_verifier(host: HostVerifier, alg: Algorithm, spki: Vec<u8>) -> HostVerifierFor {
+        HostVerifierFor {
+            alg,
+            hash: "sha256",
+            spki,
+            host,
+            ecdsa: matches!(alg, Algorithm::ES256 | Algorithm::ES384),
+        }
+    }
+
+    #[test]
+    fn host_answer_is_final_when_it_has_one() {
+        let (msg, sig) = signed(Algorithm::RS256, "rsa-a");
+        let yes = host_verifier(|_| Some(true), Algorithm::RS256, spki(&rsa_key()));
+        assert!(yes.verify(&msg, &vec![0; 256]).is_ok());
+        let no = host_verifier(|_| Some(false), Algorithm::RS256, spki(&rsa_key()));
+        assert!(no.verify(&msg, &sig).is_err());
+    }
+
+    #[test]
+    fn host_without_an_answer_falls_back_to_rust() {
+        let (msg, sig) = signed(Algorithm::RS256, "rsa-a");
+        let unsure = host_verifier(|_| None, Algorithm::RS256, spki(&rsa_key()));
+        assert!(unsure.verify(&msg, &sig).is_ok());
+        let mut bad = sig.clone();
+        bad[10] ^= 1;
+        assert!(unsure.verify(&msg, &bad).is_err());
+    }
+
+    static HOST_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+    #[test]
+    fn ecdsa_zero_signature_never_reaches_the_host() {
+        let doc = crate::testing::test_jwks();
+        let set = crate::jwks::parse_jwks(&doc, crate::jwks::Strictness::Strict).unwrap();
+        let ec = set
+            .keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some("ec-p256"))
+            .unwrap();
+        let counting = host_verifier(
+            |_| {
+                HOST_CALLS.fetch_add(1, Ordering::SeqCst);
+                Some(true)
+            },
+            Algorithm::ES256,
+            spki(&ec.decoding),
+        );
+        assert!(counting.verify(b"msg", &vec![0; 64]).is_err());
+        assert_eq!(HOST_CALLS.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn ecdsa_goes_to_the_host_as_der() {
+        let doc = crate::testing::test_jwks();
+        let set = crate::jwks::parse_jwks(&doc, crate::jwks::Strictness::Strict).unwrap();
+        let ec = set
+            .keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some("ec-p256"))
+            .unwrap();
+        let (msg, sig) = signed(Algorithm::ES256, "ec-p256");
+        // The fake host checks the DER form with the RustCrypto verifier.
+        let der_checking = host_verifier(
+            |check| {
+                let key = p256::ecdsa::VerifyingKey::from_public_key_der(check.spki_der).ok()?;
+                let sig = p256::ecdsa::Signature::from_der(check.signature).ok()?;
+                Some(key.verify(check.text, &sig).is_ok())
+            },
+            Algorithm::ES256,
+            spki(&ec.decoding),
+        );
+        assert!(der_checking.verify(&msg, &sig).is_ok());
     }
 }

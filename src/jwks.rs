@@ -260,7 +260,7 @@ fn parse_jwk(jwk: &Value) -> Result<Option<Key>, JwkError> {
             }
             (
                 KeyFamily::Rsa,
-                DecodingKey::from_rsa_raw_components(&n_bytes, &e_bytes),
+                rsa_spki(&n_bytes, &e_bytes).map_err(|m| field_err("n", m))?,
             )
         }
         "EC" => {
@@ -278,7 +278,8 @@ fn parse_jwk(jwk: &Value) -> Result<Option<Key>, JwkError> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            let decoding = DecodingKey::from_ec_der(&point);
+            let decoding = ec_spki(family, &point)
+                .ok_or_else(|| field_err("x", "the point is not on the curve"))?;
             let probe = if family == KeyFamily::EcP256 {
                 Algorithm::ES256
             } else {
@@ -328,6 +329,37 @@ fn parse_jwk(jwk: &Value) -> Result<Option<Key>, JwkError> {
         }
     }
     Ok(Some(key))
+}
+
+/// Keys are held as SubjectPublicKeyInfo DER, converted once when the set loads: the form both
+/// Envoy's host verifier and the pure-Rust fallback read.
+fn rsa_spki(n: &[u8], e: &[u8]) -> Result<DecodingKey, String> {
+    use rsa::pkcs8::EncodePublicKey as _;
+    let key = rsa::RsaPublicKey::new(
+        rsa::BigUint::from_bytes_be(n),
+        rsa::BigUint::from_bytes_be(e),
+    )
+    .map_err(|e| format!("not a usable RSA key: {e}"))?;
+    let der = key
+        .to_public_key_der()
+        .map_err(|e| format!("cannot encode the key: {e}"))?;
+    Ok(DecodingKey::from_rsa_der(der.as_bytes()))
+}
+
+fn ec_spki(family: KeyFamily, point: &[u8]) -> Option<DecodingKey> {
+    use p256::pkcs8::EncodePublicKey as _;
+    let der = match family {
+        KeyFamily::EcP256 => p256::PublicKey::from_sec1_bytes(point)
+            .ok()?
+            .to_public_key_der()
+            .ok()?,
+        KeyFamily::EcP384 => p384::PublicKey::from_sec1_bytes(point)
+            .ok()?
+            .to_public_key_der()
+            .ok()?,
+        _ => return None,
+    };
+    Some(DecodingKey::from_ec_der(der.as_bytes()))
 }
 
 fn decode_b64(text: &str) -> Result<Vec<u8>, String> {

@@ -80,18 +80,6 @@ extern "C" {
     fn proxy_continue_stream(stream_type: u32) -> u32;
     fn proxy_set_tick_period_milliseconds(period: u32) -> u32;
     fn proxy_set_effective_context(context_id: u32) -> u32;
-    fn proxy_http_call(
-        upstream_data: *const u8,
-        upstream_size: usize,
-        headers_data: *const u8,
-        headers_size: usize,
-        body_data: *const u8,
-        body_size: usize,
-        trailers_data: *const u8,
-        trailers_size: usize,
-        timeout: u32,
-        return_token: *mut u32,
-    ) -> u32;
     fn proxy_get_shared_data(
         key_data: *const u8,
         key_size: usize,
@@ -107,6 +95,14 @@ extern "C" {
         cas: u32,
     ) -> u32;
     fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
+    fn proxy_call_foreign_function(
+        function_name_data: *const u8,
+        function_name_size: usize,
+        arguments_data: *const u8,
+        arguments_size: usize,
+        results_data: *mut *mut u8,
+        results_size: *mut usize,
+    ) -> u32;
     fn proxy_define_metric(
         metric_type: u32,
         name_data: *const u8,
@@ -297,30 +293,6 @@ pub fn set_effective_context(context_id: u32) -> HostResult<()> {
     status(unsafe { proxy_set_effective_context(context_id) })
 }
 
-/// Dispatches an HTTP call through `cluster`; the answer arrives in the effective context's
-/// `on_http_call_response` with the returned token.
-pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> HostResult<u32> {
-    let serialized = serialize_pairs(headers);
-    let trailers = serialize_pairs(&[]);
-    let mut token: u32 = 0;
-    // SAFETY: pointers and lengths describe live buffers; the host writes one u32.
-    status(unsafe {
-        proxy_http_call(
-            cluster.as_ptr(),
-            cluster.len(),
-            serialized.as_ptr(),
-            serialized.len(),
-            null(),
-            0,
-            trailers.as_ptr(),
-            trailers.len(),
-            timeout_ms,
-            &mut token,
-        )
-    })?;
-    Ok(token)
-}
-
 /// A value in the VM-wide shared data, with its CAS.
 pub fn get_shared_data(key: &str) -> HostResult<Option<(Vec<u8>, u32)>> {
     let mut data: *mut u8 = null_mut();
@@ -368,4 +340,28 @@ pub fn call_response_status() -> Option<u16> {
         .into_iter()
         .find(|(name, _)| name == ":status")
         .and_then(|(_, value)| value.parse().ok())
+}
+
+/// Calls a foreign function the host registered. `Ok(None)` when the host has no function of
+/// that name (other proxy-wasm hosts, older Envoys).
+pub fn call_foreign_function(name: &str, arguments: &[u8]) -> HostResult<Option<Vec<u8>>> {
+    let mut data: *mut u8 = null_mut();
+    let mut size: usize = 0;
+    // SAFETY: pointers and lengths describe live buffers; the host fills data/size with a
+    // buffer allocated in our memory.
+    let code = unsafe {
+        proxy_call_foreign_function(
+            name.as_ptr(),
+            name.len(),
+            arguments.as_ptr(),
+            arguments.len(),
+            &mut data,
+            &mut size,
+        )
+    };
+    match code {
+        OK => Ok(Some(take_buffer(data, size))),
+        NOT_FOUND => Ok(None),
+        other => Err(HostError(other)),
+    }
 }

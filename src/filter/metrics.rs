@@ -20,7 +20,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Defines every metric. A host that refuses a definition just loses that metric.
-    pub fn define(provider_names: &[String]) -> Metrics {
+    pub fn define(provider_names: &[String], host_crypto: bool) -> Metrics {
         let mut metrics = Metrics::default();
         for (outcome, name) in [
             (Outcome::Allowed, names::ALLOWED),
@@ -42,6 +42,9 @@ impl Metrics {
         metrics.unknown_kid_refetch =
             hostcalls::define_counter(names::JWKS_UNKNOWN_KID_REFETCH).ok();
         metrics.paused_for_keys = hostcalls::define_counter(names::PAUSED_FOR_KEYS).ok();
+        if let Ok(id) = hostcalls::define_gauge(names::HOST_CRYPTO) {
+            hostcalls::record(id, u64::from(host_crypto));
+        }
         metrics.keys = provider_names
             .iter()
             .map(|name| hostcalls::define_gauge(&names::keys_loaded(name)).ok())

@@ -5,6 +5,7 @@
 //! wrappers never panic.
 #![allow(unsafe_code)] // proxy_wasm::main! calls the module constructors.
 
+mod host_crypto;
 mod hostcalls;
 mod http;
 mod keys;

@@ -6,6 +6,7 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
+use super::host_crypto;
 use super::hostcalls::{self, BufferType, LogLevel};
 use super::http::Request;
 use super::keys::{self, Fetcher};
@@ -77,6 +78,10 @@ impl RootContext for Root {
                 return false;
             }
         };
+        let host_crypto = host_crypto::probe();
+        if host_crypto {
+            crate::crypto::use_host_verifier(host_crypto::verify);
+        }
         let names: Vec<String> = policy.providers.iter().map(|p| p.name.clone()).collect();
         let remotes: Vec<Option<RemoteKeys>> = policy
             .providers
@@ -86,15 +91,16 @@ impl RootContext for Root {
         hostcalls::log(
             LogLevel::Info,
             &format!(
-                "mlgate: configured: {} provider(s), {} route(s), mode {:?}, signature backend rust_crypto",
+                "mlgate: configured: {} provider(s), {} route(s), mode {:?}, signature backend {}",
                 policy.providers.len(),
                 policy.routes.len(),
-                policy.mode
+                policy.mode,
+                crate::crypto::backend()
             ),
         );
         let shared = Rc::new(Shared {
             gate: Gate::new(policy),
-            metrics: Metrics::define(&names),
+            metrics: Metrics::define(&names, host_crypto),
             fetcher: Fetcher::new(remotes, &names),
             root_id: self.id,
         });
