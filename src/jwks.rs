@@ -241,10 +241,14 @@ fn parse_jwk(jwk: &Value) -> Result<Option<Key>, JwkError> {
     let kty = required("kty")?;
     let (family, decoding) = match kty {
         "RSA" => {
-            let n = required("n")?;
-            let e = required("e")?;
-            let n_bytes = decode_b64(n).map_err(|m| field_err("n", m))?;
-            let e_bytes = decode_b64(e).map_err(|m| field_err("e", m))?;
+            let (n_bytes, e_bytes) = match (text("n")?, text("e")?) {
+                (Some(n), Some(e)) => (
+                    decode_b64(n).map_err(|m| field_err("n", m))?,
+                    decode_b64(e).map_err(|m| field_err("e", m))?,
+                ),
+                // Some IdPs publish keys as certificates only.
+                _ => rsa_components_from_x5c(object.get("x5c")).map_err(|m| field_err("x5c", m))?,
+            };
             let bits = significant_bits(&n_bytes);
             if bits < MIN_RSA_BITS {
                 return Err(field_err(
@@ -329,6 +333,52 @@ fn parse_jwk(jwk: &Value) -> Result<Option<Key>, JwkError> {
         }
     }
     Ok(Some(key))
+}
+
+/// `n` and `e` of the RSA key in the first certificate of a JWK's `x5c` (standard base64 DER).
+fn rsa_components_from_x5c(x5c: Option<&Value>) -> Result<(Vec<u8>, Vec<u8>), String> {
+    use base64::engine::general_purpose::STANDARD;
+    use rsa::pkcs8::DecodePublicKey as _;
+    use rsa::traits::PublicKeyParts as _;
+    let first = x5c
+        .and_then(Value::as_array)
+        .and_then(|chain| chain.first())
+        .and_then(Value::as_str)
+        .ok_or("an RSA key needs n and e, or an x5c certificate chain")?;
+    let certificate = STANDARD
+        .decode(first)
+        .map_err(|_| "x5c[0] is not base64".to_string())?;
+    let spki = spki_of_certificate(&certificate).ok_or("x5c[0] is not an X.509 certificate")?;
+    let key = rsa::RsaPublicKey::from_public_key_der(&spki)
+        .map_err(|_| "the certificate's key is not RSA".to_string())?;
+    Ok((key.n().to_bytes_be(), key.e().to_bytes_be()))
+}
+
+/// The DER SubjectPublicKeyInfo of an X.509 certificate. Walked with the `der` crate rather
+/// than a full X.509 parser: mlgate needs one field and trusts the certificate no further (the
+/// JWKS itself came from the IdP over TLS), and a full parser would add size to every `.wasm`.
+fn spki_of_certificate(certificate: &[u8]) -> Option<Vec<u8>> {
+    use der::{asn1::AnyRef, Decode as _, Encode as _, SliceReader, Tag, Tagged as _};
+    let mut top = SliceReader::new(certificate).ok()?;
+    let cert = AnyRef::decode(&mut top).ok()?;
+    let mut cert_fields = SliceReader::new(cert.value()).ok()?;
+    let tbs = AnyRef::decode(&mut cert_fields).ok()?;
+    let mut fields = SliceReader::new(tbs.value()).ok()?;
+    // version [0] EXPLICIT is optional; then serialNumber, signature, issuer, validity, subject.
+    let first = AnyRef::decode(&mut fields).ok()?;
+    let skip = if matches!(first.tag(), Tag::ContextSpecific { .. }) {
+        5
+    } else {
+        4
+    };
+    for _ in 0..skip {
+        AnyRef::decode(&mut fields).ok()?;
+    }
+    let spki = AnyRef::decode(&mut fields).ok()?;
+    if spki.tag() != Tag::Sequence {
+        return None;
+    }
+    spki.to_der().ok()
 }
 
 /// Keys are held as SubjectPublicKeyInfo DER, converted once when the set loads: the form both
@@ -488,5 +538,33 @@ mod tests {
     fn empty_set_is_refused() {
         let err = parse_jwks(&json!({"keys": []}), Strictness::Lenient).unwrap_err();
         assert_eq!(err.path, "keys");
+    }
+}
+
+#[cfg(test)]
+mod x5c_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A self-signed certificate for the test key rsa-a (openssl req -x509 -key rsa-a.pem).
+    const CERT: &str = include_str!("testdata/rsa-a-cert.b64");
+
+    #[test]
+    fn rsa_key_given_only_as_x5c_is_usable() {
+        let doc = json!({"keys": [{"kty": "RSA", "use": "sig", "kid": "cert-only", "x5c": [CERT.trim()]}]});
+        let set = parse_jwks(&doc, Strictness::Strict).unwrap();
+        let expected = parse_jwks(&crate::testing::test_jwks(), Strictness::Strict).unwrap();
+        assert_eq!(
+            set.keys[0].decoding.try_get_as_bytes().unwrap(),
+            expected.keys[0].decoding.try_get_as_bytes().unwrap(),
+            "the certificate's key is rsa-a"
+        );
+    }
+
+    #[test]
+    fn garbage_x5c_is_refused() {
+        let doc = json!({"keys": [{"kty": "RSA", "x5c": ["bm90IGEgY2VydA=="]}]});
+        let err = parse_jwks(&doc, Strictness::Strict).unwrap_err();
+        assert_eq!(err.path, "keys[0].x5c");
     }
 }
