@@ -35,8 +35,8 @@ tools:
 build: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) -p mlgate
 	@if command -v wasm-opt >/dev/null; then \
-	  wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals $(WASM_RAW) -o $(WASM).tmp && mv $(WASM).tmp $(WASM); \
-	else cp $(WASM_RAW) $(WASM); echo "note: wasm-opt not found; $(WASM) is not size-optimised (make tools)"; fi
+	  wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals $(WASM_RAW) -o $(WASM).$$$$.tmp && mv $(WASM).$$$$.tmp $(WASM); \
+	else cp $(WASM_RAW) $(WASM).$$$$.tmp && mv $(WASM).$$$$.tmp $(WASM); echo "note: wasm-opt not found; $(WASM) is not size-optimised (make tools)"; fi
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
 
 $(ENVOY):
@@ -90,6 +90,18 @@ bench: tools build envoy devtools
 oci: build
 	@python3 envoy/oci.py --wasm $(WASM) --out target/oci --tar target/mlgate-oci.tar \
 	  --tag $$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+
+# cargo-fuzz targets (test-harness/fuzz, nightly + libFuzzer): each runs FUZZ_SECONDS from the committed seeds
+# (seeds/<target>) plus its own growing corpus (corpus/<target>, not committed). Not part of `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= token config claims routes
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@set -e; cd test-harness/fuzz; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t; echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+	  cargo +nightly fuzz run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) -max_len=20000 -timeout=10 -print_final_stats=1; \
+	done
 
 clean:
 	$(CARGO) clean
