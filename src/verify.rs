@@ -232,6 +232,12 @@ fn check_issuer_and_tenant(
         if claimed_tenant != Some(from_issuer) {
             return Err(Reason::TenantNotAllowed);
         }
+    } else if let (Some(from_issuer), Some(tid)) = (entra_issuer_tenant(iss), claimed_tenant) {
+        // The same binding for an exact Entra issuer (single-tenant apps): a token whose `tid`
+        // names another tenant than its `iss` is refused, never forwarded with that `tid`.
+        if tid != from_issuer {
+            return Err(Reason::TenantNotAllowed);
+        }
     }
     match &rules.tenants {
         Tenants::Unrestricted | Tenants::Any => Ok(()),
@@ -240,6 +246,21 @@ fn check_issuer_and_tenant(
             _ => Err(Reason::TenantNotAllowed),
         },
     }
+}
+
+/// The tenant an Entra issuer names (`https://login.microsoftonline.com/<tenant>/v2.0`,
+/// `https://sts.windows.net/<tenant>/`, and the national clouds' hosts); `None` for any other.
+fn entra_issuer_tenant(iss: &str) -> Option<&str> {
+    const ENTRA: &[&str] = &[
+        "https://login.microsoftonline.com/",
+        "https://sts.windows.net/",
+        "https://login.microsoftonline.us/",
+        "https://login.partner.microsoftonline.cn/",
+        "https://sts.chinacloudapi.cn/",
+    ];
+    let rest = ENTRA.iter().find_map(|host| iss.strip_prefix(host))?;
+    let tenant = rest.split('/').next()?;
+    (!tenant.is_empty()).then_some(tenant)
 }
 
 /// A NumericDate claim: absent, or an integer in `0..=MAX_NUMERIC_DATE`. Strings, floats,
@@ -362,4 +383,67 @@ pub fn verify(
         return Err(Reason::UnknownKey);
     }
     Err(Reason::BadSignature)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const TENANT: &str = "4b2f3c1e-8a6d-4f0e-9c3b-2a1d5e7f9a10";
+    const OTHER: &str = "e1d2c3b4-a5f6-4e7d-8c9b-0a1f2e3d4c5b";
+
+    fn rules(issuer: &str) -> TokenRules {
+        TokenRules {
+            issuers: vec![IssuerPattern::Exact(issuer.to_string())],
+            tenants: Tenants::Unrestricted,
+            tenant_claim: "tid".into(),
+            audiences: None,
+            algorithms: vec![Algorithm::RS256],
+            require_exp: false,
+            max_lifetime_seconds: None,
+            clock_skew_seconds: 60,
+        }
+    }
+
+    fn check(issuer: &str, claims: Value) -> Result<(), Reason> {
+        let Value::Object(claims) = claims else {
+            panic!("claims object");
+        };
+        let iss = claims["iss"].as_str().unwrap().to_string();
+        check_issuer_and_tenant(&claims, &rules(issuer), &iss)
+    }
+
+    #[test]
+    fn exact_entra_issuer_binds_its_tenant_to_tid() {
+        for issuer in [
+            format!("https://login.microsoftonline.com/{TENANT}/v2.0"),
+            format!("https://sts.windows.net/{TENANT}/"),
+        ] {
+            assert_eq!(
+                check(&issuer, json!({"iss": issuer, "tid": TENANT})),
+                Ok(())
+            );
+            assert_eq!(
+                check(&issuer, json!({"iss": issuer, "tid": OTHER})),
+                Err(Reason::TenantNotAllowed)
+            );
+            // No tid: nothing to contradict (and no tenant is forwarded).
+            assert_eq!(check(&issuer, json!({"iss": issuer})), Ok(()));
+        }
+    }
+
+    #[test]
+    fn exact_non_entra_issuer_does_not_look_at_tid() {
+        let issuer = "https://dev-1.okta.com/oauth2/default";
+        assert_eq!(check(issuer, json!({"iss": issuer, "tid": OTHER})), Ok(()));
+        assert_eq!(
+            entra_issuer_tenant("https://login.microsoftonline.com/"),
+            None
+        );
+        assert_eq!(
+            entra_issuer_tenant("https://login.microsoftonline.com/t/v2.0"),
+            Some("t")
+        );
+    }
 }
