@@ -89,10 +89,14 @@ fi
 mkdir -p "$OUT" "$TOK"
 
 # --- tokens: minted once, reused while they have hours left ------------------------------------------------
-if [ ! -s "$TOK/fresh.txt" ] || [ "$(wc -l <"$TOK/fresh.txt")" -ne "$TOKENS" ] \
+# The stamp names the token format: change it when bench-tokens changes what it writes.
+STAMP="v2 count=$TOKENS"
+if [ ! -s "$TOK/fresh.txt" ] || [ "$(cat "$TOK/stamp" 2>/dev/null)" != "$STAMP" ] \
     || [ -n "$(find "$TOK/fresh.txt" -mmin +240 2>/dev/null)" ]; then
     log "minting $TOKENS fresh + $TOKENS forged tokens"
+    rm -f "$TOK/stamp"
     "$HARNESS" bench-tokens --out "$TOK" --count "$TOKENS" --ttl 21600
+    echo "$STAMP" >"$TOK/stamp"
 else
     log "reusing the tokens in $TOK (minted $(stat -c %y "$TOK/fresh.txt" | cut -d. -f1))"
 fi

@@ -68,12 +68,17 @@ pub fn valid_tokens(count: usize, now: u64, ttl: u64) -> Vec<String> {
 }
 
 /// A forgery of `token`: its header and payload with random signature bytes of the same length, so it is
-/// well-formed and only the signature check can refuse it.
+/// well-formed and only the signature check can refuse it. The top bit is cleared so that, read as a number,
+/// the signature is below any RSA modulus of that length (whose top bit is set): verifiers reject a signature
+/// ≥ the modulus before any arithmetic, and an attacker would not send those cheap ones.
 pub fn forge(token: &str) -> String {
     let (input, sig) = token.rsplit_once('.').unwrap_or((token, ""));
     let len = URL_SAFE_NO_PAD.decode(sig).map(|s| s.len()).unwrap_or(256);
     let mut bytes = vec![0u8; len];
     rand::thread_rng().fill_bytes(&mut bytes);
+    if let Some(first) = bytes.first_mut() {
+        *first &= 0x7f;
+    }
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(bytes))
 }
 
@@ -175,7 +180,9 @@ mod tests {
         for f in &forged {
             let parts: Vec<&str> = f.split('.').collect();
             assert_eq!(parts.len(), 3);
-            assert_eq!(URL_SAFE_NO_PAD.decode(parts[2]).unwrap().len(), 256);
+            let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+            assert_eq!(sig.len(), 256);
+            assert!(sig[0] < 0x80, "below the modulus");
         }
         let f = forge(&valid[0]);
         assert_eq!(
