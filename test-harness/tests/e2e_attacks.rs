@@ -75,8 +75,9 @@ fn path_confusion_through_envoy() {
             "/v2/models/fraud-detector%5C..%5Cfinance-risk/infer",
             "envoy 400",
         ),
-        // Envoy passes these through; mlgate refuses what it cannot match safely.
-        ("/v2/models/%66inance-risk/infer", "mlgate 400 invalid_path"),
+        // Envoy decodes percent-encoded unreserved characters (%66 is `f`)…
+        ("/v2/models/%66inance-risk/infer", "mlgate 403 denied_by_rule"),
+        // …but only once, and leaves `;` alone: mlgate refuses what it cannot match safely.
         (
             "/v2/models/%2566inance-risk/infer",
             "mlgate 400 invalid_path",
