@@ -77,6 +77,7 @@ lint: wasm-target
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -p mlgate --all-targets -- -D warnings
 	$(CARGO) clippy -p mlgate --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy -p mlgate-harness --all-targets -- -D warnings
 
 demo: build envoy devtools
 	@bash envoy/demo.sh
