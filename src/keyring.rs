@@ -112,6 +112,10 @@ pub struct RemoteKeys {
     failures: u32,
     next_attempt_at: i64,
     last_forced_at: Option<i64>,
+    /// Another VM holds the fetch lock: its result will arrive through shared data.
+    peer_fetching: bool,
+    /// An unknown `kid` asked for a refetch that has not started yet (the root dispatches it).
+    forced_pending: bool,
 }
 
 /// Longest pause between attempts after failures.
@@ -132,6 +136,8 @@ impl RemoteKeys {
             failures: 0,
             next_attempt_at: 0,
             last_forced_at: None,
+            peer_fetching: false,
+            forced_pending: false,
         }
     }
 
@@ -162,6 +168,11 @@ impl RemoteKeys {
         self.in_flight.is_some()
     }
 
+    /// Whether an unknown `kid` asked for a refetch that has not started yet.
+    pub fn refetch_pending(&self) -> bool {
+        self.forced_pending
+    }
+
     /// Whether a fetch should start now.
     pub fn due(&self, now: i64) -> bool {
         self.in_flight.is_none() && now >= self.next_attempt_at
@@ -175,7 +186,7 @@ impl RemoteKeys {
     /// A token named a `kid` the set does not have: refetch now, unless that was done less than
     /// the minimum interval ago. Returns whether a refetch is (or already was) under way for it.
     pub fn want_unknown_kid(&mut self, now: i64) -> bool {
-        if self.in_flight.is_some() {
+        if self.in_flight.is_some() || self.peer_fetching || self.forced_pending {
             return true;
         }
         let recently = self
@@ -189,13 +200,14 @@ impl RemoteKeys {
         }
         self.last_forced_at = Some(now);
         self.next_attempt_at = now;
+        self.forced_pending = true;
         true
     }
 
     /// A request needs keys that were never loaded: is there any hope soon? (a fetch under way,
     /// or one allowed to start now).
     pub fn cold_start_possible(&self, now: i64) -> bool {
-        self.in_flight.is_some() || now >= self.next_attempt_at
+        self.in_flight.is_some() || self.peer_fetching || now >= self.next_attempt_at
     }
 
     /// Starts the next fetch (the caller dispatches it and reports back with `on_response`).
@@ -206,6 +218,8 @@ impl RemoteKeys {
             (None, FetchTarget::Jwks(url)) => (Stage::Jwks, url.clone()),
         };
         self.in_flight = Some((stage, now));
+        self.peer_fetching = false;
+        self.forced_pending = false;
         FetchRequest {
             cluster: self.config.cluster.clone(),
             url,
@@ -270,6 +284,7 @@ impl RemoteKeys {
 
     /// Another VM holds the fetch lock: try again after `seconds` (it will share its result).
     pub fn defer(&mut self, now: i64, seconds: i64) {
+        self.peer_fetching = true;
         self.next_attempt_at = self.next_attempt_at.max(now + seconds);
     }
 
@@ -277,11 +292,14 @@ impl RemoteKeys {
         self.keys = Some(Rc::new(set));
         self.fetched_at = Some(fetched_at);
         self.failures = 0;
+        self.peer_fetching = false;
+        self.forced_pending = false;
         self.next_attempt_at = fetched_at + self.config.refresh_seconds;
     }
 
     fn fail(&mut self, now: i64, message: String) -> Progress {
         self.in_flight = None;
+        self.forced_pending = false;
         self.failures = self.failures.saturating_add(1);
         let exponent = self.failures.saturating_sub(1).min(16);
         let backoff = (1i64 << exponent).min(MAX_BACKOFF_SECONDS);
@@ -407,6 +425,18 @@ mod tests {
     }
 
     #[test]
+    fn a_peer_fetching_lets_requests_wait() {
+        let mut remote = jwks_remote();
+        remote.defer(0, 1);
+        assert!(!remote.due(0));
+        assert!(remote.cold_start_possible(0), "the peer's set will arrive");
+        assert!(remote.want_unknown_kid(0));
+        let body: Value = serde_json::from_slice(&jwks_body()).unwrap();
+        remote.adopt(jwks::parse_jwks(&body, Strictness::Lenient).unwrap(), 0, 1);
+        assert!(!remote.cold_start_possible(1));
+    }
+
+    #[test]
     fn stale_set_expires_after_bound() {
         let mut remote = jwks_remote();
         remote.start(0);
@@ -424,6 +454,10 @@ mod tests {
         // Just fetched: a forged kid cannot force another fetch.
         assert!(!remote.want_unknown_kid(10));
         assert!(remote.want_unknown_kid(400));
+        assert!(
+            remote.want_unknown_kid(400),
+            "joins the refetch not yet started"
+        );
         assert!(remote.due(400));
         remote.start(400);
         assert!(remote.want_unknown_kid(401), "joins the fetch under way");

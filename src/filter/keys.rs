@@ -119,12 +119,14 @@ pub fn request_keys(
     let Some(Some(remote)) = remotes.get_mut(provider) else {
         return false;
     };
+    let joining = remote.in_flight() || remote.refetch_pending();
     let wait = if unknown_kid {
         remote.want_unknown_kid(now)
     } else {
         remote.cold_start_possible(now)
     };
-    if wait && unknown_kid {
+    // Counted once per refetch, not per request that waits for it.
+    if wait && unknown_kid && !joining && remote.refetch_pending() {
         shared.metrics.unknown_kid_refetch();
     }
     wait

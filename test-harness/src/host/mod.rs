@@ -136,11 +136,14 @@ pub struct HarnessBuilder {
     vm_config: Vec<u8>,
     properties: HashMap<String, Vec<u8>>,
     foreign: HashMap<String, ForeignFn>,
-    seed: u64,
+    seed: Option<u64>,
     log_level: LogLevel,
     clusters: Option<Vec<String>>,
     callback_timeout: Duration,
 }
+
+/// The default seed of `random_get`; the n-th VM on one [`SharedData`] gets it mixed with n.
+const DEFAULT_SEED: u64 = 0x6d6c_6761_7465;
 
 impl Default for HarnessBuilder {
     fn default() -> Self {
@@ -160,7 +163,7 @@ impl Default for HarnessBuilder {
                 host_crypto::VERIFY_SIGNATURE.to_string(),
                 Arc::new(host_crypto::verify_signature) as ForeignFn,
             )]),
-            seed: 0x6d6c_6761_7465,
+            seed: None,
             log_level: LogLevel::Trace,
             clusters: None,
             callback_timeout: Duration::from_secs(10),
@@ -225,9 +228,10 @@ impl HarnessBuilder {
         self
     }
 
-    /// Seed of the bytes WASI `random_get` returns (deterministic by default).
+    /// Seed of the bytes WASI `random_get` returns. By default it is deterministic and differs between the
+    /// VMs of one [`SharedData`] (as worker VMs' randomness does: e.g. their lock owner ids must differ).
     pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = seed;
+        self.seed = Some(seed);
         self
     }
 
@@ -271,7 +275,11 @@ impl HarnessBuilder {
             vm_config: self.vm_config,
             properties: self.properties,
             foreign: self.foreign,
-            seed: self.seed,
+            seed: self.seed.unwrap_or_else(|| {
+                let mut store = self.shared.lock();
+                store.vms += 1;
+                DEFAULT_SEED ^ (store.vms - 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            }),
             now: self.now.unwrap_or_else(SystemTime::now),
             log_level: self.log_level,
             shared: self.shared.clone(),

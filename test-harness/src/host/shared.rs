@@ -49,6 +49,8 @@ pub(crate) struct Store {
     /// Queue ids start at 1.
     pub queues: Vec<Queue>,
     pub metrics: Vec<Metric>,
+    /// How many VMs were started on this store (distinguishes their default random seeds).
+    pub vms: u64,
 }
 
 /// Shared data, queues and metrics; cheap to clone (it is an `Arc<Mutex<…>>`). Pass the same value to several
