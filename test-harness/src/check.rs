@@ -96,12 +96,18 @@ pub struct CaseResult {
     pub differences: Vec<String>,
 }
 
-/// Rewrites every provider's `jwks.inline` to the harness's test keys.
+/// Rewrites every provider's key set to the harness's test keys, inline: `jwks.inline` is replaced, and a
+/// remote set (`uri` or `discovery`, with its `cluster` and refresh settings) becomes an inline one, since
+/// the checker has no IdP to fetch from.
 pub fn trust_test_keys(config: &mut Value) {
     if let Some(providers) = config.get_mut("providers").and_then(Value::as_array_mut) {
         for provider in providers {
             if let Some(jwks) = provider.get_mut("jwks").and_then(Value::as_object_mut) {
-                if jwks.contains_key("inline") {
+                let keyed = ["inline", "uri", "discovery"]
+                    .iter()
+                    .any(|k| jwks.contains_key(*k));
+                if keyed {
+                    jwks.clear();
                     jwks.insert("inline".into(), mint::test_jwks());
                 }
             }
@@ -429,6 +435,17 @@ mod tests {
             json!({"providers": [{"jwks": {"inline": {"keys": []}}}, {"shared_secret": "x"}]});
         trust_test_keys(&mut config);
         assert_eq!(config["providers"][0]["jwks"]["inline"], mint::test_jwks());
+        let mut remote = json!({"providers": [
+            {"jwks": {"uri": "http://127.0.0.1:9400/jwks", "cluster": "demo_idp", "min_refresh_interval_seconds": 5}},
+            {"jwks": {"discovery": true, "cluster": "entra", "timeout_ms": 2000}}
+        ]});
+        trust_test_keys(&mut remote);
+        for p in 0..2 {
+            assert_eq!(
+                remote["providers"][p]["jwks"],
+                json!({"inline": mint::test_jwks()})
+            );
+        }
         assert!(config["providers"][1].get("jwks").is_none());
     }
 }
