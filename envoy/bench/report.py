@@ -84,6 +84,7 @@ def main():
     ap.add_argument("--connections", required=True)
     ap.add_argument("--tokens", required=True)
     ap.add_argument("--load", default="?")
+    ap.add_argument("--mlgate-stats", help="Envoy admin /stats?filter=wasmcustom of the last mlgate run")
     args = ap.parse_args()
 
     runs = {}
@@ -127,11 +128,17 @@ def main():
     p(f"- {args.rounds} rounds (chains started afresh each round, rotating order), {args.duration} s per run after a warm-up; medians over rounds")
     p(f"- RS256 (test key rsa-a); scenario b cycles through {args.tokens} distinct valid tokens, c through {args.tokens} distinct forgeries")
     p("- command: `make bench` (envoy/bench/run.sh)")
+    try:
+        if float(args.load) > 0.5:
+            p(f"- **the machine was not quiet** (load average {args.load}): other processes share both cores, so compare"
+              " chains within this run only, and mind the min–max spread")
+    except ValueError:
+        pass
     p("")
     p("## Throughput and latency (medians)")
     p("")
-    p("| chain | scenario | req/s | p50 µs | p99 µs | added µs/req vs pass-through |")
-    p("|---|---|---:|---:|---:|---:|")
+    p("| chain | scenario | req/s | req/s min–max | p50 µs | p99 µs | added µs/req vs pass-through |")
+    p("|---|---|---:|---:|---:|---:|---:|")
     base = rps("passthrough", "a")
     for chain, chain_name in CHAINS:
         for sc, sc_name in SCENARIOS:
@@ -139,7 +146,9 @@ def main():
                 continue
             r = med(chain, sc, "rps")
             added = f"{1e6 / r - 1e6 / base:.1f}" if base and r and chain != "passthrough" else "—"
-            p(f"| {chain_name} | {sc_name} | {fmt_int(r)} | {fmt_int(med(chain, sc, 'p50_us'))} | "
+            values = [float(x["rps"]) for x in runs[(chain, sc)]]
+            spread = f"{min(values):,.0f}–{max(values):,.0f}"
+            p(f"| {chain_name} | {sc_name} | {fmt_int(r)} | {spread} | {fmt_int(med(chain, sc, 'p50_us'))} | "
               f"{fmt_int(med(chain, sc, 'p99_us'))} | {added} |")
     p("")
     p("## mlgate relative to the other chains (req/s ratio, medians)")
@@ -173,6 +182,16 @@ def main():
             if label == "mlgate.wasm":
                 extra = f" (target ≤ 600 KB = 614,400 bytes: {'met' if size <= 600 * 1024 else '**not met**'})"
             p(f"- {label}: {size:,} bytes{extra}")
+    if args.mlgate_stats and os.path.exists(args.mlgate_stats):
+        with open(args.mlgate_stats) as f:
+            stats = dict(l.split(": ", 1) for l in f.read().splitlines() if ": " in l)
+        host = stats.get("wasmcustom.mlgate.crypto.host")
+        if host is not None:
+            p(f"- mlgate signature path: {'Envoy host crypto (verify_signature)' if host.strip() == '1' else 'pure-Rust in the VM'}"
+              f" (`mlgate.crypto.host` = {host.strip()})")
+        shown = [k for k in sorted(stats) if "cache" in k]
+        if shown:
+            p("- mlgate counters after its last round: " + ", ".join(f"`{k.removeprefix('wasmcustom.')}` = {stats[k].strip()}" for k in shown))
     p("")
     if bad:
         p("## Runs with unexpected answers (their numbers measure something else)")

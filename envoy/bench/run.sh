@@ -215,6 +215,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
                 "$first" "$rss" >>"$RUNS"
             log "round $round/$ROUNDS  $(printf '%-12s' "$chain") $sc  $(printf '%7s' "$rps") req/s  p50 ${local_p50_us}µs  p99 ${local_p99_us}µs  first=$first (want $want)  non-2xx $local_non2xx/$local_requests"
         done
+        # mlgate's own counters (which crypto path is active, cache hits, reasons) for the report.
+        [ "$chain" = mlgate ] && curl -s --max-time 5 "http://127.0.0.1:${ADMIN[$chain]}/stats?filter=wasmcustom" \
+            >"$OUT/mlgate.stats" || true
         stop_envoy
     done
 done
@@ -222,4 +225,5 @@ log "runs took $(($(date +%s) - started)) s"
 
 python3 envoy/bench/report.py --runs "$RUNS" --out "$OUT/results.md" \
     --wasm "$WASM" --noop-wasm "$NOOP_WASM" --envoy "$ENVOY" \
-    --duration "$DURATION" --rounds "$ROUNDS" --connections "$CONNS" --tokens "$TOKENS" --load "$load"
+    --duration "$DURATION" --rounds "$ROUNDS" --connections "$CONNS" --tokens "$TOKENS" --load "$load" \
+    --mlgate-stats "$OUT/mlgate.stats"
