@@ -687,7 +687,7 @@ fn base64_padding_is_refused() {
     assert_token_refused(&h, &format!("{token}="), "malformed_token");
     // A padded header, genuinely signed as such.
     let mut header = b64(RS256_RSA_A);
-    while header.len() % 4 != 0 {
+    while !header.len().is_multiple_of(4) {
         header.push('=');
     }
     if header.ends_with('=') {
@@ -698,7 +698,7 @@ fn base64_padding_is_refused() {
     let padded_payload = {
         let mut claims = user_claims(&h);
         // Make the payload length ≢ 0 (mod 3) so standard base64 pads it.
-        while claims.to_string().len() % 3 == 0 {
+        while claims.to_string().len().is_multiple_of(3) {
             claims["pad"] = json!(format!("{}x", claims["pad"].as_str().unwrap_or("")));
         }
         base64::engine::general_purpose::URL_SAFE.encode(claims.to_string())
@@ -750,7 +750,10 @@ fn standard_base64_alphabet_is_refused() {
 fn non_canonical_trailing_bits_are_refused() {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let dirty = |segment: &str| -> String {
-        assert!(segment.len() % 4 != 0, "segment has no unused bits");
+        assert!(
+            !segment.len().is_multiple_of(4),
+            "segment has no unused bits"
+        );
         let mut bytes = segment.as_bytes().to_vec();
         let last = bytes.last_mut().unwrap();
         let index = ALPHABET.iter().position(|c| c == last).unwrap();
@@ -781,14 +784,14 @@ fn non_canonical_trailing_bits_are_refused() {
     );
     // Header and payload with dirty trailing bits, genuinely signed as such.
     let mut claims = user_claims(&h);
-    while claims.to_string().len() % 3 == 0 {
+    while claims.to_string().len().is_multiple_of(3) {
         claims["pad"] = json!(format!("{}x", claims["pad"].as_str().unwrap_or("")));
     }
     let payload = dirty(&b64(claims.to_string()));
     let token = TestKey::rsa_a().sign_segments(&b64(RS256_RSA_A), &payload, Algorithm::RS256);
     assert_token_refused(&h, &token, "malformed_token");
     let mut header_json = RS256_RSA_A.to_string();
-    while header_json.len() % 3 == 0 {
+    while header_json.len().is_multiple_of(3) {
         header_json = header_json.replace("{", "{ ");
     }
     let header = dirty(&b64(&header_json));
@@ -1768,5 +1771,34 @@ fn underscore_spellings_of_identity_headers_are_stripped() {
             !value.contains("spoofed"),
             "{name}: {value} reached the upstream"
         );
+    }
+}
+
+/// Fuzzing regression (token target, seed `regression-leading-space`): spaces between the scheme
+/// and the token (RFC 6750 `"Bearer" 1*SP b64token`) and trailing whitespace are not part of the
+/// token; the same token is accepted. Any other whitespace is part of it and refused.
+#[test]
+fn spaces_around_the_bearer_token_are_not_part_of_it() {
+    let h = harness(&entra_config());
+    let token = user_token(&h, |_| {});
+    for value in [
+        format!("Bearer  {token}"),
+        format!("Bearer {token}  "),
+        format!(" Bearer {token}\t"),
+    ] {
+        let out = run(h
+            .request()
+            .method("POST")
+            .path("/score")
+            .header("authorization", &value));
+        assert!(out.is_forwarded(), "{value:?}: {out}");
+    }
+    for value in [format!("Bearer \t{token}"), format!("Bearer\t{token}")] {
+        let out = run(h
+            .request()
+            .method("POST")
+            .path("/score")
+            .header("authorization", &value));
+        assert!(!out.is_forwarded(), "{value:?}: {out}");
     }
 }

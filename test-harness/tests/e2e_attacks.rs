@@ -76,7 +76,10 @@ fn path_confusion_through_envoy() {
             "envoy 400",
         ),
         // Envoy decodes percent-encoded unreserved characters (%66 is `f`)…
-        ("/v2/models/%66inance-risk/infer", "mlgate 403 denied_by_rule"),
+        (
+            "/v2/models/%66inance-risk/infer",
+            "mlgate 403 denied_by_rule",
+        ),
         // …but only once, and leaves `;` alone: mlgate refuses what it cannot match safely.
         (
             "/v2/models/%2566inance-risk/infer",

@@ -57,6 +57,7 @@ fn non_json_configuration_is_refused() {
 }
 
 #[test]
+#[allow(clippy::type_complexity)]
 fn misuse_is_refused_at_load() {
     let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
         (
