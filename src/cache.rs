@@ -1,14 +1,18 @@
 //! The verified-token cache: a token whose signature and claims were verified once is not
 //! verified again until it expires.
 //!
-//! Bounded (least recently used entries go first), keyed by the SHA-256 of the whole token (the
-//! same digest the audit line's fingerprint comes from, so a request hashes its token once), and
-//! holding only the extracted identity — no token material. An entry lives until the token's
+//! Bounded (least recently used entries go first), keyed by a randomly keyed SipHash of the whole
+//! token and confirmed by comparing the token in full — a hash collision is a miss, never another
+//! caller's identity. SipHash rather than SHA-256: a cache hit must cost next to nothing, and
+//! SHA-256 of a 1–2 KB token inside the VM costs more than everything else a hit does. An entry lives until the token's
 //! `exp` (plus the provider's clock skew), and dies with its provider's key set: every key-set
 //! change bumps the provider's generation, and entries of an older generation are misses.
 
 use std::num::NonZeroUsize;
 use std::rc::Rc;
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher as _;
 
 use lru::LruCache;
 
@@ -22,6 +26,7 @@ pub const MAX_TTL_WITHOUT_EXP: i64 = 300;
 
 #[derive(Debug)]
 struct Entry {
+    token: Box<[u8]>,
     identity: Rc<Identity>,
     /// Unix seconds after which the entry is dead.
     expires_at: i64,
@@ -30,7 +35,8 @@ struct Entry {
 
 /// Verified identities by token digest.
 pub struct TokenCache {
-    entries: Option<LruCache<[u8; 32], Entry>>,
+    entries: Option<LruCache<u64, Entry>>,
+    hasher: RandomState,
     /// Key-set generation per provider.
     generations: Vec<u64>,
 }
@@ -40,31 +46,41 @@ impl TokenCache {
     pub fn new(capacity: usize, providers: usize) -> TokenCache {
         TokenCache {
             entries: NonZeroUsize::new(capacity).map(LruCache::new),
+            hasher: RandomState::new(),
             generations: vec![0; providers],
         }
     }
 
-    /// The identity verified for this token digest, if still valid at `now`.
-    pub fn get(&mut self, digest: &[u8; 32], now: i64) -> Option<Rc<Identity>> {
+    fn key(&self, token: &[u8]) -> u64 {
+        self.hasher.hash_one(token)
+    }
+
+    /// The identity verified for this token, if still valid at `now`.
+    pub fn get(&mut self, token: &[u8], now: i64) -> Option<Rc<Identity>> {
+        let key = self.key(token);
         let entries = self.entries.as_mut()?;
-        let entry = entries.get(digest)?;
+        let entry = entries.get(&key)?;
+        if *entry.token != *token {
+            return None;
+        }
         let current = self.generations.get(entry.identity.provider).copied();
         if now < entry.expires_at && current == Some(entry.generation) {
             return Some(entry.identity.clone());
         }
-        entries.pop(digest);
+        entries.pop(&key);
         None
     }
 
     /// Remembers a verified identity. `exp` is the token's, `skew` the provider's leeway.
     pub fn insert(
         &mut self,
-        digest: [u8; 32],
+        token: &[u8],
         identity: Rc<Identity>,
         exp: Option<i64>,
         skew: i64,
         now: i64,
     ) {
+        let key = self.key(token);
         let Some(entries) = self.entries.as_mut() else {
             return;
         };
@@ -76,8 +92,9 @@ impl TokenCache {
             None => now.saturating_add(MAX_TTL_WITHOUT_EXP),
         };
         entries.put(
-            digest,
+            key,
             Entry {
+                token: token.into(),
                 identity,
                 expires_at,
                 generation,
@@ -125,48 +142,56 @@ mod tests {
     #[test]
     fn hit_until_expiry_plus_skew() {
         let mut cache = TokenCache::new(10, 1);
-        cache.insert([1; 32], identity(0), Some(100), 60, 0);
-        assert!(cache.get(&[1; 32], 159).is_some());
-        assert!(cache.get(&[1; 32], 160).is_none());
+        cache.insert(b"token-1", identity(0), Some(100), 60, 0);
+        assert!(cache.get(b"token-1", 159).is_some());
+        assert!(cache.get(b"token-1", 160).is_none());
         assert!(cache.is_empty(), "an expired entry is dropped");
     }
 
     #[test]
     fn key_set_change_flushes_the_provider_only() {
         let mut cache = TokenCache::new(10, 2);
-        cache.insert([1; 32], identity(0), Some(100), 0, 0);
-        cache.insert([2; 32], identity(1), Some(100), 0, 0);
+        cache.insert(b"token-1", identity(0), Some(100), 0, 0);
+        cache.insert(b"token-2", identity(1), Some(100), 0, 0);
         cache.flush_provider(0);
-        assert!(cache.get(&[1; 32], 1).is_none());
-        assert!(cache.get(&[2; 32], 1).is_some());
+        assert!(cache.get(b"token-1", 1).is_none());
+        assert!(cache.get(b"token-2", 1).is_some());
     }
 
     #[test]
     fn least_recently_used_goes_first() {
         let mut cache = TokenCache::new(2, 1);
-        cache.insert([1; 32], identity(0), Some(100), 0, 0);
-        cache.insert([2; 32], identity(0), Some(100), 0, 0);
-        assert!(cache.get(&[1; 32], 1).is_some());
-        cache.insert([3; 32], identity(0), Some(100), 0, 0);
-        assert!(cache.get(&[2; 32], 1).is_none());
-        assert!(cache.get(&[1; 32], 1).is_some());
+        cache.insert(b"token-1", identity(0), Some(100), 0, 0);
+        cache.insert(b"token-2", identity(0), Some(100), 0, 0);
+        assert!(cache.get(b"token-1", 1).is_some());
+        cache.insert(b"token-3", identity(0), Some(100), 0, 0);
+        assert!(cache.get(b"token-2", 1).is_none());
+        assert!(cache.get(b"token-1", 1).is_some());
         assert_eq!(cache.len(), 2);
     }
 
     #[test]
     fn token_without_exp_lives_briefly() {
         let mut cache = TokenCache::new(10, 1);
-        cache.insert([1; 32], identity(0), None, 60, 1000);
+        cache.insert(b"token-1", identity(0), None, 60, 1000);
         assert!(cache
-            .get(&[1; 32], 1000 + MAX_TTL_WITHOUT_EXP - 1)
+            .get(b"token-1", 1000 + MAX_TTL_WITHOUT_EXP - 1)
             .is_some());
-        assert!(cache.get(&[1; 32], 1000 + MAX_TTL_WITHOUT_EXP).is_none());
+        assert!(cache.get(b"token-1", 1000 + MAX_TTL_WITHOUT_EXP).is_none());
+    }
+
+    #[test]
+    fn a_different_token_never_gets_a_cached_identity() {
+        let mut cache = TokenCache::new(10, 1);
+        cache.insert(b"token-1", identity(0), Some(100), 0, 0);
+        assert!(cache.get(b"token-2", 1).is_none());
+        assert!(cache.get(b"token-1 ", 1).is_none());
     }
 
     #[test]
     fn zero_capacity_disables() {
         let mut cache = TokenCache::new(0, 1);
-        cache.insert([1; 32], identity(0), Some(100), 0, 0);
-        assert!(cache.get(&[1; 32], 1).is_none());
+        cache.insert(b"token-1", identity(0), Some(100), 0, 0);
+        assert!(cache.get(b"token-1", 1).is_none());
     }
 }

@@ -14,7 +14,7 @@ use crate::cache::TokenCache;
 use crate::claims::{self, Identity};
 use crate::decision::{local_reply, LocalReply, Reason};
 use crate::jwks::KeySet;
-use crate::policy::{Mode, ModelFrom, Policy, RequestParts, Route, Unmatched};
+use crate::policy::{AuditLevel, Mode, ModelFrom, Policy, RequestParts, Route, Unmatched};
 use crate::token;
 use crate::verify::{self, unverified};
 
@@ -208,10 +208,12 @@ impl Gate {
                 return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
             }
         };
-        let digest: [u8; 32] = Sha256::digest(found.token.as_bytes()).into();
-        audit.token_sha256 = Some(fingerprint(&digest));
+        if self.policy.audit != AuditLevel::Off {
+            // A SHA-256 per request is the price of an audit trail; skipped when audit is off.
+            audit.token_sha256 = Some(fingerprint(&Sha256::digest(found.token.as_bytes()).into()));
+        }
 
-        let identity = match self.authenticate(route, &found, &digest, now, may_wait) {
+        let identity = match self.authenticate(route, &found, now, may_wait) {
             Ok(identity) => identity,
             Err(AuthError::NeedKeys {
                 provider,
@@ -298,11 +300,10 @@ impl Gate {
         &self,
         route: &Route,
         found: &token::FoundToken,
-        digest: &[u8; 32],
         now: i64,
         may_wait: bool,
     ) -> Result<Rc<Identity>, AuthError> {
-        let cached = self.cache.borrow_mut().get(digest, now);
+        let cached = self.cache.borrow_mut().get(found.token.as_bytes(), now);
         if let Some(identity) = cached {
             self.admit(route, identity.provider, found.source)?;
             return Ok(identity);
@@ -316,7 +317,7 @@ impl Gate {
             .map_or(0, |p| p.rules.clock_skew_seconds);
         self.cache
             .borrow_mut()
-            .insert(*digest, identity.clone(), exp, skew, now);
+            .insert(found.token.as_bytes(), identity.clone(), exp, skew, now);
         Ok(identity)
     }
 
