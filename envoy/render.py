@@ -114,7 +114,13 @@ def cmd_filter(args):
         fail(f"{args.input}: no provider named {args.provider!r}")
     for p in providers:
         p["issuer"] = discovery["issuer"]
-        p["jwks"] = {"inline": jwks}
+        remote = p.get("jwks", {})
+        if "uri" in remote or "discovery" in remote:
+            # Fetched by mlgate through the Envoy cluster named in the config (demo_idp).
+            remote.pop("discovery", None)
+            remote["uri"] = discovery["jwks_uri"]
+        else:
+            p["jwks"] = {"inline": jwks}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(config, f, indent=2)

@@ -299,7 +299,10 @@ fn acquire_lock(shared: &Shared, provider: usize, now: i64, timeout_ms: u32) -> 
             return false;
         }
     }
-    let expires = now + i64::from(timeout_ms / 1000) + 5;
+    // Short enough that a VM that never answers (in Envoy: the main thread's VMs, configured before
+    // the cluster manager is up, take the lock at start and their fetch never lands) holds the
+    // fetch up for one timeout only: then a worker takes over, within its requests' wait.
+    let expires = now + i64::from(timeout_ms.div_ceil(1000)) + 1;
     let value = format!("{} {expires}", shared.fetcher.nonce);
     hostcalls::set_shared_data(lock, value.as_bytes(), cas).unwrap_or(true)
 }
@@ -347,7 +350,8 @@ pub fn on_tick(shared: &Shared, now: i64) {
                 let limit = remotes
                     .get(w.provider)
                     .and_then(Option::as_ref)
-                    .map_or(5, |r| i64::from(r.config.timeout_ms / 1000) + 2);
+                    // Long enough for the lock holder's attempt and then our own.
+                    .map_or(5, |r| 2 * i64::from(r.config.timeout_ms.div_ceil(1000)) + 3);
                 now - w.since > limit
             })
             .map(|w| w.provider)

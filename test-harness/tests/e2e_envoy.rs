@@ -103,14 +103,19 @@ fn render(template: &str, values: &[(&str, Value)]) -> String {
     out
 }
 
-/// filters/demo.json pointed at a live IdP: its issuer and its current keys, inline.
+/// filters/demo.json pointed at a live IdP: its issuer, and its JWKS URI fetched by mlgate through the
+/// `demo_idp` cluster (as filters/demo.json says), with the demo's refresh settings.
 fn demo_config(idp: &Idp) -> Value {
     let text = fs::read_to_string(root().join("filters/demo.json")).expect("filters/demo.json");
     let mut config: Value = serde_json::from_str(&text).expect("filters/demo.json is JSON");
     let providers = config["providers"].as_array_mut().expect("providers");
     for p in providers.iter_mut().filter(|p| p["name"] == "demo-idp") {
         p["issuer"] = json!(idp.issuer());
-        p["jwks"] = json!({ "inline": idp.jwks() });
+        assert_eq!(
+            p["jwks"]["cluster"], "demo_idp",
+            "filters/demo.json fetches its keys"
+        );
+        p["jwks"]["uri"] = json!(format!("{}/jwks", idp.issuer()));
     }
     config
 }
@@ -810,4 +815,88 @@ fn two_workers_enforce_the_same_decisions() {
         per_worker.len() == 2 && per_worker.iter().all(|&n| n > 0),
         "expected both workers to have served connections, stats:\n{stats}"
     );
+}
+
+/// Cold start in real Envoy: the very first request after Envoy is ready is paused until the key set
+/// lands (fetched through the demo_idp cluster), then allowed — never 401 or 503.
+#[test]
+fn the_first_request_after_start_waits_for_the_keys_and_succeeds() {
+    let Some(stack) = Stack::start("coldstart", 1) else {
+        return;
+    };
+    let alice = stack.token("alice");
+    let a = send(
+        "POST",
+        &stack.envoy.url("/v2/models/fraud-detector/infer"),
+        &[bearer(&alice)],
+        Some(&json!({"inputs": []})),
+    );
+    assert_eq!(a.status, 200, "{}\n{}", a.raw, stack.envoy.log_tail());
+    let log = stack.envoy.log();
+    assert!(log.contains("key(s) loaded"), "{}", stack.envoy.log_tail());
+    assert!(!log.contains("panic"), "{}", stack.envoy.log_tail());
+}
+
+/// The IdP rotates its signing key in the middle of a run of requests with fresh tokens: tokens signed
+/// with the new kid trigger one refetch (paused until it lands) and no valid request fails.
+#[test]
+fn key_rotation_mid_run_fails_no_valid_request() {
+    let Some(stack) = Stack::start("rotation", 2) else {
+        return;
+    };
+    let url = stack.envoy.url("/v2/models/fraud-detector/infer");
+    // Warm up, then wait past min_refresh_interval_seconds (5 s in filters/demo.json) since the
+    // start-up fetch, so the first token with a new kid may refetch at once.
+    for _ in 0..4 {
+        let a = send(
+            "POST",
+            &url,
+            &[bearer(&stack.token("alice"))],
+            Some(&json!({"inputs": []})),
+        );
+        assert_eq!(
+            a.status,
+            200,
+            "warm-up: {}\n{}",
+            a.raw,
+            stack.envoy.log_tail()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    let old_kid = stack.idp.current_kid().expect("kid");
+    let mut failures = Vec::new();
+    for i in 0..40 {
+        if i == 10 {
+            let r = send(
+                "POST",
+                &format!(
+                    "{}/admin/rotate?grace_seconds=0",
+                    stack.idp.url().trim_end_matches('/')
+                ),
+                &[],
+                None,
+            );
+            assert_eq!(r.status, 200, "POST /admin/rotate: {}", r.raw);
+        }
+        let token = stack.token("alice");
+        let a = send(
+            "POST",
+            &url,
+            &[bearer(&token)],
+            Some(&json!({"inputs": []})),
+        );
+        if a.status != 200 {
+            failures.push(format!("request {i}: {} {}", a.status, a.raw));
+        }
+    }
+    let new_kid = stack.idp.current_kid().expect("kid");
+    assert_ne!(old_kid, new_kid, "the IdP rotated");
+    assert!(
+        failures.is_empty(),
+        "valid requests failed across the rotation:\n{}\n{}",
+        failures.join("\n"),
+        stack.envoy.log_tail()
+    );
+    let stats = stack.envoy.stats("mlgate.jwks");
+    assert!(stats.contains("mlgate.jwks.unknown_kid_refetch"), "{stats}");
 }

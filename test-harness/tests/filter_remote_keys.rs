@@ -556,8 +556,13 @@ fn a_request_paused_past_the_fetch_timeout_is_answered_by_a_tick() {
     let h = load(&config_with(keys_uri()));
     let out = score(&h, &user_token(&h, |_| {}));
     assert!(out.is_paused());
-    // The callout never answers (Envoy would time it out; here the test holds it).
-    for _ in 0..8 {
+    // The callout never answers (Envoy would time it out; here the test holds it). Requests wait up
+    // to 2 × timeout + 3 s (the lock holder's attempt, then this VM's own).
+    for _ in 0..12 {
+        tick_after(&h, 1);
+    }
+    assert!(now_outcome(&h, &out).is_paused());
+    for _ in 0..2 {
         tick_after(&h, 1);
     }
     let done = now_outcome(&h, &out);
