@@ -32,7 +32,13 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         for (index, provider) in policy.providers.iter().enumerate() {
-            let identity = mlgate::claims::identity(index, &claims, &provider.claims, &provider.group_names, &policy.extra_claims);
+            let identity = mlgate::claims::identity(
+                index,
+                &claims,
+                &provider.claims,
+                &provider.group_names,
+                &policy.extra_claims,
+            );
             assert_eq!(identity.extra.len(), policy.extra_claims.len());
         }
     });

@@ -9,7 +9,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let gate = mlgate::gate::Gate::new(policy);
-    for (method, path) in [("GET", "/healthz"), ("POST", "/score"), ("POST", "/v2/models/x/infer"), ("GET", "/a/../b")] {
+    for (method, path) in [
+        ("GET", "/healthz"),
+        ("POST", "/score"),
+        ("POST", "/v2/models/x/infer"),
+        ("GET", "/a/../b"),
+    ] {
         let _ = mlgate_fuzz::run(&gate, method, path, "ml.contoso.example", &[]);
     }
 });

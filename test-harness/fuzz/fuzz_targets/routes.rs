@@ -30,7 +30,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(template) = mlgate::config::compile_template(template) {
         if let Some(captures) = template.matches(candidate) {
             for c in captures {
-                assert!(!c.is_empty() && c != "." && c != ".." && !c.contains('/'), "{c:?} from {candidate:?}");
+                assert!(
+                    !c.is_empty() && c != "." && c != ".." && !c.contains('/'),
+                    "{c:?} from {candidate:?}"
+                );
             }
         }
     }
