@@ -1088,7 +1088,12 @@ fn check_provider_overlap(
             );
         }
         for pattern in &provider.rules.issuers {
-            if other.rules.issuers.contains(pattern) {
+            let overlaps = other.rules.issuers.iter().any(|theirs| {
+                theirs == pattern
+                    || matches!(pattern, IssuerPattern::Exact(mine) if theirs.matches(mine).is_some())
+                    || matches!(theirs, IssuerPattern::Exact(exact) if pattern.matches(exact).is_some())
+            });
+            if overlaps {
                 return err(
                     format!("{path}.issuer"),
                     format!("the same issuer is already accepted by providers[{other_index}] ({:?}): a token must map to exactly one provider", other.name),

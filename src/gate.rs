@@ -546,6 +546,9 @@ fn path_is_unambiguous(path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
         return false;
     };
+    if rest.starts_with('/') {
+        return false;
+    }
     let bytes_ok = path
         .bytes()
         .all(|b| b > 0x20 && b < 0x7f && !matches!(b, b'%' | b'\\' | b';' | b'#'));

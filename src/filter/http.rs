@@ -273,9 +273,12 @@ fn rewrite_headers(
     let forward = &shared.gate.policy.forward;
     let prefix = forward.prefix.as_str();
     for name in header_names {
-        let spoofable = name
-            .get(..prefix.len())
-            .is_some_and(|head| head.eq_ignore_ascii_case(prefix));
+        // `x_mlgate_principal` too: CGI/WSGI servers read `_` and `-` as the same character.
+        let spoofable = name.get(..prefix.len()).is_some_and(|head| {
+            head.bytes()
+                .zip(prefix.bytes())
+                .all(|(h, p)| h.to_ascii_lowercase() == p || (h == b'_' && p == b'-'))
+        });
         let strip = spoofable
             || (forward.strip_authorization && name.eq_ignore_ascii_case("authorization"));
         if strip && hostcalls::remove_header(MapType::HttpRequestHeaders, name).is_err() {

@@ -1755,7 +1755,6 @@ fn bare_double_slash_is_invalid_path() {
 /// same variable (`HTTP_X_MLGATE_PRINCIPAL`). Strip underscore spellings too (or run Envoy with
 /// `headers_with_underscores_action: DROP_HEADER`). Un-ignore once the filter strips them.
 #[test]
-#[ignore = "finding: underscore spellings of identity headers reach the upstream"]
 fn underscore_spellings_of_identity_headers_are_stripped() {
     let h = harness(&entra_config());
     let out = run(h

@@ -265,7 +265,6 @@ fn misuse_is_refused_with_a_clear_message() {
 /// of another also matches is accepted; tokens then go to the exact one (deterministic, but two
 /// providers claim the issuer). Un-ignore once `check_provider_overlap` refuses it.
 #[test]
-#[ignore = "finding: config.rs accepts an exact issuer that another provider's template also matches"]
 fn exact_issuer_overlapping_another_providers_template_is_refused() {
     let mut c = entra_config();
     let mut partners = c["providers"][0].clone();
