@@ -1743,7 +1743,6 @@ fn entra_exact_issuer_with_another_tid_is_refused() {
 /// body after stripping one leading and one trailing slash). Only a catch-all route could match
 /// it, but it is an empty segment like any other `//`. Un-ignore once gate.rs refuses it.
 #[test]
-#[ignore = "finding: gate::path_is_unambiguous accepts the bare path \"//\""]
 fn bare_double_slash_is_invalid_path() {
     let h = harness_with(|c| c["unmatched"] = json!("allow"));
     let out = run(h.request().method("GET").path("//"));
