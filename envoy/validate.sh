@@ -39,6 +39,19 @@ for tpl in envoy/*.yaml; do
   check "$tpl" "$OUT/$name.yaml"
 done
 
+# The benchmark chains (make bench): mlgate with its bench policy, the native chains with the bench
+# JWKS, and the no-op filter with its own module.
+NOOP=$ROOT/target/wasm32-wasip1/release/mlgate_noop_filter.wasm
+[ -f "$NOOP" ] || ${CARGO:-cargo} build --quiet --release --target wasm32-wasip1 -p mlgate-noop-filter
+for tpl in envoy/bench/*.yaml; do
+  name=bench-$(basename "$tpl" .yaml)
+  wasm=$WASM
+  [ "$name" = bench-noop-wasm ] && wasm=$NOOP
+  python3 envoy/render.py envoy --template "$tpl" --out "$OUT/$name.yaml" "${COMMON[@]}" \
+    --wasm "$wasm" --filter-config envoy/bench/mlgate-bench.json --jwks envoy/bench/bench-jwks.json
+  check "$tpl" "$OUT/$name.yaml"
+done
+
 for cfg in filters/*.json; do
   name=$(basename "$cfg" .json)
   python3 envoy/render.py envoy --template envoy/demo.yaml --out "$OUT/demo-with-$name.yaml" \
