@@ -3,9 +3,12 @@
 //! A record names the caller (principal, tenant, app), the route, the model and the reason. It
 //! never holds a token: only the first 16 hex digits of the token's SHA-256, and its `jti`.
 
+use std::rc::Rc;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::claims::Identity;
 use crate::decision::Reason;
 
 /// What became of the request.
@@ -33,29 +36,45 @@ impl Outcome {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+/// The record of one decision. Built on every request, rendered only when logged: it shares the
+/// route's name and the caller's identity rather than copying them.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Audit {
     pub decision: Outcome,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub provider: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub principal: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tenant: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub app: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<Rc<str>>,
+    pub provider: Option<Rc<str>>,
+    /// The verified caller: principal, tenant, app and `jti` come from here.
+    pub identity: Option<Rc<Identity>>,
     pub model: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_sha256: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub jti: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+/// The logged form of an [`Audit`].
+#[derive(Serialize)]
+struct Line<'a> {
+    decision: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tenant: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_sha256: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
 }
 
 impl Audit {
@@ -65,12 +84,9 @@ impl Audit {
             reason: None,
             route: None,
             provider: None,
-            principal: None,
-            tenant: None,
-            app: None,
+            identity: None,
             model: None,
             token_sha256: None,
-            jti: None,
             request_id: None,
         }
     }
@@ -80,9 +96,27 @@ impl Audit {
         self
     }
 
+    pub fn principal(&self) -> Option<&str> {
+        self.identity.as_ref()?.principal.as_deref()
+    }
+
     /// One log line: `mlgate audit {json}`.
     pub fn line(&self) -> String {
-        match serde_json::to_string(self) {
+        let identity = self.identity.as_deref();
+        let line = Line {
+            decision: self.decision,
+            reason: self.reason,
+            route: self.route.as_deref(),
+            provider: self.provider.as_deref(),
+            principal: identity.and_then(|i| i.principal.as_deref()),
+            tenant: identity.and_then(|i| i.tenant.as_deref()),
+            app: identity.and_then(|i| i.app.as_deref()),
+            model: self.model.as_deref(),
+            token_sha256: self.token_sha256.as_deref(),
+            jti: identity.and_then(|i| i.jti.as_deref()),
+            request_id: self.request_id.as_deref(),
+        };
+        match serde_json::to_string(&line) {
             Ok(json) => format!("mlgate audit {json}"),
             Err(_) => format!(
                 "mlgate audit {{\"decision\":\"{}\"}}",

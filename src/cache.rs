@@ -1,22 +1,17 @@
 //! The verified-token cache: a token whose signature and claims were verified once is not
 //! verified again until it expires.
 //!
-//! Bounded (least recently used entries go first), keyed by a randomly keyed SipHash of the whole
-//! token and confirmed by comparing the token in full — a hash collision is a miss, never another
-//! caller's identity. SipHash rather than SHA-256: a cache hit must cost next to nothing, and
-//! SHA-256 of a 1–2 KB token inside the VM costs more than everything else a hit does. An entry lives until the token's
-//! `exp` (plus the provider's clock skew), and dies with its provider's key set: every key-set
-//! change bumps the provider's generation, and entries of an older generation are misses.
-
-use std::num::NonZeroUsize;
-use std::rc::Rc;
-
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher as _;
+//! Bounded (least recently used entries go first), keyed by the token's length and last
+//! (signature) bytes, and confirmed by comparing the token in full — a collision is a miss, never
+//! another caller's identity. Not SHA-256 of the token: a cache hit must cost next to nothing, and
+//! SHA-256 of a 1–2 KB token inside the VM costs more than everything else a hit does. An entry lives until the token's `exp` (plus the provider's clock skew), and dies with its
+//! provider's key set: every key-set change bumps the provider's generation, and entries of an
+//! older generation are misses.
 
 use lru::LruCache;
 
-use crate::claims::Identity;
+/// How much of a token's end is hashed for its map key.
+const KEY_TAIL_BYTES: usize = 16;
 
 /// Default number of entries per VM.
 pub const DEFAULT_ENTRIES: usize = 10_000;
@@ -25,84 +20,112 @@ pub const DEFAULT_ENTRIES: usize = 10_000;
 pub const MAX_TTL_WITHOUT_EXP: i64 = 300;
 
 #[derive(Debug)]
-struct Entry {
+struct Entry<V> {
     token: Box<[u8]>,
-    identity: Rc<Identity>,
+    value: V,
+    provider: usize,
     /// Unix seconds after which the entry is dead.
     expires_at: i64,
     generation: u64,
 }
 
-/// Verified identities by token digest.
-pub struct TokenCache {
-    entries: Option<LruCache<u64, Entry>>,
-    hasher: RandomState,
+/// What was verified for a token (the gate keeps its identity and rendered headers), by token.
+pub struct TokenCache<V> {
+    /// Grows as tokens arrive rather than reserving `capacity` slots up front: a VM that never
+    /// serves requests (Envoy's main thread) keeps it empty.
+    entries: LruCache<u64, Entry<V>>,
+    capacity: usize,
     /// Key-set generation per provider.
     generations: Vec<u64>,
 }
 
-impl TokenCache {
+impl<V: Clone> TokenCache<V> {
     /// `capacity` 0 disables the cache.
-    pub fn new(capacity: usize, providers: usize) -> TokenCache {
+    pub fn new(capacity: usize, providers: usize) -> TokenCache<V> {
         TokenCache {
-            entries: NonZeroUsize::new(capacity).map(LruCache::new),
-            hasher: RandomState::new(),
+            entries: LruCache::unbounded(),
+            capacity,
             generations: vec![0; providers],
         }
     }
 
-    fn key(&self, token: &[u8]) -> u64 {
-        self.hasher.hash_one(token)
+    /// The map key: the token's length and last bytes, which are signature bytes — unpredictable
+    /// for every token in the cache, since only verified tokens enter it. Equal keys are
+    /// confirmed by comparing whole tokens, so a collision (or a forgery that copies a cached
+    /// token's tail) only costs a miss. No keyed hash: SipHash inside the VM cost more than the
+    /// rest of a cache hit.
+    fn key(token: &[u8]) -> u64 {
+        let tail = token
+            .get(token.len().saturating_sub(KEY_TAIL_BYTES)..)
+            .unwrap_or(token);
+        let mut key = (token.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for chunk in tail.chunks(8) {
+            let mut word = [0u8; 8];
+            for (slot, byte) in word.iter_mut().zip(chunk) {
+                *slot = *byte;
+            }
+            key = (key ^ u64::from_le_bytes(word))
+                .rotate_left(27)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+        key
     }
 
-    /// The identity verified for this token, if still valid at `now`.
-    pub fn get(&mut self, token: &[u8], now: i64) -> Option<Rc<Identity>> {
-        let key = self.key(token);
-        let entries = self.entries.as_mut()?;
-        let entry = entries.get(&key)?;
-        if *entry.token != *token {
+    /// What was verified for this token, if still valid at `now`.
+    pub fn get(&mut self, token: &[u8], now: i64) -> Option<V> {
+        if self.entries.is_empty() {
             return None;
         }
-        let current = self.generations.get(entry.identity.provider).copied();
-        if now < entry.expires_at && current == Some(entry.generation) {
-            return Some(entry.identity.clone());
+        let key = Self::key(token);
+        let entry = self.entries.get(&key)?;
+        if !same_bytes(&entry.token, token) {
+            return None;
         }
-        entries.pop(&key);
+        let current = self.generations.get(entry.provider).copied();
+        if now < entry.expires_at && current == Some(entry.generation) {
+            return Some(entry.value.clone());
+        }
+        self.entries.pop(&key);
         None
     }
 
-    /// Remembers a verified identity. `exp` is the token's, `skew` the provider's leeway.
+    /// Remembers what was verified for a token of `provider`. `exp` is the token's, `skew` the
+    /// provider's leeway.
     pub fn insert(
         &mut self,
         token: &[u8],
-        identity: Rc<Identity>,
-        exp: Option<i64>,
-        skew: i64,
+        value: V,
+        provider: usize,
+        (exp, skew): (Option<i64>, i64),
         now: i64,
     ) {
-        let key = self.key(token);
-        let Some(entries) = self.entries.as_mut() else {
+        if self.capacity == 0 {
+            return;
+        }
+        let Some(generation) = self.generations.get(provider).copied() else {
             return;
         };
-        let Some(generation) = self.generations.get(identity.provider).copied() else {
-            return;
-        };
+        let key = Self::key(token);
         let expires_at = match exp {
             Some(exp) => exp.saturating_add(skew),
             None => now.saturating_add(MAX_TTL_WITHOUT_EXP),
         };
-        entries.put(
+        self.entries.put(
             key,
             Entry {
                 token: token.into(),
-                identity,
+                value,
+                provider,
                 expires_at,
                 generation,
             },
         );
+        while self.entries.len() > self.capacity {
+            self.entries.pop_lru();
+        }
     }
 
-    /// A provider's key set changed: its cached identities are no longer trusted.
+    /// A provider's key set changed: what was verified with the old set is no longer trusted.
     pub fn flush_provider(&mut self, provider: usize) {
         if let Some(generation) = self.generations.get_mut(provider) {
             *generation = generation.wrapping_add(1);
@@ -110,39 +133,42 @@ impl TokenCache {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.as_ref().map_or(0, LruCache::len)
+        self.entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.entries.is_empty()
     }
+}
+
+/// `a == b`, eight bytes at a time. Written out because slice equality becomes `memcmp`, which
+/// wasm32 links as a byte-at-a-time loop: on a 1–2 KB token that was most of a cache hit.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tails_equal = a_words.remainder() == b_words.remainder();
+    tails_equal
+        && a_words.zip(b_words).all(|(x, y)| {
+            let word = |bytes: &[u8]| bytes.try_into().map(u64::from_ne_bytes).unwrap_or(0);
+            word(x) == word(y)
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::claims::Caller;
 
-    fn identity(provider: usize) -> Rc<Identity> {
-        Rc::new(Identity {
-            provider,
-            principal: Some("p".into()),
-            tenant: None,
-            app: None,
-            caller: Caller::User,
-            groups: vec![],
-            roles: vec![],
-            scopes: vec![],
-            groups_overage: false,
-            jti: None,
-            extra: vec![],
-        })
+    /// The cached value names its provider, as the gate's does.
+    fn identity(provider: usize) -> usize {
+        provider
     }
 
     #[test]
     fn hit_until_expiry_plus_skew() {
-        let mut cache = TokenCache::new(10, 1);
-        cache.insert(b"token-1", identity(0), Some(100), 60, 0);
+        let mut cache = TokenCache::<usize>::new(10, 1);
+        cache.insert(b"token-1", identity(0), 0, (Some(100), 60), 0);
         assert!(cache.get(b"token-1", 159).is_some());
         assert!(cache.get(b"token-1", 160).is_none());
         assert!(cache.is_empty(), "an expired entry is dropped");
@@ -150,9 +176,9 @@ mod tests {
 
     #[test]
     fn key_set_change_flushes_the_provider_only() {
-        let mut cache = TokenCache::new(10, 2);
-        cache.insert(b"token-1", identity(0), Some(100), 0, 0);
-        cache.insert(b"token-2", identity(1), Some(100), 0, 0);
+        let mut cache = TokenCache::<usize>::new(10, 2);
+        cache.insert(b"token-1", identity(0), 0, (Some(100), 0), 0);
+        cache.insert(b"token-2", identity(1), 1, (Some(100), 0), 0);
         cache.flush_provider(0);
         assert!(cache.get(b"token-1", 1).is_none());
         assert!(cache.get(b"token-2", 1).is_some());
@@ -160,11 +186,11 @@ mod tests {
 
     #[test]
     fn least_recently_used_goes_first() {
-        let mut cache = TokenCache::new(2, 1);
-        cache.insert(b"token-1", identity(0), Some(100), 0, 0);
-        cache.insert(b"token-2", identity(0), Some(100), 0, 0);
+        let mut cache = TokenCache::<usize>::new(2, 1);
+        cache.insert(b"token-1", identity(0), 0, (Some(100), 0), 0);
+        cache.insert(b"token-2", identity(0), 0, (Some(100), 0), 0);
         assert!(cache.get(b"token-1", 1).is_some());
-        cache.insert(b"token-3", identity(0), Some(100), 0, 0);
+        cache.insert(b"token-3", identity(0), 0, (Some(100), 0), 0);
         assert!(cache.get(b"token-2", 1).is_none());
         assert!(cache.get(b"token-1", 1).is_some());
         assert_eq!(cache.len(), 2);
@@ -172,8 +198,8 @@ mod tests {
 
     #[test]
     fn token_without_exp_lives_briefly() {
-        let mut cache = TokenCache::new(10, 1);
-        cache.insert(b"token-1", identity(0), None, 60, 1000);
+        let mut cache = TokenCache::<usize>::new(10, 1);
+        cache.insert(b"token-1", identity(0), 0, (None, 60), 1000);
         assert!(cache
             .get(b"token-1", 1000 + MAX_TTL_WITHOUT_EXP - 1)
             .is_some());
@@ -182,16 +208,44 @@ mod tests {
 
     #[test]
     fn a_different_token_never_gets_a_cached_identity() {
-        let mut cache = TokenCache::new(10, 1);
-        cache.insert(b"token-1", identity(0), Some(100), 0, 0);
+        let mut cache = TokenCache::<usize>::new(10, 1);
+        cache.insert(b"token-1", identity(0), 0, (Some(100), 0), 0);
         assert!(cache.get(b"token-2", 1).is_none());
         assert!(cache.get(b"token-1 ", 1).is_none());
     }
 
     #[test]
+    fn tokens_differing_anywhere_are_different() {
+        let token: Vec<u8> = (0..203u8).collect();
+        assert!(same_bytes(&token, &token.clone()));
+        for at in [0, 7, 8, 100, 195, 196, 202] {
+            let mut other = token.clone();
+            other[at] ^= 1;
+            assert!(!same_bytes(&token, &other), "byte {at}");
+        }
+        assert!(!same_bytes(&token, &token[..202]));
+    }
+
+    #[test]
+    fn tokens_sharing_their_tail_are_told_apart() {
+        let mut cache = TokenCache::<usize>::new(10, 1);
+        let tail = "x".repeat(KEY_TAIL_BYTES);
+        let (one, two) = (format!("a.b.{tail}"), format!("c.d.{tail}"));
+        cache.insert(one.as_bytes(), 1, 0, (Some(100), 0), 0);
+        assert_eq!(cache.get(two.as_bytes(), 1), None);
+        cache.insert(two.as_bytes(), 2, 0, (Some(100), 0), 0);
+        assert_eq!(cache.get(two.as_bytes(), 1), Some(2));
+        assert_eq!(
+            cache.get(one.as_bytes(), 1),
+            None,
+            "replaced under the same key"
+        );
+    }
+
+    #[test]
     fn zero_capacity_disables() {
-        let mut cache = TokenCache::new(0, 1);
-        cache.insert(b"token-1", identity(0), Some(100), 0, 0);
+        let mut cache = TokenCache::<usize>::new(0, 1);
+        cache.insert(b"token-1", identity(0), 0, (Some(100), 0), 0);
         assert!(cache.get(b"token-1", 1).is_none());
     }
 }

@@ -2,6 +2,7 @@
 //! rules → verdict. Pure: the adapter hands in the request and the time, and carries out the
 //! verdict (forward with these headers, or answer with this reply).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
@@ -26,7 +27,7 @@ pub struct Request<'a> {
     /// `:authority`.
     pub host: &'a str,
     /// A request header by lower-case name (repeated headers joined by `,`).
-    pub header: &'a dyn Fn(&str) -> Option<String>,
+    pub header: &'a token::HeaderLookup<'a>,
 }
 
 /// What to do with the request.
@@ -34,9 +35,44 @@ pub struct Request<'a> {
 pub enum Action {
     /// Let it through, after removing every client-sent header under the identity prefix
     /// (and `authorization` when `strip_authorization`), adding these headers.
-    Forward(Vec<(String, String)>),
+    Forward(Headers),
     /// Answer it here.
     Reply(LocalReply),
+}
+
+/// The headers a forwarded request gets. The route's and the identity's are rendered once (per
+/// route; per verified token) and shared by every request: a cache hit builds no header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers {
+    route: Option<Rc<[(String, String)]>>,
+    identity: Option<Rc<[(String, String)]>>,
+    /// The model and the dry-run verdict: per request.
+    request: Vec<(String, String)>,
+}
+
+impl Headers {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.route
+            .iter()
+            .chain(self.identity.iter())
+            .flat_map(|part| part.iter())
+            .chain(self.request.iter())
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    pub fn to_vec(&self) -> Vec<(String, String)> {
+        self.iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+}
+
+/// A verified token's identity and the headers it forwards, rendered once: what the
+/// verified-token cache keeps.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    pub identity: Rc<Identity>,
+    headers: Rc<[(String, String)]>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,7 +94,7 @@ pub enum Step {
     /// then resets the upstream request before any of the body reaches it.
     NeedBody {
         pending: Box<Pending>,
-        headers: Vec<(String, String)>,
+        headers: Headers,
     },
     /// The token's provider has no keys yet, or does not know the token's `kid`: fetch the
     /// provider's keys, then decide again (or decide again with `may_wait = false`).
@@ -84,7 +120,7 @@ impl From<Reason> for AuthError {
 #[derive(Debug)]
 pub struct Pending {
     route: usize,
-    identity: Rc<Identity>,
+    caller: Authenticated,
     field: String,
     audit: Audit,
 }
@@ -93,7 +129,7 @@ pub struct Pending {
 struct Refusal {
     reason: Reason,
     route: Option<usize>,
-    identity: Option<Rc<Identity>>,
+    caller: Option<Authenticated>,
     model: Option<String>,
 }
 
@@ -102,7 +138,7 @@ impl Refusal {
         Refusal {
             reason,
             route,
-            identity: None,
+            caller: None,
             model: None,
         }
     }
@@ -111,7 +147,11 @@ impl Refusal {
 /// The policy plus the key sets currently loaded for each provider.
 pub struct Gate {
     pub policy: Policy,
-    cache: RefCell<TokenCache>,
+    cache: RefCell<TokenCache<Authenticated>>,
+    /// Per route: its name (for audit records) and its forwarded header, rendered once.
+    route_names: Vec<Rc<str>>,
+    route_headers: Vec<Rc<[(String, String)]>>,
+    provider_names: Vec<Rc<str>>,
     /// Current key set per provider. A `RefCell` because remote refreshes replace sets while
     /// requests share the gate; single-threaded, as every proxy-wasm VM is.
     keys: RefCell<Vec<Option<Rc<KeySet>>>>,
@@ -125,9 +165,33 @@ impl Gate {
             .map(|p| p.initial_keys.clone().map(Rc::new))
             .collect();
         let cache = TokenCache::new(policy.cache_entries, policy.providers.len());
+        let route_names = policy
+            .routes
+            .iter()
+            .map(|r| Rc::from(r.name.as_str()))
+            .collect();
+        let route_headers = policy
+            .routes
+            .iter()
+            .map(|r| {
+                let header = policy.forward.route.as_ref().filter(|_| !r.name.is_empty());
+                header
+                    .map(|name| (name.clone(), header_safe(&r.name)))
+                    .into_iter()
+                    .collect()
+            })
+            .collect();
+        let provider_names = policy
+            .providers
+            .iter()
+            .map(|p| Rc::from(p.name.as_str()))
+            .collect();
         Gate {
             policy,
             cache: RefCell::new(cache),
+            route_names,
+            route_headers,
+            provider_names,
             keys: RefCell::new(keys),
         }
     }
@@ -153,7 +217,7 @@ impl Gate {
     /// `may_wait`, a token whose remote provider lacks keys (or its `kid`) yields
     /// [`Step::NeedKeys`]; without, it is refused (`keys_unavailable` / `unknown_key`).
     pub fn decide(&self, req: &Request<'_>, now: i64, may_wait: bool) -> Step {
-        let request_id = (req.header)("x-request-id");
+        let request_id = (req.header)("x-request-id").map(Cow::into_owned);
         let (path, query) = match req.path.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (req.path, None),
@@ -187,9 +251,9 @@ impl Gate {
                 Unmatched::Deny => self.refuse(Refusal::new(Reason::NoMatchingRoute, None), audit),
             });
         };
-        audit.route = Some(route.name.clone());
+        audit.route = self.route_names.get(route_index).cloned();
         if route.anonymous {
-            return Step::Done(self.pass(audit, Some(route)));
+            return Step::Done(self.pass(audit, Some(route_index)));
         }
 
         let found = match token::extract(
@@ -208,13 +272,47 @@ impl Gate {
                 return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
             }
         };
-        if self.policy.audit != AuditLevel::Off {
-            // A SHA-256 per request is the price of an audit trail; skipped when audit is off.
+        let mut step = self.decide_token(req, &found, route_index, &captures, audit, now, may_wait);
+        // The token's fingerprint (a SHA-256 inside the VM) only for records that are logged.
+        let record = match &mut step {
+            Step::Done(verdict) if self.logs(&verdict.audit) => Some(&mut verdict.audit),
+            Step::NeedBody { pending, .. } if self.policy.audit != AuditLevel::Off => {
+                Some(&mut pending.audit)
+            }
+            _ => None,
+        };
+        if let Some(audit) = record {
             audit.token_sha256 = Some(fingerprint(&Sha256::digest(found.token.as_bytes()).into()));
         }
+        step
+    }
 
-        let identity = match self.authenticate(route, &found, now, may_wait) {
-            Ok(identity) => identity,
+    /// Whether this record goes to the log, by the policy's `audit` level.
+    pub fn logs(&self, audit: &Audit) -> bool {
+        match self.policy.audit {
+            AuditLevel::All => true,
+            AuditLevel::Denied => matches!(audit.decision, Outcome::Denied | Outcome::WouldDeny),
+            AuditLevel::Off => false,
+        }
+    }
+
+    /// The rest of [`Gate::decide`], once the route and the token are known.
+    #[allow(clippy::too_many_arguments)]
+    fn decide_token(
+        &self,
+        req: &Request<'_>,
+        found: &token::FoundToken<'_>,
+        route_index: usize,
+        captures: &[&str],
+        mut audit: Audit,
+        now: i64,
+        may_wait: bool,
+    ) -> Step {
+        let Some(route) = self.policy.routes.get(route_index) else {
+            return Step::Done(self.refuse(Refusal::new(Reason::NoMatchingRoute, None), audit));
+        };
+        let caller = match self.authenticate(route, found, now, may_wait) {
+            Ok(caller) => caller,
             Err(AuthError::NeedKeys {
                 provider,
                 unknown_kid,
@@ -228,41 +326,42 @@ impl Gate {
                 return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
             }
         };
-        self.describe(&mut audit, &identity);
+        self.describe(&mut audit, &caller.identity);
+        let identity = &*caller.identity;
 
         let provider = self.policy.providers.get(identity.provider);
         let overage_denies =
             provider.is_some_and(|p| p.on_groups_overage == crate::policy::Overage::Deny);
         if identity.groups_overage && overage_denies && route.uses_groups {
             let mut refusal = Refusal::new(Reason::GroupsOverage, Some(route_index));
-            refusal.identity = Some(identity);
+            refusal.caller = Some(caller);
             return Step::Done(self.refuse(refusal, audit));
         }
 
         let model = match &route.model_from {
             None => None,
             Some(ModelFrom::PathParam(index)) => captures.get(*index).map(|m| m.to_string()),
-            Some(ModelFrom::Header(name)) => (req.header)(name),
+            Some(ModelFrom::Header(name)) => (req.header)(name).map(Cow::into_owned),
             Some(ModelFrom::JsonBody(field)) => {
                 // Refuse now what no model can change: a matching deny rule without `models`,
                 // or allow rules none of which the identity satisfies.
                 let denied_outright = route
                     .deny
                     .iter()
-                    .any(|rule| rule.models.is_empty() && rule.matches_identity(&identity));
+                    .any(|rule| rule.models.is_empty() && rule.matches_identity(identity));
                 let hopeless = !route.allow.is_empty()
                     && !route
                         .allow
                         .iter()
-                        .any(|rule| rule.matches_identity(&identity));
+                        .any(|rule| rule.matches_identity(identity));
                 if denied_outright || hopeless {
-                    return Step::Done(self.judge(route_index, identity, None, audit));
+                    return Step::Done(self.judge(route_index, caller, None, audit));
                 }
-                let headers = self.identity_headers(Some(route), Some(&*identity), None, None);
+                let headers = self.forward_headers(Some(route_index), Some(&caller), None, None);
                 return Step::NeedBody {
                     pending: Box::new(Pending {
                         route: route_index,
-                        identity,
+                        caller,
                         field: field.clone(),
                         audit,
                     }),
@@ -270,24 +369,24 @@ impl Gate {
                 };
             }
         };
-        Step::Done(self.judge(route_index, identity, model, audit))
+        Step::Done(self.judge(route_index, caller, model, audit))
     }
 
     /// Finishes a [`Pending`] decision with the request body (`None`: larger than the limit).
     pub fn decide_with_body(&self, pending: Pending, body: Option<&[u8]>) -> Verdict {
         let Pending {
             route,
-            identity,
+            caller,
             field,
             audit,
         } = pending;
         let Some(body) = body else {
             let mut refusal = Refusal::new(Reason::BodyTooLarge, Some(route));
-            refusal.identity = Some(identity);
+            refusal.caller = Some(caller);
             return self.refuse(refusal, audit);
         };
         let model = model_from_json(body, &field);
-        self.judge(route, identity, model, audit)
+        self.judge(route, caller, model, audit)
     }
 
     /// The largest body read for a `json_body` model.
@@ -299,26 +398,34 @@ impl Gate {
     fn authenticate(
         &self,
         route: &Route,
-        found: &token::FoundToken,
+        found: &token::FoundToken<'_>,
         now: i64,
         may_wait: bool,
-    ) -> Result<Rc<Identity>, AuthError> {
+    ) -> Result<Authenticated, AuthError> {
         let cached = self.cache.borrow_mut().get(found.token.as_bytes(), now);
-        if let Some(identity) = cached {
-            self.admit(route, identity.provider, found.source)?;
-            return Ok(identity);
+        if let Some(caller) = cached {
+            self.admit(route, caller.identity.provider, found.source)?;
+            return Ok(caller);
         }
         let (identity, exp) = self.verify_token(route, found, now, may_wait)?;
-        let identity = Rc::new(identity);
+        let provider = identity.provider;
+        let caller = Authenticated {
+            headers: self.identity_headers(&identity).into(),
+            identity: Rc::new(identity),
+        };
         let skew = self
             .policy
             .providers
-            .get(identity.provider)
+            .get(provider)
             .map_or(0, |p| p.rules.clock_skew_seconds);
-        self.cache
-            .borrow_mut()
-            .insert(found.token.as_bytes(), identity.clone(), exp, skew, now);
-        Ok(identity)
+        self.cache.borrow_mut().insert(
+            found.token.as_bytes(),
+            caller.clone(),
+            provider,
+            (exp, skew),
+            now,
+        );
+        Ok(caller)
     }
 
     /// Whether this route takes tokens of this provider, carried in this source.
@@ -342,7 +449,7 @@ impl Gate {
     fn verify_token(
         &self,
         route: &Route,
-        found: &token::FoundToken,
+        found: &token::FoundToken<'_>,
         now: i64,
         may_wait: bool,
     ) -> Result<(Identity, Option<i64>), AuthError> {
@@ -395,32 +502,32 @@ impl Gate {
     fn judge(
         &self,
         route_index: usize,
-        identity: Rc<Identity>,
+        caller: Authenticated,
         model: Option<String>,
         mut audit: Audit,
     ) -> Verdict {
-        audit.model = model.clone();
         let Some(route) = self.policy.routes.get(route_index) else {
             return self.refuse(Refusal::new(Reason::NoMatchingRoute, None), audit);
         };
+        let identity = &*caller.identity;
         let model_ref = model.as_deref();
         let reason = if route
             .deny
             .iter()
-            .any(|rule| rule.matches(&identity, model_ref))
+            .any(|rule| rule.matches(identity, model_ref))
         {
             Some(Reason::DeniedByRule)
         } else if route.allow.is_empty()
             || route
                 .allow
                 .iter()
-                .any(|rule| rule.matches(&identity, model_ref))
+                .any(|rule| rule.matches(identity, model_ref))
         {
             None
         } else if route
             .allow
             .iter()
-            .any(|rule| rule.matches_identity(&identity))
+            .any(|rule| rule.matches_identity(identity))
         {
             Some(Reason::ModelNotAllowed)
         } else {
@@ -431,13 +538,15 @@ impl Gate {
                 Refusal {
                     reason,
                     route: Some(route_index),
-                    identity: Some(identity),
+                    caller: Some(caller),
                     model,
                 },
                 audit,
             ),
             None => {
-                let headers = self.identity_headers(Some(route), Some(&*identity), model_ref, None);
+                let headers =
+                    self.forward_headers(Some(route_index), Some(&caller), model.as_deref(), None);
+                audit.model = model;
                 Verdict {
                     action: Action::Forward(headers),
                     audit,
@@ -446,22 +555,22 @@ impl Gate {
         }
     }
 
-    fn pass(&self, mut audit: Audit, route: Option<&Route>) -> Verdict {
+    fn pass(&self, mut audit: Audit, route: Option<usize>) -> Verdict {
         audit.decision = Outcome::Passed;
         Verdict {
-            action: Action::Forward(self.identity_headers(route, None, None, None)),
+            action: Action::Forward(self.forward_headers(route, None, None, None)),
             audit,
         }
     }
 
     fn refuse(&self, refusal: Refusal, mut audit: Audit) -> Verdict {
         audit.reason = Some(refusal.reason.as_str());
-        let route = refusal.route.and_then(|i| self.policy.routes.get(i));
+        audit.model.clone_from(&refusal.model);
         if self.policy.mode == Mode::DryRun {
             audit.decision = Outcome::WouldDeny;
-            let headers = self.identity_headers(
-                route,
-                refusal.identity.as_deref(),
+            let headers = self.forward_headers(
+                refusal.route,
+                refusal.caller.as_ref(),
                 refusal.model.as_deref(),
                 Some(refusal.reason),
             );
@@ -471,6 +580,7 @@ impl Gate {
             };
         }
         audit.decision = Outcome::Denied;
+        let route = refusal.route.and_then(|i| self.policy.routes.get(i));
         let reply = local_reply(
             refusal.reason,
             &self.policy.realm,
@@ -483,55 +593,58 @@ impl Gate {
         }
     }
 
-    fn describe(&self, audit: &mut Audit, identity: &Identity) {
-        audit.provider = self
-            .policy
-            .providers
-            .get(identity.provider)
-            .map(|p| p.name.clone());
-        audit.principal = identity.principal.clone();
-        audit.tenant = identity.tenant.clone();
-        audit.app = identity.app.clone();
-        audit.jti = identity.jti.clone();
+    fn describe(&self, audit: &mut Audit, identity: &Rc<Identity>) {
+        audit.provider = self.provider_names.get(identity.provider).cloned();
+        audit.identity = Some(identity.clone());
     }
 
-    fn identity_headers(
+    /// What a forwarded request carries: the route's header, the caller's, and the model and
+    /// dry-run verdict of this request.
+    fn forward_headers(
         &self,
-        route: Option<&Route>,
-        identity: Option<&Identity>,
+        route: Option<usize>,
+        caller: Option<&Authenticated>,
         model: Option<&str>,
         dry_run: Option<Reason>,
-    ) -> Vec<(String, String)> {
+    ) -> Headers {
+        let forward = &self.policy.forward;
+        let mut request = Vec::new();
+        if let (Some(name), Some(model)) = (&forward.model, model) {
+            if !model.is_empty() {
+                request.push((name.clone(), header_safe(model)));
+            }
+        }
+        if self.policy.mode == Mode::DryRun {
+            let value = dry_run.map_or("allow", Reason::as_str);
+            request.push((forward.dry_run.clone(), value.to_string()));
+        }
+        Headers {
+            route: route.and_then(|i| self.route_headers.get(i)).cloned(),
+            identity: caller.map(|c| c.headers.clone()),
+            request,
+        }
+    }
+
+    /// The headers naming a verified caller, rendered once per token.
+    fn identity_headers(&self, id: &Identity) -> Vec<(String, String)> {
         let forward = &self.policy.forward;
         let mut headers = Vec::new();
-        let mut add = |name: &Option<String>, value: Option<String>| {
+        let mut add = |name: &Option<String>, value: Option<&str>| {
             if let (Some(name), Some(value)) = (name, value) {
                 if !value.is_empty() {
-                    headers.push((name.clone(), header_safe(&value)));
+                    headers.push((name.clone(), header_safe(value)));
                 }
             }
         };
-        add(&forward.route, route.map(|r| r.name.clone()));
-        if let Some(id) = identity {
-            let provider = self
-                .policy
-                .providers
-                .get(id.provider)
-                .map(|p| p.name.clone());
-            add(&forward.principal, id.principal.clone());
-            add(&forward.tenant, id.tenant.clone());
-            add(&forward.app, id.app.clone());
-            add(&forward.caller, Some(id.caller.as_str().to_string()));
-            add(&forward.groups, Some(join_list(&id.groups)));
-            add(&forward.roles, Some(join_list(&id.roles)));
-            add(&forward.scopes, Some(join_list(&id.scopes)));
-            add(&forward.provider, provider);
-        }
-        add(&forward.model, model.map(str::to_string));
-        if self.policy.mode == Mode::DryRun {
-            let value = dry_run.map_or("allow", Reason::as_str);
-            headers.push((forward.dry_run.clone(), value.to_string()));
-        }
+        let provider = self.provider_names.get(id.provider);
+        add(&forward.principal, id.principal.as_deref());
+        add(&forward.tenant, id.tenant.as_deref());
+        add(&forward.app, id.app.as_deref());
+        add(&forward.caller, Some(id.caller.as_str()));
+        add(&forward.groups, Some(&join_list(&id.groups)));
+        add(&forward.roles, Some(&join_list(&id.roles)));
+        add(&forward.scopes, Some(&join_list(&id.scopes)));
+        add(&forward.provider, provider.map(|p| &**p));
         headers
     }
 }

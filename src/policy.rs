@@ -120,7 +120,7 @@ pub struct RequestParts<'a> {
     pub path: &'a str,
     /// Host without port, as sent.
     pub host: &'a str,
-    pub header: &'a dyn Fn(&str) -> Option<String>,
+    pub header: &'a crate::token::HeaderLookup<'a>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -271,7 +271,7 @@ pub enum HeaderExpect {
 }
 
 impl HeaderMatch {
-    fn matches(&self, header: &dyn Fn(&str) -> Option<String>) -> bool {
+    fn matches(&self, header: &crate::token::HeaderLookup<'_>) -> bool {
         let value = header(&self.name);
         match &self.expect {
             HeaderExpect::Present => value.is_some(),

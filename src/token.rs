@@ -5,6 +5,8 @@
 //! ambiguity: two tokens on one request (from two sources, or twice from one) are refused, as is
 //! a token over the size limit — both before anything looks inside.
 
+use std::borrow::Cow;
+
 use crate::decision::Reason;
 
 /// One place a token may be carried. Header names are stored lower-case.
@@ -20,32 +22,68 @@ pub enum TokenSource {
     Cookie { name: String },
 }
 
+/// A request header by lower-case name: borrowed from the request where possible (repeated
+/// headers come back joined by `,`, as HTTP allows).
+pub type HeaderLookup<'a> = dyn Fn(&str) -> Option<Cow<'a, str>> + 'a;
+
 /// A token found on a request, with the index of the source (in the policy's source list).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FoundToken {
-    pub token: String,
+pub struct FoundToken<'a> {
+    pub token: Cow<'a, str>,
     pub source: usize,
 }
 
 /// Looks in every source. `header` returns the value of a request header by lower-case name
 /// (Envoy joins repeated headers with `,`, which this treats as two tokens); `query` is the part
 /// of the path after `?`, if any.
-pub fn extract(
+pub fn extract<'a>(
     sources: &[TokenSource],
-    header: &dyn Fn(&str) -> Option<String>,
-    query: Option<&str>,
+    header: &HeaderLookup<'a>,
+    query: Option<&'a str>,
     max_bytes: usize,
-) -> Result<Option<FoundToken>, Reason> {
-    let mut found: Option<FoundToken> = None;
+) -> Result<Option<FoundToken<'a>>, Reason> {
+    let mut found: Option<FoundToken<'a>> = None;
+    let mut take = |token: Cow<'a, str>, source: usize| {
+        if found.is_some() {
+            return Err(Reason::MultipleTokens);
+        }
+        found = Some(FoundToken { token, source });
+        Ok(())
+    };
     for (index, source) in sources.iter().enumerate() {
-        for token in candidates(source, header, query) {
-            if found.is_some() {
-                return Err(Reason::MultipleTokens);
+        match source {
+            TokenSource::HeaderWithScheme { name, scheme } => {
+                if let Some(token) = header(name).and_then(|value| strip_scheme(value, scheme)) {
+                    take(token, index)?;
+                }
             }
-            found = Some(FoundToken {
-                token,
-                source: index,
-            });
+            TokenSource::Header { name } => {
+                if let Some(token) = header(name).and_then(|value| non_empty(trim(value))) {
+                    take(token, index)?;
+                }
+            }
+            TokenSource::Query { name } => {
+                let pairs = query.into_iter().flat_map(|query| query.split('&'));
+                for pair in pairs {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    if key == name && !value.is_empty() {
+                        take(Cow::Borrowed(value), index)?;
+                    }
+                }
+            }
+            TokenSource::Cookie { name } => {
+                let Some(cookies) = header("cookie") else {
+                    continue;
+                };
+                for pair in cookies.split(';') {
+                    let Some((key, value)) = pair.trim().split_once('=') else {
+                        continue;
+                    };
+                    if key == name && !value.is_empty() {
+                        take(Cow::Owned(value.to_string()), index)?;
+                    }
+                }
+            }
         }
     }
     match found {
@@ -55,47 +93,28 @@ pub fn extract(
     }
 }
 
-fn candidates(
-    source: &TokenSource,
-    header: &dyn Fn(&str) -> Option<String>,
-    query: Option<&str>,
-) -> Vec<String> {
-    match source {
-        TokenSource::HeaderWithScheme { name, scheme } => header(name)
-            .and_then(|value| strip_scheme(&value, scheme).map(str::to_string))
-            .into_iter()
-            .collect(),
-        TokenSource::Header { name } => header(name)
-            .map(|value| value.trim().to_string())
-            .filter(|value| !value.is_empty())
-            .into_iter()
-            .collect(),
-        TokenSource::Query { name } => query
-            .map(|query| {
-                query
-                    .split('&')
-                    .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-                    .filter(|(key, value)| key == name && !value.is_empty())
-                    .map(|(_, value)| value.to_string())
-                    .collect()
-            })
-            .unwrap_or_default(),
-        TokenSource::Cookie { name } => header("cookie")
-            .map(|cookies| {
-                cookies
-                    .split(';')
-                    .filter_map(|pair| pair.trim().split_once('='))
-                    .filter(|(key, value)| key == name && !value.is_empty())
-                    .map(|(_, value)| value.to_string())
-                    .collect()
-            })
-            .unwrap_or_default(),
+/// `value` without surrounding whitespace, borrowed when it was.
+fn trim(value: Cow<'_, str>) -> Cow<'_, str> {
+    match value {
+        Cow::Borrowed(value) => Cow::Borrowed(value.trim()),
+        Cow::Owned(value) => Cow::Owned(value.trim().to_string()),
     }
+}
+
+fn non_empty(value: Cow<'_, str>) -> Option<Cow<'_, str>> {
+    (!value.is_empty()).then_some(value)
 }
 
 /// `Bearer abc` → `abc` for scheme `Bearer` (any case). A value with another scheme is not a
 /// token for this source: `Basic …` on `Authorization` is simply no bearer token.
-fn strip_scheme<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
+fn strip_scheme<'a>(value: Cow<'a, str>, scheme: &str) -> Option<Cow<'a, str>> {
+    match value {
+        Cow::Borrowed(value) => strip_scheme_str(value, scheme).map(Cow::Borrowed),
+        Cow::Owned(value) => strip_scheme_str(&value, scheme).map(|t| Cow::Owned(t.to_string())),
+    }
+}
+
+fn strip_scheme_str<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
     let value = value.trim();
     let head = value.get(..scheme.len())?;
     if !head.eq_ignore_ascii_case(scheme) {
@@ -126,12 +145,21 @@ mod tests {
         sources: &[TokenSource],
         headers: &[(&str, &str)],
         query: Option<&str>,
-    ) -> Result<Option<FoundToken>, Reason> {
+    ) -> Result<Option<FoundToken<'static>>, Reason> {
         let map: HashMap<String, String> = headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        extract(sources, &|name| map.get(name).cloned(), query, 100)
+        let found = extract(
+            sources,
+            &|name| map.get(name).map(|v| Cow::Borrowed(v.as_str())),
+            query,
+            100,
+        )?;
+        Ok(found.map(|found| FoundToken {
+            token: Cow::Owned(found.token.into_owned()),
+            source: found.source,
+        }))
     }
 
     #[test]

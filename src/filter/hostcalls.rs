@@ -7,6 +7,7 @@
 //! for every call it makes.
 #![allow(unsafe_code)]
 
+use std::borrow::Cow;
 use std::ptr::{null, null_mut};
 
 /// A host status other than `Ok` (and `NotFound` where absence is an answer).
@@ -59,7 +60,7 @@ extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
-    fn proxy_replace_header_map_value(
+    fn proxy_add_header_map_value(
         map_type: u32,
         key_data: *const u8,
         key_size: usize,
@@ -164,55 +165,113 @@ pub fn get_buffer(buffer: BufferType, start: usize, max_size: usize) -> HostResu
 
 /// All request headers, names as the host gives them (Envoy: lower-case), values as bytes
 /// decoded lossily (a non-UTF-8 value can never equal a configured value or be a valid token).
-pub fn get_headers(map: MapType) -> HostResult<Vec<(String, String)>> {
+pub fn get_headers(map: MapType) -> HostResult<HeaderMap> {
     let mut data: *mut u8 = null_mut();
     let mut size: usize = 0;
     // SAFETY: as in `get_buffer`.
     let code = unsafe { proxy_get_header_map_pairs(map as u32, &mut data, &mut size) };
     match code {
-        OK => Ok(decode_pairs(&take_buffer(data, size))),
-        NOT_FOUND => Ok(Vec::new()),
+        OK => Ok(HeaderMap::decode(take_buffer(data, size))),
+        NOT_FOUND => Ok(HeaderMap::decode(Vec::new())),
         other => Err(HostError(other)),
     }
 }
 
-/// Decodes the ABI's map serialisation: u32 count, count × (u32 name size, u32 value size),
-/// then each name and value followed by a NUL. Malformed input yields what could be read.
-fn decode_pairs(bytes: &[u8]) -> Vec<(String, String)> {
-    let read_u32 = |at: usize| -> Option<usize> {
-        let raw: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-        Some(u32::from_le_bytes(raw) as usize)
-    };
-    let Some(count) = read_u32(0) else {
-        return Vec::new();
-    };
-    let mut pairs = Vec::with_capacity(count.min(256));
-    let mut cursor = 4usize.saturating_add(count.saturating_mul(8));
-    for index in 0..count {
-        let sizes = 4 + index * 8;
-        let (Some(name_size), Some(value_size)) = (read_u32(sizes), read_u32(sizes + 4)) else {
-            break;
-        };
-        let Some(name) = bytes.get(cursor..cursor + name_size) else {
-            break;
-        };
-        cursor += name_size + 1;
-        let Some(value) = bytes.get(cursor..cursor + value_size) else {
-            break;
-        };
-        cursor += value_size + 1;
-        pairs.push((
-            String::from_utf8_lossy(name).into_owned(),
-            String::from_utf8_lossy(value).into_owned(),
-        ));
-    }
-    pairs
+/// A header map as the host serialised it, read in place: one buffer per request instead of
+/// two strings per header.
+pub struct HeaderMap {
+    bytes: Vec<u8>,
+    pairs: Vec<(Text, Text)>,
 }
 
-pub fn replace_header(map: MapType, name: &str, value: &str) -> HostResult<()> {
+/// A name or value: a span of the buffer, or (not UTF-8) a lossy copy.
+enum Text {
+    Span(usize, usize),
+    Owned(String),
+}
+
+impl HeaderMap {
+    /// Decodes the ABI's map serialisation: u32 count, count × (u32 name size, u32 value size),
+    /// then each name and value followed by a NUL. Malformed input yields what could be read.
+    fn decode(bytes: Vec<u8>) -> HeaderMap {
+        let read_u32 = |at: usize| -> Option<usize> {
+            let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+            Some(u32::from_le_bytes(raw) as usize)
+        };
+        let text = |start: usize, size: usize| -> Option<Text> {
+            let raw = bytes.get(start..start.checked_add(size)?)?;
+            Some(match std::str::from_utf8(raw) {
+                Ok(_) => Text::Span(start, size),
+                Err(_) => Text::Owned(String::from_utf8_lossy(raw).into_owned()),
+            })
+        };
+        let count = read_u32(0).unwrap_or(0);
+        let mut pairs = Vec::with_capacity(count.min(64));
+        let mut cursor = 4usize.saturating_add(count.saturating_mul(8));
+        for index in 0..count {
+            let sizes = 4 + index * 8;
+            let (Some(name_size), Some(value_size)) = (read_u32(sizes), read_u32(sizes + 4)) else {
+                break;
+            };
+            let Some(name) = text(cursor, name_size) else {
+                break;
+            };
+            cursor = cursor.saturating_add(name_size + 1);
+            let Some(value) = text(cursor, value_size) else {
+                break;
+            };
+            cursor = cursor.saturating_add(value_size + 1);
+            pairs.push((name, value));
+        }
+        HeaderMap { bytes, pairs }
+    }
+
+    fn str<'a>(&'a self, text: &'a Text) -> &'a str {
+        match text {
+            Text::Span(start, size) => self
+                .bytes
+                .get(*start..start + size)
+                .and_then(|raw| std::str::from_utf8(raw).ok())
+                .unwrap_or_default(),
+            Text::Owned(text) => text,
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs
+            .iter()
+            .map(|(name, value)| (self.str(name), self.str(value)))
+    }
+
+    /// A header's value, borrowed; repeated headers are joined with `,` as HTTP allows.
+    pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        let mut values = self
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v);
+        let first = values.next()?;
+        let Some(second) = values.next() else {
+            return Some(Cow::Borrowed(first));
+        };
+        let mut joined = format!("{first},{second}");
+        for more in values {
+            joined.push(',');
+            joined.push_str(more);
+        }
+        Some(Cow::Owned(joined))
+    }
+
+    /// The first value of a header (pseudo-headers are never repeated).
+    pub fn first(&self, name: &str) -> &str {
+        self.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v)
+    }
+}
+
+/// Appends a value; mlgate adds only names it has just stripped, so this never duplicates one.
+pub fn add_header(map: MapType, name: &str, value: &str) -> HostResult<()> {
     // SAFETY: pointers and lengths describe live &strs.
     status(unsafe {
-        proxy_replace_header_map_value(
+        proxy_add_header_map_value(
             map as u32,
             name.as_ptr(),
             name.len(),
@@ -337,9 +396,9 @@ pub fn record(id: u32, value: u64) {
 pub fn call_response_status() -> Option<u16> {
     get_headers(MapType::HttpCallResponseHeaders)
         .ok()?
-        .into_iter()
-        .find(|(name, _)| name == ":status")
-        .and_then(|(_, value)| value.parse().ok())
+        .first(":status")
+        .parse()
+        .ok()
 }
 
 /// Calls a foreign function the host registered. `Ok(None)` when the host has no function of

@@ -12,12 +12,10 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::hostcalls::{self, BufferType, LogLevel, MapType};
+use super::hostcalls::{self, BufferType, HeaderMap, LogLevel, MapType};
 use super::keys::{self, Waiter};
 use super::root::Shared;
-use crate::audit::Outcome;
 use crate::gate::{self, Pending, Step, Verdict};
-use crate::policy::AuditLevel;
 
 /// What a request is waiting for.
 #[derive(Default)]
@@ -26,7 +24,7 @@ pub enum Phase {
     Deciding,
     /// Paused at the headers until keys arrive; the headers are kept to decide again.
     WaitingForKeys {
-        headers: Vec<(String, String)>,
+        headers: HeaderMap,
     },
     /// Headers forwarded; the body is held until the model in it is judged.
     WaitingForBody(Box<Pending>),
@@ -92,9 +90,9 @@ impl HttpContext for Request {
                     return Action::Pause;
                 }
                 let step = decide(&shared, &headers, now, false);
-                self.proceed(&shared, step, &headers, end_of_stream)
+                apply_headers_step(&shared, &self.state, step, &headers, end_of_stream)
             }
-            step => self.proceed(&shared, step, &headers, end_of_stream),
+            step => apply_headers_step(&shared, &self.state, step, &headers, end_of_stream),
         }
     }
 
@@ -132,28 +130,13 @@ impl HttpContext for Request {
     }
 }
 
-impl Request {
-    fn proceed(
-        &self,
-        shared: &Shared,
-        step: Step,
-        headers: &[(String, String)],
-        end_of_stream: bool,
-    ) -> Action {
-        apply_headers_step(shared, &self.state, step, headers, end_of_stream)
-    }
-}
-
-fn decide(shared: &Shared, headers: &[(String, String)], now: i64, may_wait: bool) -> Step {
-    let lookup = |name: &str| header_value(headers, name);
-    let method = lookup(":method").unwrap_or_default();
-    let path = lookup(":path").unwrap_or_default();
-    let host = lookup(":authority").unwrap_or_default();
+fn decide(shared: &Shared, headers: &HeaderMap, now: i64, may_wait: bool) -> Step {
+    let lookup = |name: &str| headers.get(name);
     shared.gate.decide(
         &gate::Request {
-            method: &method,
-            path: &path,
-            host: &host,
+            method: headers.first(":method"),
+            path: headers.first(":path"),
+            host: headers.first(":authority"),
             header: &lookup,
         },
         now,
@@ -166,22 +149,21 @@ fn apply_headers_step(
     shared: &Shared,
     state: &Rc<RefCell<RequestState>>,
     step: Step,
-    headers: &[(String, String)],
+    request_headers: &HeaderMap,
     end_of_stream: bool,
 ) -> Action {
-    let names: Vec<&str> = headers.iter().map(|(name, _)| name.as_str()).collect();
     match step {
         Step::Done(verdict) => {
             state.borrow_mut().phase = Phase::Decided;
-            carry_out(shared, verdict, &names)
+            carry_out(shared, verdict, request_headers)
         }
         Step::NeedBody { pending, .. } if end_of_stream => {
             state.borrow_mut().phase = Phase::Decided;
             let verdict = shared.gate.decide_with_body(*pending, Some(&[]));
-            carry_out(shared, verdict, &names)
+            carry_out(shared, verdict, request_headers)
         }
         Step::NeedBody { pending, headers } => {
-            if let Err(action) = rewrite_headers(shared, &names, &headers) {
+            if let Err(action) = rewrite_headers(shared, request_headers, &headers) {
                 return action;
             }
             state.borrow_mut().phase = Phase::WaitingForBody(pending);
@@ -212,43 +194,24 @@ pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>, con
     }
 }
 
-/// A header's value; repeated headers are joined with `,` as HTTP allows.
-fn header_value(headers: &[(String, String)], name: &str) -> Option<String> {
-    let mut values = headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str());
-    let first = values.next()?;
-    let mut joined = first.to_string();
-    for more in values {
-        joined.push(',');
-        joined.push_str(more);
-    }
-    Some(joined)
-}
-
 fn record(shared: &Shared, verdict: &Verdict) {
-    let policy = &shared.gate.policy;
     let audit = &verdict.audit;
     shared.metrics.record(audit.decision, audit.reason);
-    let log_it = match policy.audit {
-        AuditLevel::All => true,
-        AuditLevel::Denied => matches!(audit.decision, Outcome::Denied | Outcome::WouldDeny),
-        AuditLevel::Off => false,
-    };
-    if log_it {
+    if shared.gate.logs(audit) {
         hostcalls::log(LogLevel::Info, &audit.line());
     }
 }
 
 /// Carries out a verdict while the request headers are still held.
-fn carry_out(shared: &Shared, verdict: Verdict, header_names: &[&str]) -> Action {
+fn carry_out(shared: &Shared, verdict: Verdict, request_headers: &HeaderMap) -> Action {
     record(shared, &verdict);
     match verdict.action {
-        gate::Action::Forward(identity) => match rewrite_headers(shared, header_names, &identity) {
-            Ok(()) => Action::Continue,
-            Err(action) => action,
-        },
+        gate::Action::Forward(forward) => {
+            match rewrite_headers(shared, request_headers, &forward) {
+                Ok(()) => Action::Continue,
+                Err(action) => action,
+            }
+        }
         gate::Action::Reply(reply) => send_reply(&reply),
     }
 }
@@ -267,12 +230,12 @@ fn finish_body(shared: &Shared, verdict: Verdict) -> Action {
 /// verified ones. Any host error fails closed.
 fn rewrite_headers(
     shared: &Shared,
-    header_names: &[&str],
-    identity: &[(String, String)],
+    request_headers: &HeaderMap,
+    forward_headers: &gate::Headers,
 ) -> Result<(), Action> {
     let forward = &shared.gate.policy.forward;
     let prefix = forward.prefix.as_str();
-    for name in header_names {
+    for (name, _) in request_headers.iter() {
         // `x_mlgate_principal` too: CGI/WSGI servers read `_` and `-` as the same character.
         let spoofable = name.get(..prefix.len()).is_some_and(|head| {
             head.bytes()
@@ -285,8 +248,10 @@ fn rewrite_headers(
             return Err(internal_error("cannot strip identity headers"));
         }
     }
-    for (name, value) in identity {
-        if hostcalls::replace_header(MapType::HttpRequestHeaders, name, value).is_err() {
+    // Every forwarded name starts with the prefix (the configuration insists), so any client
+    // copy is gone by now: adding is enough, and cheaper for the host than replacing.
+    for (name, value) in forward_headers.iter() {
+        if hostcalls::add_header(MapType::HttpRequestHeaders, name, value).is_err() {
             return Err(internal_error("cannot set identity headers"));
         }
     }

@@ -40,7 +40,7 @@ fn gate(config: &Value) -> Gate {
 }
 
 fn step(gate: &Gate, r: &Req) -> Step {
-    let lookup = |name: &str| r.headers.get(name).cloned();
+    let lookup = |name: &str| r.headers.get(name).map(|v| Cow::Borrowed(v.as_str()));
     gate.decide(
         &Request {
             method: r.method,
@@ -74,7 +74,7 @@ fn outcome(gate: &Gate, r: &Req) -> String {
 
 fn forwarded(gate: &Gate, r: &Req) -> HashMap<String, String> {
     match verdict(gate, r).action {
-        Action::Forward(headers) => headers.into_iter().collect(),
+        Action::Forward(headers) => headers.to_vec().into_iter().collect(),
         Action::Reply(reply) => panic!("refused: {}", reply.body),
     }
 }
@@ -461,7 +461,9 @@ fn model_from_body_allows_listed_model() {
     let Action::Forward(headers) = v.action else {
         panic!()
     };
-    assert!(headers.contains(&("x-mlgate-model".into(), "llama-3-8b".into())));
+    assert!(headers
+        .to_vec()
+        .contains(&("x-mlgate-model".into(), "llama-3-8b".into())));
 }
 
 #[test]
@@ -600,7 +602,9 @@ fn dry_run_allowed_request_says_allow() {
 #[test]
 fn audit_carries_fingerprint_not_token() {
     let t = user_token(|_| {});
-    let v = verdict(&gate(&entra_config()), &score(&t));
+    let mut config = entra_config();
+    config["audit"] = json!("all");
+    let v = verdict(&gate(&config), &score(&t));
     let line = v.audit.line();
     assert!(!line.contains(&t));
     assert!(!line.contains(t.split('.').nth(1).unwrap()));
@@ -609,7 +613,7 @@ fn audit_carries_fingerprint_not_token() {
         Some(crate::audit::token_fingerprint(&t).as_str())
     );
     assert_eq!(
-        v.audit.principal.as_deref(),
+        v.audit.principal(),
         Some("8f1d2c3b-4a5e-4f6d-9a8b-7c6d5e4f3a2b")
     );
 }
@@ -672,7 +676,7 @@ fn body_route_forwards_identity_headers_before_the_body() {
     else {
         panic!()
     };
-    let headers: HashMap<String, String> = headers.into_iter().collect();
+    let headers: HashMap<String, String> = headers.to_vec().into_iter().collect();
     assert_eq!(
         headers["x-mlgate-principal"],
         "8f1d2c3b-4a5e-4f6d-9a8b-7c6d5e4f3a2b"
@@ -715,7 +719,7 @@ fn remote_provider_without_keys_and_no_wait_is_keys_unavailable() {
     let t = user_token(|_| {});
     let lookup = |name: &str| {
         if name == "authorization" {
-            Some(format!("Bearer {t}"))
+            Some(Cow::Owned(format!("Bearer {t}")))
         } else {
             None
         }
@@ -824,7 +828,7 @@ fn cached_token_still_expires() {
     let g = gate(&entra_config());
     let t = user_token(|c| c["exp"] = json!(NOW + 10));
     assert_eq!(outcome(&g, &score(&t)), "allowed");
-    let lookup = |name: &str| (name == "authorization").then(|| format!("Bearer {t}"));
+    let lookup = |name: &str| (name == "authorization").then(|| Cow::Owned(format!("Bearer {t}")));
     let later = g.decide(
         &Request {
             method: "POST",

@@ -45,7 +45,10 @@ fn decide(
     headers: &[(String, String)],
 ) -> Result<Vec<(String, String)>, String> {
     let map: HashMap<String, String> = headers.iter().cloned().collect();
-    let lookup = |name: &str| map.get(name).cloned();
+    let lookup = |name: &str| {
+        map.get(name)
+            .map(|v| std::borrow::Cow::Borrowed(v.as_str()))
+    };
     let step = gate.decide(
         &Request {
             method: "POST",
@@ -58,13 +61,13 @@ fn decide(
     );
     match step {
         Step::Done(verdict) => match verdict.action {
-            Action::Forward(headers) => Ok(headers),
+            Action::Forward(headers) => Ok(headers.to_vec()),
             Action::Reply(reply) => {
                 let body: Value = serde_json::from_str(&reply.body).expect("reply body is JSON");
                 Err(body["reason"].as_str().unwrap_or("?").to_string())
             }
         },
-        Step::NeedBody { headers, .. } => Ok(headers),
+        Step::NeedBody { headers, .. } => Ok(headers.to_vec()),
         Step::NeedKeys { .. } => Err("need_keys".into()),
     }
 }

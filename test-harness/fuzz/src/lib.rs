@@ -68,7 +68,7 @@ pub fn run(
             .filter(|(n, _)| n == name)
             .map(|(_, v)| v.as_str());
         let first = values.next()?.to_string();
-        Some(values.fold(first, |acc, v| acc + "," + v))
+        Some(std::borrow::Cow::Owned(values.fold(first, |acc, v| acc + "," + v)))
     };
     let step = gate.decide(
         &Request {
