@@ -122,10 +122,15 @@ pub fn verify(key: &PublicKey, message: &[u8], signature: &[u8]) -> bool {
     let u2 = (r * s_inv).retrieve();
     let point = Point::double_multiply(&u1, &u2, &Point::affine(key.x, key.y));
     // R = u1·G + u2·Q; accept iff R is not the identity and x(R) mod n = r.
-    let (z_inv2, invertible) = point.z.square().invert();
-    if point.is_identity() || !bool::from(invertible) {
+    if point.is_identity() {
         return false;
     }
+    // Z ≠ 0 and p is prime: Z² is invertible.
+    let (z_inv2, invertible) = point.z.square().invert();
+    if !bool::from(invertible) {
+        return false;
+    }
+    // x(R) < p < 2n, and Scalar::new reduces it mod n.
     let x = (point.x * z_inv2).retrieve();
     Scalar::new(&x) == r
 }
