@@ -18,6 +18,8 @@ use std::sync::OnceLock;
 
 use rsa::pkcs8::DecodePublicKey as _;
 
+use crate::p384_verify::PublicKey as PublicKey384;
+
 /// One signature check for a host's verifier (Envoy's `verify_signature` foreign function):
 /// PKCS#1 v1.5 or ECDSA (DER signature) over `text` with a SubjectPublicKeyInfo key.
 pub struct HostCheck<'a> {
@@ -134,8 +136,7 @@ fn verifier_factory(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVer
                         .map_err(|_| invalid_key())?,
                 )),
                 None => Box::new(Es384Verifier(
-                    p384::ecdsa::VerifyingKey::from_public_key_der(spki)
-                        .map_err(|_| invalid_key())?,
+                    PublicKey384::from_spki_der(spki).ok_or_else(invalid_key)?,
                 )),
             }
         }
@@ -167,8 +168,8 @@ struct HostVerifierFor {
 
 impl Verifier<Vec<u8>> for HostVerifierFor {
     fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> Result<(), signature::Error> {
-        // JWS ECDSA signatures are r‖s; the host wants DER. from_slice also refuses r or s of 0
-        // or ≥ n (CVE-2022-21449) before anything reaches the host.
+        // JWS ECDSA signatures are r‖s; the host wants DER. Both conversions also refuse r or s
+        // of 0 or ≥ n (CVE-2022-21449) before anything reaches the host.
         let der;
         let signature_for_host: &[u8] = if !self.ecdsa {
             signature
@@ -179,10 +180,8 @@ impl Verifier<Vec<u8>> for HostVerifierFor {
                 .to_vec();
             &der
         } else {
-            der = p384::ecdsa::Signature::from_slice(signature)?
-                .to_der()
-                .as_bytes()
-                .to_vec();
+            der = crate::p384_verify::signature_to_der(signature)
+                .ok_or_else(signature::Error::new)?;
             &der
         };
         let check = HostCheck {
@@ -208,7 +207,7 @@ impl HostVerifierFor {
             )
             .verify(msg, &signature.to_vec()),
             Algorithm::ES384 => Es384Verifier(
-                p384::ecdsa::VerifyingKey::from_public_key_der(&self.spki).map_err(invalid)?,
+                PublicKey384::from_spki_der(&self.spki).ok_or_else(signature::Error::new)?,
             )
             .verify(msg, &signature.to_vec()),
             alg => RsaVerifier {
@@ -291,12 +290,17 @@ impl JwtVerifier for Es256Verifier {
     }
 }
 
-struct Es384Verifier(p384::ecdsa::VerifyingKey);
+/// ES384 in pure Rust on mlgate's own P-384 verifier ([`crate::p384_verify`] says why not the
+/// `p384` crate); it refuses r or s of 0 or ≥ n as `Es256Verifier` does.
+struct Es384Verifier(PublicKey384);
 
 impl Verifier<Vec<u8>> for Es384Verifier {
     fn verify(&self, msg: &[u8], signature: &Vec<u8>) -> Result<(), signature::Error> {
-        let signature = p384::ecdsa::Signature::from_slice(signature)?;
-        self.0.verify(msg, &signature)
+        if crate::p384_verify::verify(&self.0, msg, signature) {
+            Ok(())
+        } else {
+            Err(signature::Error::new())
+        }
     }
 }
 
@@ -451,5 +455,79 @@ mod tests {
             spki(&ec.decoding),
         );
         assert!(der_checking.verify(&msg, &sig).is_ok());
+    }
+
+    fn ec_p384_spki() -> Vec<u8> {
+        let doc = crate::testing::test_jwks();
+        let set = crate::jwks::parse_jwks(&doc, crate::jwks::Strictness::Strict).unwrap();
+        let ec = set
+            .keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some("ec-p384"))
+            .unwrap();
+        spki(&ec.decoding)
+    }
+
+    #[test]
+    fn es384_goes_to_the_host_as_der() {
+        let (msg, sig) = signed(Algorithm::ES384, "ec-p384");
+        // The fake host checks the DER form and the SPKI with the p384 crate (a dev-dependency).
+        let der_checking = host_verifier(
+            |check| {
+                let key = p384::ecdsa::VerifyingKey::from_public_key_der(check.spki_der).ok()?;
+                let sig = p384::ecdsa::Signature::from_der(check.signature).ok()?;
+                Some(key.verify(check.text, &sig).is_ok())
+            },
+            Algorithm::ES384,
+            ec_p384_spki(),
+        );
+        assert!(der_checking.verify(&msg, &sig).is_ok());
+    }
+
+    #[test]
+    fn es384_out_of_range_signature_never_reaches_the_host() {
+        let (msg, sig) = signed(Algorithm::ES384, "ec-p384");
+        let mut high_r = sig.clone();
+        high_r[..48].fill(0xff);
+        let answering_yes = host_verifier(|_| Some(true), Algorithm::ES384, ec_p384_spki());
+        assert!(answering_yes.verify(&msg, &vec![0; 96]).is_err());
+        assert!(answering_yes.verify(&msg, &high_r).is_err());
+        assert!(answering_yes.verify(&msg, &sig[..95].to_vec()).is_err());
+    }
+
+    #[test]
+    fn es384_host_without_an_answer_falls_back_to_rust() {
+        let (msg, sig) = signed(Algorithm::ES384, "ec-p384");
+        let unsure = host_verifier(|_| None, Algorithm::ES384, ec_p384_spki());
+        assert!(unsure.verify(&msg, &sig).is_ok());
+        let mut bad = sig.clone();
+        bad[10] ^= 1;
+        assert!(unsure.verify(&msg, &bad).is_err());
+    }
+
+    #[test]
+    fn es384_verifies_in_rust_without_a_host() {
+        let (msg, sig) = signed(Algorithm::ES384, "ec-p384");
+        let key = DecodingKey::from_ec_der(&ec_p384_spki());
+        assert!(verify(Algorithm::ES384, &key, &msg, &sig));
+        assert!(!verify(Algorithm::ES384, &key, b"another message", &sig));
+    }
+
+    #[test]
+    fn es384_key_that_is_not_p384_spki_is_unusable() {
+        let p256_key = {
+            let doc = crate::testing::test_jwks();
+            let set = crate::jwks::parse_jwks(&doc, crate::jwks::Strictness::Strict).unwrap();
+            let ec = set
+                .keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some("ec-p256"));
+            ec.unwrap().decoding.clone()
+        };
+        assert!(!key_is_usable(Algorithm::ES384, &p256_key));
+        assert!(key_is_usable(
+            Algorithm::ES384,
+            &DecodingKey::from_ec_der(&ec_p384_spki())
+        ));
     }
 }

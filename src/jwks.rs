@@ -402,14 +402,12 @@ fn ec_spki(family: KeyFamily, point: &[u8]) -> Option<DecodingKey> {
         KeyFamily::EcP256 => p256::PublicKey::from_sec1_bytes(point)
             .ok()?
             .to_public_key_der()
-            .ok()?,
-        KeyFamily::EcP384 => p384::PublicKey::from_sec1_bytes(point)
             .ok()?
-            .to_public_key_der()
-            .ok()?,
+            .into_vec(),
+        KeyFamily::EcP384 => crate::p384_verify::PublicKey::from_sec1(point)?.to_spki_der(),
         _ => return None,
     };
-    Some(DecodingKey::from_ec_der(der.as_bytes()))
+    Some(DecodingKey::from_ec_der(&der))
 }
 
 fn decode_b64(text: &str) -> Result<Vec<u8>, String> {
@@ -525,6 +523,30 @@ mod tests {
             "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])}]});
         let err = parse_jwks(&doc, Strictness::Strict).unwrap_err();
         assert_eq!(err.path, "keys[0].x");
+    }
+
+    #[test]
+    fn ec_p384_point_off_curve_is_refused() {
+        let doc = json!({"keys": [{"kty": "EC", "crv": "P-384",
+            "x": URL_SAFE_NO_PAD.encode([1u8; 48]), "y": URL_SAFE_NO_PAD.encode([2u8; 48])}]});
+        let err = parse_jwks(&doc, Strictness::Strict).unwrap_err();
+        assert_eq!(err.path, "keys[0].x");
+    }
+
+    #[test]
+    fn ec_p384_key_is_held_as_p384s_spki_der() {
+        use p384::pkcs8::{DecodePublicKey as _, EncodePublicKey as _};
+        let set = parse_jwks(&test_jwks(), Strictness::Strict).unwrap();
+        let key = set
+            .keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some("ec-p384"));
+        let ours = key.unwrap().decoding.try_get_as_bytes().unwrap().to_vec();
+        let theirs = p384::ecdsa::VerifyingKey::from_public_key_der(&ours)
+            .unwrap()
+            .to_public_key_der()
+            .unwrap();
+        assert_eq!(ours, theirs.as_bytes());
     }
 
     #[test]

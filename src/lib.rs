@@ -13,6 +13,7 @@ pub mod decision;
 pub mod gate;
 pub mod jwks;
 pub mod keyring;
+pub mod p384_verify;
 pub mod policy;
 pub mod strict_json;
 pub mod token;
