@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::claims::{Caller, ClaimMap, ClaimPath};
+use crate::json_path;
 use crate::jwks::{self, Key, KeyFamily, KeySet, Strictness};
 use crate::keyring::{FetchTarget, RemoteJwks, Url};
 use crate::policy::{
@@ -441,22 +442,11 @@ pub fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return err("(root)", "the configuration is empty");
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let config: Config = match serde_path_to_error::deserialize(&mut deserializer) {
-        Ok(config) => config,
-        Err(error) => {
-            let path = error.path().to_string();
-            let path = if path == "." {
-                "(root)".to_string()
-            } else {
-                path
-            };
-            return err(path, error.into_inner().to_string());
-        }
-    };
-    if let Err(error) = deserializer.end() {
-        return err("(root)", error.to_string());
-    }
+    // Plain serde_json; the field path of a parse error comes from its position (json_path).
+    let config: Config = serde_json::from_slice(bytes).map_err(|error| ConfigError {
+        path: json_path::error_path(bytes, &error),
+        message: json_path::error_message(&error),
+    })?;
     Compiler::default().compile(config)
 }
 
