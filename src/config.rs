@@ -12,10 +12,12 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_S
 use base64::Engine as _;
 use hashbrown::HashMap;
 use jsonwebtoken::Algorithm;
+use serde::de::{self, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::claims::{Caller, ClaimMap, ClaimPath};
+use crate::json_path;
 use crate::jwks::{self, Key, KeyFamily, KeySet, Strictness};
 use crate::keyring::{FetchTarget, RemoteJwks, Url};
 use crate::policy::{
@@ -49,11 +51,74 @@ fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Conf
 // Schema
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Deserialize, Debug)]
-#[serde(untagged)]
+// The three either-or fields below (string or list, bool or string) have hand-written visitors
+// rather than `#[serde(untagged)]`: untagged buffers the whole value and then reports only "data
+// did not match any variant", after the value, and after its object's closing brace when it is
+// the last member, so no position tells which field it was (json_path names fields from
+// serde_json's position). A visitor is refused where it stands, with the element that is wrong
+// (issuer[1]: invalid type: integer `1`, expected a string), and takes less code.
+
+#[derive(Debug)]
 enum OneOrMany {
     One(String),
     Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrManyVisitor;
+        impl<'de> Visitor<'de> for OneOrManyVisitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, one: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(one.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut many = Vec::new();
+                while let Some(one) = seq.next_element::<String>()? {
+                    many.push(one);
+                }
+                Ok(OneOrMany::Many(many))
+            }
+        }
+        deserializer.deserialize_any(OneOrManyVisitor)
+    }
+}
+
+/// `true`, `false` or a string: [`DiscoveryConfig`] and [`ForwardField`].
+fn bool_or_string<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+    from_bool: fn(bool) -> T,
+    from_string: fn(String) -> T,
+) -> Result<T, D::Error>
+where
+    D: de::Deserializer<'de>,
+{
+    struct BoolOrString<T> {
+        expecting: &'static str,
+        from_bool: fn(bool) -> T,
+        from_string: fn(String) -> T,
+    }
+    impl<T> Visitor<'_> for BoolOrString<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_bool<E: de::Error>(self, value: bool) -> Result<T, E> {
+            Ok((self.from_bool)(value))
+        }
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
+            Ok((self.from_string)(value.to_string()))
+        }
+    }
+    deserializer.deserialize_any(BoolOrString {
+        expecting,
+        from_bool,
+        from_string,
+    })
 }
 
 impl OneOrMany {
@@ -183,11 +248,21 @@ struct JwksConfig {
     max_stale_seconds: i64,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum DiscoveryConfig {
     FromIssuer(bool),
     Url(String),
+}
+
+impl<'de> Deserialize<'de> for DiscoveryConfig {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        bool_or_string(
+            deserializer,
+            "true, false or a discovery document URL",
+            DiscoveryConfig::FromIssuer,
+            DiscoveryConfig::Url,
+        )
+    }
 }
 
 fn default_timeout_ms() -> u32 {
@@ -299,11 +374,21 @@ struct RuleConfig {
     claims: Option<BTreeMap<String, OneOrMany>>,
 }
 
-#[derive(Deserialize, Debug)]
-#[serde(untagged)]
+#[derive(Debug)]
 enum ForwardField {
     Enabled(bool),
     Named(String),
+}
+
+impl<'de> Deserialize<'de> for ForwardField {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        bool_or_string(
+            deserializer,
+            "true, false or a header name",
+            ForwardField::Enabled,
+            ForwardField::Named,
+        )
+    }
 }
 
 #[derive(Deserialize, Debug)]
@@ -357,22 +442,11 @@ pub fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return err("(root)", "the configuration is empty");
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let config: Config = match serde_path_to_error::deserialize(&mut deserializer) {
-        Ok(config) => config,
-        Err(error) => {
-            let path = error.path().to_string();
-            let path = if path == "." {
-                "(root)".to_string()
-            } else {
-                path
-            };
-            return err(path, error.into_inner().to_string());
-        }
-    };
-    if let Err(error) = deserializer.end() {
-        return err("(root)", error.to_string());
-    }
+    // Plain serde_json; the field path of a parse error comes from its position (json_path).
+    let config: Config = serde_json::from_slice(bytes).map_err(|error| ConfigError {
+        path: json_path::error_path(bytes, &error),
+        message: json_path::error_message(&error),
+    })?;
     Compiler::default().compile(config)
 }
 

@@ -11,6 +11,7 @@ pub mod config;
 pub mod crypto;
 pub mod decision;
 pub mod gate;
+pub mod json_path;
 pub mod jwks;
 pub mod keyring;
 pub mod p384_verify;

@@ -348,3 +348,690 @@ fn token_sources_are_shared_between_providers() {
     assert_eq!(policy.sources.len(), 1);
     assert_eq!(policy.providers[1].sources, vec![0]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Parse errors name the exact field (src/json_path.rs turns serde_json's position into the path)
+// ---------------------------------------------------------------------------------------------
+
+/// The refusal of a configuration given as text.
+fn refused_text(text: &str) -> ConfigError {
+    match compile(text.as_bytes()) {
+        Ok(_) => panic!("configuration was accepted: {text}"),
+        Err(error) => error,
+    }
+}
+
+fn assert_error(error: ConfigError, path: &str, message: &str) {
+    assert_eq!(
+        (error.path.as_str(), error.message.as_str()),
+        (path, message)
+    );
+}
+
+/// `entra_config()` with a second provider (`providers[1]`, another issuer).
+fn two_providers() -> Value {
+    let mut config = entra_config();
+    let mut second = config["providers"][0].clone();
+    second["name"] = json!("other");
+    second["issuer"] = json!("https://other.example/");
+    config["providers"].as_array_mut().unwrap().push(second);
+    config
+}
+
+#[test]
+fn unknown_field_names_the_key() {
+    let mut config = entra_config();
+    config["routes"][0]["match"]["methodz"] = json!(["GET"]);
+    let error = error_of(config);
+    assert_eq!(error.path, "routes[0].match.methodz");
+    assert!(
+        error
+            .message
+            .starts_with("unknown field `methodz`, expected one of `hosts`, `methods`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn unknown_field_is_named_across_whitespace_and_newlines() {
+    let text = entra_config().to_string().replacen(
+        "\"routes\":[",
+        "\"routes\" :\n [ {\"nom\"\n : 1}, ",
+        1,
+    );
+    let error = refused_text(&text);
+    assert_eq!(error.path, "routes[0].nom", "{error}");
+}
+
+#[test]
+fn escaped_unknown_key_is_named_decoded() {
+    let text = entra_config().to_string().replacen(
+        "\"path\":\"/healthz\"",
+        "\"path\":\"/healthz\",\"method\\u007a\":[]",
+        1,
+    );
+    let error = refused_text(&text);
+    assert_eq!(error.path, "routes[0].match.methodz", "{error}");
+}
+
+#[test]
+fn string_of_the_wrong_type_names_the_field() {
+    let mut config = two_providers();
+    config["providers"][1]["audiences"] = json!("x");
+    assert_error(
+        error_of(config),
+        "providers[1].audiences",
+        "invalid type: string \"x\", expected a sequence",
+    );
+}
+
+#[test]
+fn number_of_the_wrong_type_names_the_field() {
+    let mut config = entra_config();
+    config["routes"][1]["name"] = json!(5);
+    assert_error(
+        error_of(config),
+        "routes[1].name",
+        "invalid type: integer `5`, expected a string",
+    );
+}
+
+#[test]
+fn literal_of_the_wrong_type_names_the_field() {
+    let mut config = entra_config();
+    config["providers"][0]["require_exp"] = json!(null);
+    assert_error(
+        error_of(config),
+        "providers[0].require_exp",
+        "invalid type: null, expected a boolean",
+    );
+}
+
+#[test]
+fn object_of_the_wrong_type_names_the_field() {
+    let mut config = entra_config();
+    config["providers"][0]["audiences"] = json!({"api://ml-scoring": true});
+    assert_error(
+        error_of(config),
+        "providers[0].audiences",
+        "invalid type: map, expected a sequence",
+    );
+}
+
+#[test]
+fn array_of_the_wrong_type_names_the_field() {
+    let mut config = entra_config();
+    config["realm"] = json!(["mlgate"]);
+    assert_error(
+        error_of(config),
+        "realm",
+        "invalid type: sequence, expected a string",
+    );
+}
+
+#[test]
+fn wrong_typed_element_names_its_index() {
+    let mut config = entra_config();
+    config["providers"][0]["audiences"] = json!(["api://ml-scoring", {}]);
+    assert_error(
+        error_of(config),
+        "providers[0].audiences[1]",
+        "invalid type: map, expected a string",
+    );
+}
+
+#[test]
+fn nested_arrays_of_objects_name_every_index() {
+    let mut config = entra_config();
+    config["routes"][1]["allow"][0]["groups"] = json!("ml-scientists");
+    assert_error(
+        error_of(config),
+        "routes[1].allow[0].groups",
+        "invalid type: string \"ml-scientists\", expected a sequence",
+    );
+}
+
+#[test]
+fn string_or_list_field_names_the_wrong_element() {
+    let mut config = entra_config();
+    config["providers"][0]["issuer"] = json!(["https://issuer.example/", 1]);
+    assert_error(
+        error_of(config),
+        "providers[0].issuer[1]",
+        "invalid type: integer `1`, expected a string",
+    );
+}
+
+#[test]
+fn bool_or_string_field_that_ends_its_object_names_the_field() {
+    let mut config = entra_config();
+    config["forward"] = json!({"principal": 5});
+    assert_error(
+        error_of(config),
+        "forward.principal",
+        "invalid type: integer `5`, expected true, false or a header name",
+    );
+}
+
+#[test]
+fn number_too_large_for_the_field_names_it() {
+    let mut config = entra_config();
+    config["providers"][0]["jwks"]["timeout_ms"] = json!(4_294_967_296_u64);
+    assert_error(
+        error_of(config),
+        "providers[0].jwks.timeout_ms",
+        "invalid value: integer `4294967296`, expected u32",
+    );
+}
+
+#[test]
+fn negative_size_names_the_field() {
+    let mut config = entra_config();
+    config["max_token_bytes"] = json!(-1);
+    assert_error(
+        error_of(config),
+        "max_token_bytes",
+        "invalid value: integer `-1`, expected usize",
+    );
+}
+
+#[test]
+fn number_beyond_json_range_names_the_field() {
+    let mut config = entra_config();
+    config["cache_entries"] = json!(12345);
+    let text = config.to_string().replacen("12345", "1e400", 1);
+    assert_error(refused_text(&text), "cache_entries", "number out of range");
+}
+
+#[test]
+fn missing_field_names_the_object_that_lacks_it() {
+    let mut config = entra_config();
+    config["providers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("issuer");
+    assert_error(error_of(config), "providers[0]", "missing field `issuer`");
+}
+
+#[test]
+fn missing_field_of_an_empty_object_names_it() {
+    let mut config = entra_config();
+    config["routes"][1]["match"]["headers"] = json!([{}]);
+    assert_error(
+        error_of(config),
+        "routes[1].match.headers[0]",
+        "missing field `name`",
+    );
+}
+
+#[test]
+fn missing_top_level_field_is_at_the_root() {
+    let mut config = entra_config();
+    config.as_object_mut().unwrap().remove("routes");
+    assert_error(error_of(config), "(root)", "missing field `routes`");
+}
+
+#[test]
+fn duplicate_field_names_the_object() {
+    let text = entra_config().to_string().replacen(
+        "\"name\":\"health\"",
+        "\"name\":\"health\",\"name\":\"again\"",
+        1,
+    );
+    assert_error(refused_text(&text), "routes[0]", "duplicate field `name`");
+}
+
+#[test]
+fn unknown_enum_variant_names_the_field() {
+    let mut config = entra_config();
+    config["routes"][1]["allow"][1]["caller"] = json!("robot");
+    assert_error(
+        error_of(config),
+        "routes[1].allow[1].caller",
+        "unknown variant `robot`, expected `user` or `app`",
+    );
+}
+
+#[test]
+fn enum_given_as_an_object_names_the_field() {
+    let mut config = entra_config();
+    config["unmatched"] = json!({"maybe": null});
+    assert_error(
+        error_of(config),
+        "unmatched",
+        "unknown variant `maybe`, expected `deny` or `allow`",
+    );
+}
+
+#[test]
+fn enum_given_as_an_array_names_the_field() {
+    let mut config = entra_config();
+    config["audit"] = json!(["all"]);
+    assert_error(error_of(config), "audit", "expected value");
+}
+
+#[test]
+fn trailing_characters_are_at_the_root() {
+    let text = format!("{} x", entra_config());
+    assert_error(refused_text(&text), "(root)", "trailing characters");
+}
+
+#[test]
+fn truncated_list_names_the_list() {
+    assert_error(
+        refused_text("{\"providers\": [\n"),
+        "providers",
+        "EOF while parsing a list",
+    );
+}
+
+#[test]
+fn truncation_after_a_comma_in_a_list_names_the_list() {
+    assert_error(
+        refused_text("{\"providers\": [{\"name\": \"a\", \"issuer\": \"b\"}, "),
+        "providers",
+        "EOF while parsing a value",
+    );
+}
+
+#[test]
+fn truncated_object_names_the_object() {
+    assert_error(
+        refused_text("{\"providers\": [{\"name\": \"a\""),
+        "providers[0]",
+        "EOF while parsing an object",
+    );
+}
+
+#[test]
+fn truncated_value_names_its_field() {
+    assert_error(
+        refused_text("{\"realm\": \"mlg"),
+        "realm",
+        "EOF while parsing a string",
+    );
+}
+
+#[test]
+fn missing_comma_names_the_object() {
+    assert_error(
+        refused_text("{\"routes\": [{\"name\": \"a\" \"match\": {}}]}"),
+        "routes[0]",
+        "expected `,` or `}`",
+    );
+}
+
+#[test]
+fn missing_colon_names_the_object() {
+    assert_error(
+        refused_text("{\"routes\": [{\"name\" \"a\"}]}"),
+        "routes[0]",
+        "expected `:`",
+    );
+}
+
+#[test]
+fn errors_in_pretty_printed_files_name_the_field() {
+    let text = include_str!("../../filters/kserve.json").replacen(
+        "\"caller\": \"app\"",
+        "\"caller\": \"robot\"",
+        1,
+    );
+    let error = refused_text(&text);
+    assert_eq!(error.path, "routes[3].allow[1].caller", "{error}");
+    assert!(!error.message.contains(" at line "), "{error}");
+}
+
+// --- Differential: the same paths serde_path_to_error gives, for many malformed configs -------
+
+/// How the filter named errors before json_path: serde_path_to_error around the same
+/// deserializer (kept as a dev-dependency for exactly this comparison).
+fn compile_with_path_to_error(bytes: &[u8]) -> Result<Policy, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return err("(root)", "the configuration is empty");
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let config: Config = match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(config) => config,
+        Err(error) => {
+            let path = error.path().to_string();
+            let path = if path == "." { "(root)".into() } else { path };
+            return err(path, json_path::error_message(error.inner()));
+        }
+    };
+    if let Err(error) = deserializer.end() {
+        return err("(root)", json_path::error_message(&error));
+    }
+    Compiler::default().compile(config)
+}
+
+/// serde_path_to_error's path, where json_path names the object instead of its unknown next key
+/// (`?`: a syntax error while looking for a key, which json_path reports at the object).
+fn expected_path(reference: &str) -> String {
+    let path = reference
+        .split('.')
+        .filter(|segment| *segment != "?")
+        .collect::<Vec<_>>()
+        .join(".");
+    let path = path.strip_suffix('?').unwrap_or(&path).to_string();
+    if path.is_empty() {
+        "(root)".into()
+    } else {
+        path
+    }
+}
+
+/// A JSON value's byte range in a text, its kind, and its members' or elements' ranges (for an
+/// object member: from the key's opening quote to the end of the value).
+struct Node {
+    start: usize,
+    end: usize,
+    object: bool,
+    children: Vec<(usize, usize)>,
+}
+
+/// Every value in a well-formed JSON text, outermost first.
+fn nodes(text: &[u8]) -> Vec<Node> {
+    struct Parser<'a> {
+        text: &'a [u8],
+        at: usize,
+        out: Vec<Node>,
+    }
+    impl Parser<'_> {
+        fn skip_whitespace(&mut self) {
+            while matches!(self.text.get(self.at), Some(b' ' | b'\n' | b'\r' | b'\t')) {
+                self.at += 1;
+            }
+        }
+        fn string(&mut self) {
+            self.at += 1;
+            while self.text[self.at] != b'"' {
+                self.at += if self.text[self.at] == b'\\' { 2 } else { 1 };
+            }
+            self.at += 1;
+        }
+        fn value(&mut self) {
+            self.skip_whitespace();
+            let slot = self.out.len();
+            let start = self.at;
+            let open = self.text[self.at];
+            self.out.push(Node {
+                start,
+                end: 0,
+                object: open == b'{',
+                children: Vec::new(),
+            });
+            let mut children = Vec::new();
+            match open {
+                b'{' | b'[' => {
+                    let close = if open == b'{' { b'}' } else { b']' };
+                    self.at += 1;
+                    self.skip_whitespace();
+                    if self.text[self.at] == close {
+                        self.at += 1;
+                    } else {
+                        loop {
+                            self.skip_whitespace();
+                            let child = self.at;
+                            if open == b'{' {
+                                self.string();
+                                self.skip_whitespace();
+                                assert_eq!(self.text[self.at], b':');
+                                self.at += 1;
+                            }
+                            self.value();
+                            children.push((child, self.at));
+                            self.skip_whitespace();
+                            let separator = self.text[self.at];
+                            self.at += 1;
+                            if separator == close {
+                                break;
+                            }
+                            assert_eq!(separator, b',');
+                        }
+                    }
+                }
+                b'"' => self.string(),
+                _ => {
+                    while !matches!(
+                        self.text.get(self.at),
+                        None | Some(b',' | b'}' | b']' | b' ' | b'\n' | b'\r' | b'\t')
+                    ) {
+                        self.at += 1;
+                    }
+                }
+            }
+            self.out[slot].end = self.at;
+            self.out[slot].children = children;
+        }
+    }
+    let mut parser = Parser {
+        text,
+        at: 0,
+        out: Vec::new(),
+    };
+    parser.value();
+    parser.out
+}
+
+/// The text without whitespace outside strings.
+fn minified(text: &str) -> String {
+    let mut out = String::new();
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            (in_string, escaped) = match (escaped, c) {
+                (true, _) => (true, false),
+                (false, '\\') => (true, true),
+                (false, '"') => (false, false),
+                _ => (true, false),
+            };
+        } else if !c.is_ascii_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn splice(text: &str, start: usize, end: usize, with: &str) -> String {
+    format!("{}{with}{}", &text[..start], &text[end..])
+}
+
+/// Values of other types, out-of-range numbers and odd shapes, put in place of every value.
+const REPLACEMENTS: [&str; 16] = [
+    "null",
+    "true",
+    "0",
+    "-1",
+    "1.5",
+    "4294967296",
+    "1e400",
+    "\"x\"",
+    "[]",
+    "[\"x\"]",
+    "[1]",
+    "[{}]",
+    "{}",
+    "{\"zz\": 1}",
+    "{\"x\": null}",
+    "[[null]]",
+];
+
+/// Malformed variants of `text`: every value replaced by each of [`REPLACEMENTS`]; every member
+/// deleted, duplicated, and its separator dropped; an unknown key first and last in every
+/// object; extra characters after the document.
+fn mutations(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for node in nodes(text.as_bytes()) {
+        for replacement in REPLACEMENTS {
+            out.push(splice(text, node.start, node.end, replacement));
+        }
+        let children = &node.children;
+        for (i, &(start, end)) in children.iter().enumerate() {
+            // Delete the member or element, with one separator.
+            out.push(match (children.get(i + 1), i.checked_sub(1)) {
+                (Some(&(next, _)), _) => splice(text, start, next, ""),
+                (None, Some(previous)) => splice(text, children[previous].1, end, ""),
+                (None, None) => splice(text, start, end, ""),
+            });
+            // Duplicate it.
+            out.push(splice(text, end, end, &format!(", {}", &text[start..end])));
+            // Drop the separator before it.
+            if i > 0 {
+                let previous_end = children[i - 1].1;
+                out.push(splice(text, previous_end, start, " "));
+            }
+        }
+        if node.object {
+            let unknown = "\"zz_unknown\": 1";
+            let first = if children.is_empty() {
+                unknown.to_string()
+            } else {
+                format!("{unknown}, ")
+            };
+            out.push(splice(text, node.start + 1, node.start + 1, &first));
+            if let Some(&(_, last)) = children.last() {
+                out.push(splice(text, last, last, &format!(", {unknown}")));
+            }
+        }
+    }
+    out.push(format!("{text} x"));
+    out.push(format!("{text}{{}}"));
+    out
+}
+
+/// Compares json_path's refusal with serde_path_to_error's for each text; returns how many
+/// were refused by the parser (not by the compiler) and the mismatches.
+fn compare_with_path_to_error(texts: &[String]) -> (usize, Vec<String>) {
+    let mut parse_errors = 0;
+    let mut mismatches = Vec::new();
+    for text in texts {
+        let ours = compile(text.as_bytes()).err();
+        let reference = compile_with_path_to_error(text.as_bytes()).err();
+        let parse_error = serde_json::from_slice::<Config>(text.as_bytes()).is_err();
+        parse_errors += usize::from(parse_error);
+        let expected = reference.map(|e| ConfigError {
+            path: expected_path(&e.path),
+            message: e.message,
+        });
+        if ours != expected {
+            mismatches.push(format!("ours {ours:?}\nexpected {expected:?}\nin {text}\n"));
+        }
+    }
+    (parse_errors, mismatches)
+}
+
+fn shipped_configs() -> Vec<(String, String)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/filters");
+    let mut configs: Vec<(String, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("json"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            (path.display().to_string(), text)
+        })
+        .collect();
+    configs.sort();
+    assert!(configs.len() >= 6, "{configs:?}");
+    configs
+}
+
+fn assert_same_paths_as_path_to_error(texts: &[String], minimum_parse_errors: usize) {
+    let (parse_errors, mismatches) = compare_with_path_to_error(texts);
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} paths differ from serde_path_to_error's, e.g.\n{}",
+        mismatches.len(),
+        texts.len(),
+        mismatches.iter().take(5).cloned().collect::<String>()
+    );
+    assert!(
+        parse_errors >= minimum_parse_errors,
+        "only {parse_errors} parse errors in {} variants",
+        texts.len()
+    );
+}
+
+/// Property: for every malformed variant of every config in filters/ (pretty, as shipped), the
+/// path is serde_path_to_error's.
+#[test]
+fn malformed_shipped_configs_get_the_paths_path_to_error_gives() {
+    for (name, text) in shipped_configs() {
+        let variants = mutations(&text);
+        assert!(variants.len() > 500, "{name}: {}", variants.len());
+        assert_same_paths_as_path_to_error(&variants, variants.len() / 2);
+    }
+}
+
+/// The same, minified: positions then fall right after values and keys, with no whitespace.
+#[test]
+fn malformed_minified_configs_get_the_paths_path_to_error_gives() {
+    for (_, text) in shipped_configs() {
+        let variants = mutations(&minified(&text));
+        assert_same_paths_as_path_to_error(&variants, variants.len() / 2);
+    }
+}
+
+/// Every prefix of every config in filters/: EOF inside strings, numbers, keys, lists, objects.
+#[test]
+fn truncated_shipped_configs_get_the_paths_path_to_error_gives() {
+    for (_, text) in shipped_configs() {
+        for text in [minified(&text), text] {
+            let prefixes: Vec<String> = (1..text.len())
+                .filter(|end| text.is_char_boundary(*end))
+                .map(|end| text[..end].to_string())
+                .collect();
+            assert_same_paths_as_path_to_error(&prefixes, prefixes.len() - 1);
+        }
+    }
+}
+
+/// Syntax errors the mutations above do not make: bad escapes, control characters, bad
+/// literals and numbers, non-string keys, nesting past serde_json's recursion limit.
+#[test]
+fn syntax_errors_get_the_paths_path_to_error_gives() {
+    let base = minified(include_str!("../../filters/google.json"));
+    let deep = format!("\"keys\":{}1{},\"x\":[", "[".repeat(200), "]".repeat(200));
+    let cases: Vec<(&str, &str)> = vec![
+        ("\"chat\"", "\"ch\\qat\""),
+        ("\"chat\"", "\"ch\\u12\""),
+        ("\"chat\"", "\"ch\\ud800\""),
+        ("\"chat\"", "\"ch\u{1}at\""),
+        ("\"name\":\"chat\"", "\"na\\qme\":\"chat\""),
+        ("\"name\":\"chat\"", "\"na\u{1}me\":\"chat\""),
+        ("\"name\":\"chat\"", "1:\"chat\""),
+        ("\"name\":\"chat\"", "\"name\"::\"chat\""),
+        ("\"name\":\"chat\"", "\"name\":nul"),
+        ("\"name\":\"chat\"", "\"name\":tru,"),
+        ("\"name\":\"chat\"", "\"name\":-"),
+        ("\"name\":\"chat\"", "\"name\":01"),
+        ("\"name\":\"chat\"", "\"name\":1.e5"),
+        ("\"name\":\"chat\"", "\"name\":\u{a0}\"chat\""),
+        ("\"keys\":[", "\"keys\":[,"),
+        ("\"keys\":[", &deep),
+        ("\"methods\":[\"POST\"]", "\"methods\":[\"POST\",]"),
+        ("\"methods\":[\"POST\"]", "\"methods\":[\"POST\" \"GET\"]"),
+        ("\"methods\":[\"POST\"]", "\"methods\":[\"POST\"}"),
+        ("\"unmatched\":\"deny\"", "\"unmatched\":\"deny\","),
+        (
+            "\"unmatched\":\"deny\"",
+            "\"unmatched\":{\"deny\":null,\"x\":1}",
+        ),
+        ("\"unmatched\":\"deny\"", "\"unmatched\":{\"deny\":1}"),
+        ("\"unmatched\":\"deny\"", "\"unmatched\":{\"deny\":null"),
+        ("{\"providers\"", "\u{feff}{\"providers\""),
+    ];
+    let texts: Vec<String> = cases
+        .iter()
+        .map(|(from, to)| {
+            assert!(base.contains(from), "{from}");
+            base.replacen(from, to, 1)
+        })
+        .collect();
+    let (parse_errors, mismatches) = compare_with_path_to_error(&texts);
+    assert_eq!(parse_errors, texts.len());
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
