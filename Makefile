@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 CARGO        ?= cargo
 WASM_TARGET  := wasm32-wasip1
-WASM_RAW     := target/$(WASM_TARGET)/release/mlgate.wasm
+WASM_RAW     := target/$(WASM_TARGET)/wasm/mlgate.wasm
 WASM         := target/mlgate.wasm
 ENVOY_VERSION := 1.40.0
 VENV         := .venv
@@ -33,9 +33,9 @@ tools:
 	fi
 
 build: wasm-target
-	$(CARGO) build --release --target $(WASM_TARGET) -p mlgate
+	$(CARGO) build --profile wasm --target $(WASM_TARGET) -p mlgate
 	@if command -v wasm-opt >/dev/null; then \
-	  wasm-opt -Oz --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals $(WASM_RAW) -o $(WASM).$$$$.tmp && mv $(WASM).$$$$.tmp $(WASM); \
+	  wasm-opt -Os --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals $(WASM_RAW) -o $(WASM).$$$$.tmp && mv $(WASM).$$$$.tmp $(WASM); \
 	else cp $(WASM_RAW) $(WASM).$$$$.tmp && mv $(WASM).$$$$.tmp $(WASM); echo "note: wasm-opt not found; $(WASM) is not size-optimised (make tools)"; fi
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
 

@@ -41,8 +41,8 @@ done
 
 # The benchmark chains (make bench): mlgate with its bench policy, the native chains with the bench
 # JWKS, and the no-op filter with its own module.
-NOOP=$ROOT/target/wasm32-wasip1/release/mlgate_noop_filter.wasm
-[ -f "$NOOP" ] || ${CARGO:-cargo} build --quiet --release --target wasm32-wasip1 -p mlgate-noop-filter
+NOOP=$ROOT/target/wasm32-wasip1/wasm/mlgate_noop_filter.wasm
+[ -f "$NOOP" ] || ${CARGO:-cargo} build --quiet --profile wasm --target wasm32-wasip1 -p mlgate-noop-filter
 for tpl in envoy/bench/*.yaml; do
   name=bench-$(basename "$tpl" .yaml)
   wasm=$WASM

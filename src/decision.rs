@@ -204,18 +204,27 @@ pub fn local_reply(
     }
     headers.push(("content-type", "application/json".to_string()));
     headers.push(("cache-control", "no-store".to_string()));
-    let body = serde_json::json!({
-        "error": error,
-        "reason": reason.as_str(),
-        "route": route,
-        "request_id": request_id,
-    })
-    .to_string();
+    let body = ReplyBody {
+        error,
+        reason: reason.as_str(),
+        request_id,
+        route,
+    };
+    let body = serde_json::to_string(&body).unwrap_or_default();
     LocalReply {
         status: reason.status(),
         headers,
         body,
     }
+}
+
+/// The JSON body of a refusal (a struct rather than a `json!` map: one per refused request).
+#[derive(serde::Serialize)]
+struct ReplyBody<'a> {
+    error: &'a str,
+    reason: &'a str,
+    request_id: Option<&'a str>,
+    route: Option<&'a str>,
 }
 
 fn challenge(realm: &str, error: &str, reason: Reason) -> String {

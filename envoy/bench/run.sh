@@ -8,6 +8,9 @@
 #   native        jwt_authn + rbac, no cache
 #   native-cache  jwt_authn (jwt_cache_config) + rbac
 #   mlgate        mlgate with envoy/bench/mlgate-bench.json
+# Like for like: the native chains and mlgate check the same issuer, audience, lifetime and group rules,
+# remove the token (jwt_authn `forward: false`, mlgate `strip_authorization`) and forward the same three
+# identity headers (principal, tenant, scopes); mlgate's other identity headers are switched off here.
 # Scenarios (tokens from `mlgate-harness bench-tokens`, RS256, key test-harness/keys/rsa-a.pem):
 #   a  one valid token repeated on GET /score (cache hits)         -> 200
 #   b  a distinct valid token per request (cold verification)     -> 200
@@ -36,7 +39,7 @@ ENVOY_CPU=${MLGATE_BENCH_ENVOY_CPU:-0}
 LOAD_CPU=${MLGATE_BENCH_LOAD_CPU:-1}
 ENVOY=${MLGATE_ENVOY:-$ROOT/.venv/bin/envoy}
 WASM=${MLGATE_WASM:-$ROOT/target/mlgate.wasm}
-NOOP_WASM=$ROOT/target/wasm32-wasip1/release/mlgate_noop_filter.wasm
+NOOP_WASM=$ROOT/target/wasm32-wasip1/wasm/mlgate_noop_filter.wasm
 HARNESS=${MLGATE_BENCH_HARNESS:-$ROOT/target/release/mlgate-harness-devtools}
 OUT=$ROOT/target/bench
 TOK=$OUT/tokens
@@ -83,7 +86,7 @@ fi
 # --- builds: the empty filter ---------------------------------------------------------------------------
 if [[ " $CHAINS " == *" noop-wasm "* ]]; then
     log "building the empty wasm filter (mlgate-noop-filter)"
-    cargo build --quiet --release --target wasm32-wasip1 -p mlgate-noop-filter
+    cargo build --quiet --profile wasm --target wasm32-wasip1 -p mlgate-noop-filter
 fi
 
 mkdir -p "$OUT" "$TOK"
@@ -168,6 +171,11 @@ stop_envoy() {
     ENVOY_PID=
 }
 
+# Nanoseconds of CPU the running Envoy's threads have used (/proc/<pid>/task/*/schedstat, first field).
+envoy_cpu_ns() {
+    cat /proc/"$ENVOY_PID"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
+}
+
 # wrk, bounded; prints the BENCH line.
 drive() {
     local port=$1 path=$2 tokens=$3 seconds=$4
@@ -189,7 +197,7 @@ read -r -a CHAIN_LIST <<<"$CHAINS"
 total_runs=0
 for chain in "${CHAIN_LIST[@]}"; do total_runs=$((total_runs + $(scenarios_of "$chain" | wc -w))); done
 log "$ROUNDS rounds x $total_runs runs of ${DURATION}s (+${WARMUP}s warm-up per chain start), wrk -t1 -c$CONNS"
-printf 'round\tchain\tscenario\trps\tp50_us\tp99_us\trequests\tnon2xx\terrors\twant\tfirst_status\trss_kb\n' >"$RUNS"
+printf 'round\tchain\tscenario\trps\tp50_us\tp99_us\trequests\tnon2xx\terrors\twant\tfirst_status\trss_kb\tcpu_us\n' >"$RUNS"
 started=$(date +%s)
 for ((round = 1; round <= ROUNDS; round++)); do
     n=${#CHAIN_LIST[@]}
@@ -204,15 +212,21 @@ for ((round = 1; round <= ROUNDS; round++)); do
             want=$(want_of "$chain" "$sc")
             # The first token of the file: for b and c, one the run will send again only after a full cycle.
             first=$(status_of "$port" "$path" "$(head -1 "$tokens")")
+            cpu_before=$(envoy_cpu_ns)
             line=$(drive "$port" "$path" "$tokens" "$DURATION")
+            cpu_after=$(envoy_cpu_ns)
             [ -n "$line" ] || die "wrk gave no result for $chain/$sc (see $OUT/$chain.log)"
             rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$ENVOY_PID/status" 2>/dev/null || echo 0)
             # shellcheck disable=SC2086
             eval "$(echo "${line#BENCH }" | tr ' ' '\n' | sed 's/^/local_/')"
             rps=$(awk -v r="$local_requests" -v d="$local_duration_us" 'BEGIN { printf "%.0f", r / (d / 1e6) }')
-            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$chain" "$sc" "$rps" \
+            # Envoy's CPU time per request (all its threads): steadier than req/s when other work shares
+            # the machine, since time spent descheduled is not counted.
+            cpu_us=$(awk -v a="$cpu_before" -v b="$cpu_after" -v n="$local_requests" \
+                'BEGIN { if (n > 0 && b > a) printf "%.2f", (b - a) / 1000 / n; else print 0 }')
+            printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$chain" "$sc" "$rps" \
                 "$local_p50_us" "$local_p99_us" "$local_requests" "$local_non2xx" "$local_errors" "$want" \
-                "$first" "$rss" >>"$RUNS"
+                "$first" "$rss" "$cpu_us" >>"$RUNS"
             log "round $round/$ROUNDS  $(printf '%-12s' "$chain") $sc  $(printf '%7s' "$rps") req/s  p50 ${local_p50_us}µs  p99 ${local_p99_us}µs  first=$first (want $want)  non-2xx $local_non2xx/$local_requests"
         done
         # mlgate's own counters (which crypto path is active, cache hits, reasons) for the report.

@@ -38,8 +38,8 @@ options:
   --config FILE           filter configuration (default envoy/bench/mlgate-bench.json)
   --wasm FILE             the module (default: $MLGATE_WASM or target/mlgate.wasm)
   --without-host-crypto   no verify_signature foreign function (the pure-Rust fallback path)
-  --floor                 also time the empty filter (target/wasm32-wasip1/release/mlgate_noop_filter.wasm;
-                          build: cargo build --release --target wasm32-wasip1 -p mlgate-noop-filter)
+  --floor                 also time the empty filter (target/wasm32-wasip1/wasm/mlgate_noop_filter.wasm;
+                          build: cargo build --profile wasm --target wasm32-wasip1 -p mlgate-noop-filter)
   --floor-wasm FILE       the empty filter from elsewhere
 
 Instructions per request: wasmtime has no cheap counter here and perf may be unavailable (VMs);
@@ -134,7 +134,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
             "--wasm" => o.wasm = Some(value("--wasm")?.into()),
             "--without-host-crypto" => o.host_crypto = false,
             "--floor" => {
-                o.floor = Some(root.join("target/wasm32-wasip1/release/mlgate_noop_filter.wasm"))
+                o.floor = Some(root.join("target/wasm32-wasip1/wasm/mlgate_noop_filter.wasm"))
             }
             "--floor-wasm" => o.floor = Some(value("--floor-wasm")?.into()),
             other => bail!("unknown option {other:?}\n{HELP}"),
@@ -278,7 +278,7 @@ pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
     let floor = match &o.floor {
         Some(path) => {
             if !path.is_file() {
-                bail!("{} is missing: cargo build --release --target wasm32-wasip1 -p mlgate-noop-filter", path.display());
+                bail!("{} is missing: cargo build --profile wasm --target wasm32-wasip1 -p mlgate-noop-filter", path.display());
             }
             Some(Harness::builder().wasm(path).load()?.configure("{}")?)
         }

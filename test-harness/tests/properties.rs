@@ -182,9 +182,9 @@ proptest! {
             TokenSource::Cookie { name: "session".into() },
         ];
         let header = |name: &str| match name {
-            "authorization" => authorization.clone(),
-            "cookie" => cookie.clone(),
-            "x-token" => custom.clone(),
+            "authorization" => authorization.as_deref().map(std::borrow::Cow::Borrowed),
+            "cookie" => cookie.as_deref().map(std::borrow::Cow::Borrowed),
+            "x-token" => custom.as_deref().map(std::borrow::Cow::Borrowed),
             _ => None,
         };
         if let Ok(Some(found)) = token::extract(&sources, &header, query.as_deref(), max) {

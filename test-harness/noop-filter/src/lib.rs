@@ -2,9 +2,9 @@
 //! floor for any wasm HTTP filter (VM entry, context creation, the SDK's dispatch), so that mlgate's own
 //! cost can be told apart from the cost of being a wasm filter at all.
 //!
-//! Built like mlgate (the workspace's release profile):
-//! `cargo build --release --target wasm32-wasip1 -p mlgate-noop-filter`
-//! → `target/wasm32-wasip1/release/mlgate_noop_filter.wasm`.
+//! Built like mlgate (the workspace's `wasm` profile):
+//! `cargo build --profile wasm --target wasm32-wasip1 -p mlgate-noop-filter`
+//! → `target/wasm32-wasip1/wasm/mlgate_noop_filter.wasm`.
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
