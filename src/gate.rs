@@ -466,7 +466,7 @@ impl Gate {
             .ok_or(Reason::UnknownIssuer)?;
         // Cheap checks before keys are even looked at: a forged token with a made-up kid and
         // wrong claims must not trigger a refetch.
-        verify::check_claims(&peeked, &provider.rules, now)?;
+        let exp = verify::check_claims(&peeked, &provider.rules, now)?;
         let remote = provider.remote_keys.is_some();
         let Some(keys) = self.keys(provider_index) else {
             if remote && may_wait {
@@ -487,7 +487,7 @@ impl Gate {
                 });
             }
         }
-        let verified = verify::verify(peeked, &provider.rules, &keys, now)?;
+        let verified = verify::verify_signature(peeked, &provider.rules, &keys, exp)?;
         let identity = claims::identity(
             provider_index,
             &verified.claims,

@@ -342,6 +342,17 @@ pub fn verify(
     now: i64,
 ) -> Result<Verified, Reason> {
     let exp = check_claims(&token, rules, now)?;
+    verify_signature(token, rules, keys, exp)
+}
+
+/// The signature step of [`verify`], for a token whose claims [`check_claims`] already passed
+/// (returning `exp`): the gate checks claims before it looks for keys.
+pub fn verify_signature(
+    token: unverified::Unverified<'_>,
+    rules: &TokenRules,
+    keys: &KeySet,
+    exp: Option<i64>,
+) -> Result<Verified, Reason> {
     let candidates = match keys.select(token.kid.as_deref(), token.alg) {
         Selection::Candidates(candidates) => candidates,
         Selection::UnknownKid | Selection::NoFittingKey => return Err(Reason::UnknownKey),
