@@ -1,9 +1,10 @@
 //! The signature backend, behind jsonwebtoken's `CryptoProvider`.
 //!
 //! mlgate installs its own provider instead of relying on jsonwebtoken's crate features, so the
-//! backend can be swapped without touching the verification logic: today every algorithm goes to
-//! the pure-Rust RustCrypto crates; a host-accelerated path (Envoy's `verify_signature` foreign
-//! function) plugs in at [`verifier_factory`]. The provider only verifies — signing and the
+//! backend can be swapped without touching the verification logic: RS*/ES* go to the host's
+//! verifier (Envoy's `verify_signature` foreign function) once the adapter installs one, everything
+//! else (and everything on hosts without it) to the pure-Rust RustCrypto crates. The provider only
+//! verifies — signing and the
 //! private-key utilities answer with an error — which keeps every signing implementation out of
 //! the `.wasm` (jsonwebtoken's bundled RustCrypto provider links its signers, ~150 KB, even when
 //! only its verifier is referenced). This module decides nothing about tokens: it checks one
@@ -72,10 +73,40 @@ pub fn install() {
 /// Whether `signature` over `message` verifies with `key` under `alg`. Any backend error
 /// (a malformed key, a signature of the wrong length) is a failed verification.
 pub fn verify(alg: Algorithm, key: &DecodingKey, message: &[u8], signature: &[u8]) -> bool {
+    if let Some(valid) = rsa_on_host(alg, key, message, signature) {
+        return valid;
+    }
     match (PROVIDER.verifier_factory)(&alg, key) {
         Ok(verifier) => verifier.verify(message, &signature.to_vec()).is_ok(),
         Err(_) => false,
     }
+}
+
+/// RS256/384/512 straight to the host verifier, without building a boxed verifier and copying the
+/// key and signature first (every cold token takes this path in Envoy). `None`: no host verifier,
+/// another algorithm, or the host could not judge — the provider then decides.
+fn rsa_on_host(
+    alg: Algorithm,
+    key: &DecodingKey,
+    message: &[u8],
+    signature: &[u8],
+) -> Option<bool> {
+    let hash = match alg {
+        Algorithm::RS256 => "sha256",
+        Algorithm::RS384 => "sha384",
+        Algorithm::RS512 => "sha512",
+        _ => return None,
+    };
+    let host = HOST_VERIFIER.get()?;
+    let DecodingKeyKind::SecretOrDer(spki) = key.kind() else {
+        return None;
+    };
+    host(&HostCheck {
+        hash,
+        spki_der: spki,
+        signature,
+        text: message,
+    })
 }
 
 /// Whether the backend accepts `key` for `alg` at all (used at load time to refuse bad keys).
