@@ -132,9 +132,20 @@ pub fn request_keys(
     wait
 }
 
+/// How long a VM's claim to fetch lasts.
+#[derive(Clone, Copy)]
+pub enum Claim {
+    /// At configure: one second. In Envoy the main thread's VMs are configured before the cluster
+    /// manager is up and their first fetch never lands; a short claim lets a worker take over at
+    /// its next tick instead of waiting out a whole fetch timeout.
+    Configure,
+    /// From ticks: the fetch timeout plus a second.
+    Tick,
+}
+
 /// Starts a fetch for `provider` if one is due and this VM wins the lock. Root callbacks only
 /// (see `request_keys`).
-pub fn ensure_fetch(shared: &Shared, provider: usize, now: i64) {
+fn ensure_fetch(shared: &Shared, provider: usize, now: i64, claim: Claim) {
     let request = {
         let mut remotes = shared.fetcher.remotes.borrow_mut();
         let Some(Some(remote)) = remotes.get_mut(provider) else {
@@ -143,7 +154,11 @@ pub fn ensure_fetch(shared: &Shared, provider: usize, now: i64) {
         if !remote.due(now) {
             return;
         }
-        if !acquire_lock(shared, provider, now, remote.config.timeout_ms) {
+        let hold = match claim {
+            Claim::Configure => 1,
+            Claim::Tick => i64::from(remote.config.timeout_ms.div_ceil(1000)) + 1,
+        };
+        if !acquire_lock(shared, provider, now, hold) {
             // Another VM is fetching; its result arrives through shared data.
             remote.defer(now, 1);
             return;
@@ -283,7 +298,7 @@ fn publish(shared: &Shared, provider: usize, now: i64, body: &[u8]) {
     }
 }
 
-fn acquire_lock(shared: &Shared, provider: usize, now: i64, timeout_ms: u32) -> bool {
+fn acquire_lock(shared: &Shared, provider: usize, now: i64, hold_seconds: i64) -> bool {
     let Some((_, lock)) = shared.fetcher.names.get(provider) else {
         return false;
     };
@@ -299,10 +314,9 @@ fn acquire_lock(shared: &Shared, provider: usize, now: i64, timeout_ms: u32) -> 
             return false;
         }
     }
-    // Short enough that a VM that never answers (in Envoy: the main thread's VMs, configured before
-    // the cluster manager is up, take the lock at start and their fetch never lands) holds the
-    // fetch up for one timeout only: then a worker takes over, within its requests' wait.
-    let expires = now + i64::from(timeout_ms.div_ceil(1000)) + 1;
+    // Bounded, so that a VM whose fetch never answers holds the others up for `hold_seconds` only
+    // (see `Claim`).
+    let expires = now + hold_seconds;
     let value = format!("{} {expires}", shared.fetcher.nonce);
     hostcalls::set_shared_data(lock, value.as_bytes(), cas).unwrap_or(true)
 }
@@ -320,7 +334,7 @@ fn release_lock(shared: &Shared, provider: usize) {
 
 /// The root context's tick: adopt key sets other VMs published, withdraw sets past their
 /// staleness bound, start due refreshes, and answer requests that waited too long.
-pub fn on_tick(shared: &Shared, now: i64) {
+pub fn on_tick(shared: &Shared, now: i64, claim: Claim) {
     for provider in 0..shared.fetcher.provider_count() {
         if with_remote(shared, provider, |_| ()).is_none() {
             continue;
@@ -337,7 +351,7 @@ pub fn on_tick(shared: &Shared, now: i64) {
             );
             shared.gate.set_keys(provider, None);
         }
-        ensure_fetch(shared, provider, now);
+        ensure_fetch(shared, provider, now, claim);
     }
     let overdue: Vec<usize> = {
         let remotes = shared.fetcher.remotes.borrow();

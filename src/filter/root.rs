@@ -112,7 +112,7 @@ impl RootContext for Root {
                 );
             }
             // Cold start: fetch now rather than at the first tick.
-            keys::on_tick(&shared, hostcalls::now_seconds());
+            keys::on_tick(&shared, hostcalls::now_seconds(), keys::Claim::Configure);
         }
         self.shared = Some(shared);
         true
@@ -120,7 +120,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(shared) = &self.shared {
-            keys::on_tick(shared, hostcalls::now_seconds());
+            keys::on_tick(shared, hostcalls::now_seconds(), keys::Claim::Tick);
         }
     }
 

@@ -393,6 +393,31 @@ fn two_vms_on_one_shared_store_fetch_once_and_the_second_adopts_the_set() {
     assert_eq!(calls, 1, "one refresh call between the two VMs");
 }
 
+/// In Envoy the main thread's VM is configured before the cluster manager is up: its first fetch
+/// never lands. Its claim to fetch lasts one second, so a worker fetches at its next tick instead of
+/// waiting out the fetch timeout.
+#[test]
+fn a_configure_time_fetch_that_never_answers_holds_other_vms_up_for_one_second_only() {
+    let shared = SharedData::new();
+    let config = config_with(keys_uri());
+    let main_thread = load_shared(&config, &shared);
+    let worker = load_shared(&config, &shared);
+    assert_eq!(main_thread.pending_calls().len(), 1);
+    assert!(
+        worker.pending_calls().is_empty(),
+        "the claim is the main thread's"
+    );
+    let waiting = score(&worker, &user_token(&worker, |_| {}));
+    assert!(waiting.is_paused(), "{waiting}");
+
+    // The main thread's call is never answered. One second on, the worker fetches itself.
+    tick_after(&worker, 1);
+    assert_eq!(worker.pending_calls().len(), 1, "{}", worker.log_text());
+    answer(&worker, &mint::test_jwks());
+    let done = now_outcome(&worker, &waiting);
+    assert!(done.is_forwarded(), "{done}\n{}", worker.log_text());
+}
+
 fn discovery_answer(issuer: &str) -> Value {
     json!({
         "issuer": issuer,
