@@ -4,9 +4,10 @@
 //! Bounded (least recently used entries go first), keyed by the token's length and last
 //! (signature) bytes, and confirmed by comparing the token in full — a collision is a miss, never
 //! another caller's identity. Not SHA-256 of the token: a cache hit must cost next to nothing, and
-//! SHA-256 of a 1–2 KB token inside the VM costs more than everything else a hit does. An entry lives until the token's `exp` (plus the provider's clock skew), and dies with its
-//! provider's key set: every key-set change bumps the provider's generation, and entries of an
-//! older generation are misses.
+//! SHA-256 of a 1–2 KB token inside the VM costs more than everything else a hit does. An entry
+//! lives until the token's `exp` (plus the provider's clock skew), and dies with its provider's key
+//! set: every key-set change bumps the provider's generation, and entries of an older generation
+//! are misses.
 
 use lru::LruCache;
 

@@ -4,8 +4,8 @@
 //! backend can be swapped without touching the verification logic: RS*/ES* go to the host's
 //! verifier (Envoy's `verify_signature` foreign function) once the adapter installs one, everything
 //! else (and everything on hosts without it) to the pure-Rust RustCrypto crates. The provider only
-//! verifies — signing and the
-//! private-key utilities answer with an error — which keeps every signing implementation out of
+//! verifies — signing and the private-key utilities answer with an error — which keeps every
+//! signing implementation out of
 //! the `.wasm` (jsonwebtoken's bundled RustCrypto provider links its signers, ~150 KB, even when
 //! only its verifier is referenced). This module decides nothing about tokens: it checks one
 //! signature over one message.
@@ -73,8 +73,22 @@ pub fn install() {
 /// Whether `signature` over `message` verifies with `key` under `alg`. Any backend error
 /// (a malformed key, a signature of the wrong length) is a failed verification.
 pub fn verify(alg: Algorithm, key: &DecodingKey, message: &[u8], signature: &[u8]) -> bool {
-    if let Some(valid) = rsa_on_host(alg, key, message, signature) {
-        return valid;
+    if let Some(host) = HOST_VERIFIER.get().filter(|_| is_pkcs1(alg)) {
+        // RS* straight to the host, without building a boxed verifier and copying the key and
+        // signature first: every cold token takes this path in Envoy.
+        let DecodingKeyKind::SecretOrDer(spki) = key.kind() else {
+            return false;
+        };
+        let check = HostCheck {
+            hash: rsa_hash(alg),
+            spki_der: spki,
+            signature,
+            text: message,
+        };
+        return match host(&check) {
+            Some(valid) => valid,
+            None => rsa_in_rust(alg, spki, message, signature).is_ok(),
+        };
     }
     match (PROVIDER.verifier_factory)(&alg, key) {
         Ok(verifier) => verifier.verify(message, &signature.to_vec()).is_ok(),
@@ -82,31 +96,29 @@ pub fn verify(alg: Algorithm, key: &DecodingKey, message: &[u8], signature: &[u8
     }
 }
 
-/// RS256/384/512 straight to the host verifier, without building a boxed verifier and copying the
-/// key and signature first (every cold token takes this path in Envoy). `None`: no host verifier,
-/// another algorithm, or the host could not judge — the provider then decides.
-fn rsa_on_host(
+fn is_pkcs1(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512)
+}
+
+/// The digest of an RSA algorithm (RS* and PS*), by the host's name for it.
+fn rsa_hash(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::RS256 | Algorithm::PS256 => "sha256",
+        Algorithm::RS384 | Algorithm::PS384 => "sha384",
+        _ => "sha512",
+    }
+}
+
+/// The pure-Rust RSA check of an SPKI key.
+fn rsa_in_rust(
     alg: Algorithm,
-    key: &DecodingKey,
+    spki: &[u8],
     message: &[u8],
     signature: &[u8],
-) -> Option<bool> {
-    let hash = match alg {
-        Algorithm::RS256 => "sha256",
-        Algorithm::RS384 => "sha384",
-        Algorithm::RS512 => "sha512",
-        _ => return None,
-    };
-    let host = HOST_VERIFIER.get()?;
-    let DecodingKeyKind::SecretOrDer(spki) = key.kind() else {
-        return None;
-    };
-    host(&HostCheck {
-        hash,
-        spki_der: spki,
-        signature,
-        text: message,
-    })
+) -> Result<(), signature::Error> {
+    let public =
+        rsa::RsaPublicKey::from_public_key_der(spki).map_err(|_| signature::Error::new())?;
+    RsaVerifier { alg, public }.verify(message, &signature.to_vec())
 }
 
 /// Whether the backend accepts `key` for `alg` at all (used at load time to refuse bad keys).
@@ -130,16 +142,10 @@ fn verifier_factory(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVer
             let DecodingKeyKind::SecretOrDer(spki) = key.kind() else {
                 return Err(invalid_key());
             };
-            let hash = match alg {
-                Algorithm::RS256 | Algorithm::PS256 => "sha256",
-                Algorithm::RS384 | Algorithm::PS384 => "sha384",
-                _ => "sha512",
-            };
-            let pss = matches!(alg, Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512);
             match HOST_VERIFIER.get() {
-                Some(host) if !pss => Box::new(HostVerifierFor {
+                Some(host) if is_pkcs1(alg) => Box::new(HostVerifierFor {
                     alg,
-                    hash,
+                    hash: rsa_hash(alg),
                     spki: spki.clone(),
                     host: *host,
                     ecdsa: false,
@@ -241,11 +247,7 @@ impl HostVerifierFor {
                 PublicKey384::from_spki_der(&self.spki).ok_or_else(signature::Error::new)?,
             )
             .verify(msg, &signature.to_vec()),
-            alg => RsaVerifier {
-                alg,
-                public: rsa::RsaPublicKey::from_public_key_der(&self.spki).map_err(invalid)?,
-            }
-            .verify(msg, &signature.to_vec()),
+            alg => rsa_in_rust(alg, &self.spki, msg, signature),
         }
     }
 }

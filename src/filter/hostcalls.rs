@@ -177,70 +177,64 @@ pub fn get_headers(map: MapType) -> HostResult<HeaderMap> {
     }
 }
 
-/// A header map as the host serialised it, read in place: one buffer per request instead of
-/// two strings per header.
+/// A header map as the host serialised it, decoded once into one string (names and values side
+/// by side) with spans into it: one allocation per request instead of two strings per header, and
+/// UTF-8 checked once.
 pub struct HeaderMap {
-    bytes: Vec<u8>,
-    pairs: Vec<(Text, Text)>,
+    text: String,
+    pairs: Vec<(Span, Span)>,
 }
 
-/// A name or value: a span of the buffer, or (not UTF-8) a lossy copy.
-enum Text {
-    Span(usize, usize),
-    Owned(String),
-}
+/// `start..end` in [`HeaderMap::text`].
+type Span = (usize, usize);
 
 impl HeaderMap {
     /// Decodes the ABI's map serialisation: u32 count, count × (u32 name size, u32 value size),
-    /// then each name and value followed by a NUL. Malformed input yields what could be read.
+    /// then each name and value followed by a NUL. Malformed input yields what could be read; a
+    /// name or value that is not UTF-8 is kept lossily.
     fn decode(bytes: Vec<u8>) -> HeaderMap {
         let read_u32 = |at: usize| -> Option<usize> {
             let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
             Some(u32::from_le_bytes(raw) as usize)
         };
-        let text = |start: usize, size: usize| -> Option<Text> {
-            let raw = bytes.get(start..start.checked_add(size)?)?;
-            Some(match std::str::from_utf8(raw) {
-                Ok(_) => Text::Span(start, size),
-                Err(_) => Text::Owned(String::from_utf8_lossy(raw).into_owned()),
-            })
-        };
         let count = read_u32(0).unwrap_or(0);
-        let mut pairs = Vec::with_capacity(count.min(64));
+        let mut map = HeaderMap {
+            text: String::with_capacity(bytes.len()),
+            pairs: Vec::with_capacity(count.min(64)),
+        };
         let mut cursor = 4usize.saturating_add(count.saturating_mul(8));
+        let push = |map: &mut HeaderMap, start: usize, size: usize| -> Option<Span> {
+            let raw = bytes.get(start..start.checked_add(size)?)?;
+            let from = map.text.len();
+            map.text.push_str(&String::from_utf8_lossy(raw));
+            Some((from, map.text.len()))
+        };
         for index in 0..count {
             let sizes = 4 + index * 8;
             let (Some(name_size), Some(value_size)) = (read_u32(sizes), read_u32(sizes + 4)) else {
                 break;
             };
-            let Some(name) = text(cursor, name_size) else {
+            let Some(name) = push(&mut map, cursor, name_size) else {
                 break;
             };
             cursor = cursor.saturating_add(name_size + 1);
-            let Some(value) = text(cursor, value_size) else {
+            let Some(value) = push(&mut map, cursor, value_size) else {
                 break;
             };
             cursor = cursor.saturating_add(value_size + 1);
-            pairs.push((name, value));
+            map.pairs.push((name, value));
         }
-        HeaderMap { bytes, pairs }
+        map
     }
 
-    fn str<'a>(&'a self, text: &'a Text) -> &'a str {
-        match text {
-            Text::Span(start, size) => self
-                .bytes
-                .get(*start..start + size)
-                .and_then(|raw| std::str::from_utf8(raw).ok())
-                .unwrap_or_default(),
-            Text::Owned(text) => text,
-        }
+    fn str(&self, (start, end): Span) -> &str {
+        self.text.get(start..end).unwrap_or_default()
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs
             .iter()
-            .map(|(name, value)| (self.str(name), self.str(value)))
+            .map(|(name, value)| (self.str(*name), self.str(*value)))
     }
 
     /// A header's value, borrowed; repeated headers are joined with `,` as HTTP allows.
