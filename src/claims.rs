@@ -5,8 +5,30 @@
 //! a claim whose own name contains dots (`https://example.com/groups`) is found too, because the
 //! literal name is tried first. List claims accept arrays of strings and space-separated strings.
 
+use std::borrow::Cow;
+
 use hashbrown::HashMap;
 use serde_json::{Map, Value};
+
+use crate::payload::Payload;
+
+/// Where claims are read from: a verified token's payload (each claim decoded when read), or a
+/// decoded map (tests and tools).
+pub trait ClaimSource {
+    fn claim(&self, name: &str) -> Option<Cow<'_, Value>>;
+}
+
+impl ClaimSource for Payload {
+    fn claim(&self, name: &str) -> Option<Cow<'_, Value>> {
+        self.get(name).map(Cow::Owned)
+    }
+}
+
+impl ClaimSource for Map<String, Value> {
+    fn claim(&self, name: &str) -> Option<Cow<'_, Value>> {
+        self.get(name).map(Cow::Borrowed)
+    }
+}
 
 /// A compiled claim path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,17 +50,22 @@ impl ClaimPath {
     }
 
     /// The value at this path, if any.
-    pub fn lookup<'c>(&self, claims: &'c Map<String, Value>) -> Option<&'c Value> {
-        if let Some(value) = claims.get(&self.literal) {
+    pub fn lookup<'c, C: ClaimSource + ?Sized>(&self, claims: &'c C) -> Option<Cow<'c, Value>> {
+        if let Some(value) = claims.claim(&self.literal) {
             return Some(value);
         }
         if self.segments.len() < 2 {
             return None;
         }
         let (first, rest) = self.segments.split_first()?;
-        let mut current = claims.get(first)?;
+        let mut current = claims.claim(first)?;
         for segment in rest {
-            current = current.as_object()?.get(segment)?;
+            current = match current {
+                Cow::Borrowed(value) => Cow::Borrowed(value.as_object()?.get(segment)?),
+                // A copy of the nested value, not `remove`: BTreeMap's removal code costs ~3 KB
+                // of .wasm, and nested claim paths are rare.
+                Cow::Owned(value) => Cow::Owned(value.as_object()?.get(segment)?.clone()),
+            };
         }
         Some(current)
     }
@@ -106,9 +133,9 @@ pub struct Identity {
 }
 
 /// Builds the identity from verified claims.
-pub fn identity(
+pub fn identity<C: ClaimSource + ?Sized>(
     provider: usize,
-    claims: &Map<String, Value>,
+    claims: &C,
     map: &ClaimMap,
     group_names: &HashMap<String, String>,
     extra_paths: &[ClaimPath],
@@ -119,7 +146,8 @@ pub fn identity(
         .collect();
     let roles = list(claims, &map.roles);
     let scopes = list(claims, &map.scopes);
-    let caller = match claims.get("idtyp").and_then(Value::as_str) {
+    let idtyp = claims.claim("idtyp");
+    let caller = match idtyp.as_deref().and_then(Value::as_str) {
         Some("app") => Caller::App,
         Some("user") => Caller::User,
         _ if !roles.is_empty() && scopes.is_empty() => Caller::App,
@@ -135,10 +163,11 @@ pub fn identity(
         roles,
         scopes,
         groups_overage: has_groups_overage(claims),
-        jti: claims
-            .get("jti")
-            .and_then(Value::as_str)
-            .map(str::to_string),
+        jti: match claims.claim("jti") {
+            Some(Cow::Owned(Value::String(jti))) => Some(jti),
+            Some(Cow::Borrowed(Value::String(jti))) => Some(jti.clone()),
+            _ => None,
+        },
         extra: extra_paths
             .iter()
             .map(|p| list(claims, std::slice::from_ref(p)))
@@ -147,25 +176,29 @@ pub fn identity(
 }
 
 /// Entra signals "too many groups to list" with `_claim_names.groups` (JWT) or `hasgroups`.
-pub fn has_groups_overage(claims: &Map<String, Value>) -> bool {
+pub fn has_groups_overage<C: ClaimSource + ?Sized>(claims: &C) -> bool {
     let claim_names = claims
-        .get("_claim_names")
+        .claim("_claim_names")
+        .as_deref()
         .and_then(Value::as_object)
         .is_some_and(|names| names.contains_key("groups"));
-    claim_names || claims.get("hasgroups") == Some(&Value::Bool(true))
+    claim_names || claims.claim("hasgroups").as_deref() == Some(&Value::Bool(true))
 }
 
 /// The first present path that holds a string (or number), as a string.
-fn scalar(claims: &Map<String, Value>, paths: &[ClaimPath]) -> Option<String> {
+fn scalar<C: ClaimSource + ?Sized>(claims: &C, paths: &[ClaimPath]) -> Option<String> {
     paths.iter().find_map(|path| match path.lookup(claims)? {
-        Value::String(s) if !s.is_empty() => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+        Cow::Owned(Value::String(s)) if !s.is_empty() => Some(s),
+        Cow::Borrowed(Value::String(s)) if !s.is_empty() => Some(s.clone()),
+        value => match &*value {
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        },
     })
 }
 
 /// The union of all paths: arrays of strings, or space-separated strings.
-fn list(claims: &Map<String, Value>, paths: &[ClaimPath]) -> Vec<String> {
+fn list<C: ClaimSource + ?Sized>(claims: &C, paths: &[ClaimPath]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut push = |item: &str| {
         if !item.is_empty() && !out.iter().any(|seen| seen == item) {
@@ -173,7 +206,7 @@ fn list(claims: &Map<String, Value>, paths: &[ClaimPath]) -> Vec<String> {
         }
     };
     for path in paths {
-        match path.lookup(claims) {
+        match path.lookup(claims).as_deref() {
             Some(Value::String(s)) => s.split(' ').for_each(&mut push),
             Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(&mut push),
             Some(Value::Bool(b)) => push(if *b { "true" } else { "false" }),
@@ -280,6 +313,43 @@ mod tests {
     }
 
     #[test]
+    fn a_token_payload_gives_the_same_identity_as_its_decoded_map() {
+        let map = ClaimMap {
+            roles: vec![
+                ClaimPath::new("roles"),
+                ClaimPath::new("realm_access.roles"),
+                ClaimPath::new("resource_access.ml-gateway.roles"),
+            ],
+            scopes: vec![ClaimPath::new("scp"), ClaimPath::new("scope")],
+            ..ClaimMap::default()
+        };
+        let extra = [
+            ClaimPath::new("hd"),
+            ClaimPath::new("realm_access"),
+            ClaimPath::new("iat"),
+        ];
+        let dir = format!(
+            "{}/test-harness/fixtures/claims",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let text = std::fs::read(&path).unwrap();
+            let decoded: Map<String, Value> = serde_json::from_slice(&text).unwrap();
+            let payload = Payload::parse(text).unwrap();
+            let from_map = identity(0, &decoded, &map, &HashMap::new(), &extra);
+            let from_payload = identity(0, &payload, &map, &HashMap::new(), &extra);
+            assert_eq!(from_payload, from_map, "{}", path.display());
+            seen += 1;
+        }
+        assert!(seen >= 8);
+    }
+
+    #[test]
     fn keycloak_nested_roles_are_found() {
         let map = ClaimMap {
             roles: vec![
@@ -317,7 +387,7 @@ mod tests {
     fn claim_with_dots_in_its_name_is_found_literally() {
         let path = ClaimPath::new("https://example.com/groups");
         let c = claims(json!({"https://example.com/groups": ["a"]}));
-        assert_eq!(path.lookup(&c), Some(&json!(["a"])));
+        assert_eq!(path.lookup(&c).as_deref(), Some(&json!(["a"])));
     }
 
     #[test]

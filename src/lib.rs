@@ -15,6 +15,7 @@ pub mod json_path;
 pub mod jwks;
 pub mod keyring;
 pub mod p384_verify;
+pub mod payload;
 pub mod policy;
 pub mod strict_json;
 pub mod token;

@@ -1,87 +1,129 @@
-//! JSON for untrusted token segments: like `serde_json::from_slice` into a `Value`, but an object
-//! with the same key twice is an error instead of "last one wins".
-//!
-//! Written here because serde_json has no option for it, and a token whose `iss` or `aud`
-//! appears twice is read differently by different parsers — the classic way to smuggle a claim
-//! past one validator and into another. Depth stays bounded by serde_json's recursion limit.
+//! Duplicate object keys in untrusted token JSON: serde_json has no option to refuse them (the
+//! last one wins), and a token whose `iss` or `aud` appears twice is read differently by
+//! different parsers — the classic way to smuggle a claim past one validator and into another.
+//! [`crate::payload`] refuses a repeated top-level name itself and asks [`has_unique_keys`] about
+//! every nested object. Depth stays bounded by serde_json's recursion limit.
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
-use serde_json::{Map, Value};
 use std::fmt;
 
-/// Parses `bytes` as one JSON value, refusing duplicate object keys at any depth.
-pub fn from_slice(bytes: &[u8]) -> Result<Value, serde_json::Error> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictValue.deserialize(&mut deserializer)?;
-    deserializer.end()?;
-    Ok(value)
+/// Whether `json` is one JSON value that repeats no object key at any depth. Allocates only for
+/// keys with escapes: the token payload's values are checked with this, not rebuilt.
+pub fn has_unique_keys(json: &str) -> bool {
+    let mut deserializer = serde_json::Deserializer::from_slice(json.as_bytes());
+    UniqueKeys.deserialize(&mut deserializer).is_ok() && deserializer.end().is_ok()
 }
 
-struct StrictValue;
+/// The object key written as the JSON string `quoted`, or `None` when it is not exactly one.
+pub fn key(quoted: &str) -> Option<Key<'_>> {
+    let mut deserializer = serde_json::Deserializer::from_slice(quoted.as_bytes());
+    let key = KeySeed.deserialize(&mut deserializer).ok()?;
+    deserializer.end().ok()?;
+    Some(key)
+}
 
-impl<'de> DeserializeSeed<'de> for StrictValue {
-    type Value = Value;
+struct UniqueKeys;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(StrictVisitor)
+impl<'de> DeserializeSeed<'de> for UniqueKeys {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(UniqueKeysVisitor)
     }
 }
 
-struct StrictVisitor;
+struct UniqueKeysVisitor;
 
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
+impl<'de> Visitor<'de> for UniqueKeysVisitor {
+    type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(UniqueKeys)?.is_some() {}
+        Ok(())
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(StrictValue)? {
-            items.push(item);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
+        let mut keys: Vec<Key<'de>> = Vec::new();
+        while let Some(key) = access.next_key_seed(KeySeed)? {
+            if keys.iter().any(|seen| seen.as_str() == key.as_str()) {
+                return Err(de::Error::custom("duplicate key"));
             }
-            let value = access.next_value_seed(StrictValue)?;
-            map.insert(key, value);
+            keys.push(key);
+            access.next_value_seed(UniqueKeys)?;
         }
-        Ok(Value::Object(map))
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the JSON text unless it had escapes.
+pub enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(key) => key,
+            Key::Owned(key) => key,
+        }
+    }
+}
+
+/// Reads an object key without copying it when it can.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key<'de>;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Key<'de>, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key::Borrowed(key))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+        Ok(Key::Owned(key.to_string()))
     }
 }
 
@@ -90,32 +132,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_like_serde_json() {
-        let text = br#"{"a":[1,-2,3.5,"x",null,true,{"b":{}}]}"#;
-        assert_eq!(
-            from_slice(text).unwrap(),
-            serde_json::from_slice::<Value>(text).unwrap()
-        );
+    fn unique_keys_accepts_any_json_without_repeats() {
+        assert!(has_unique_keys(
+            r#"{"a":[1,-2,3.5,"x",null,true,{"b":{}}]}"#
+        ));
     }
 
     #[test]
-    fn refuses_duplicate_top_level_key() {
-        assert!(from_slice(br#"{"iss":"a","iss":"b"}"#).is_err());
+    fn unique_keys_finds_a_top_level_duplicate() {
+        assert!(!has_unique_keys(r#"{"iss":"a","iss":"b"}"#));
     }
 
     #[test]
-    fn refuses_duplicate_nested_key() {
-        assert!(from_slice(br#"{"x":[{"k":1,"k":2}]}"#).is_err());
+    fn unique_keys_accepts_repeated_keys_in_sibling_objects() {
+        assert!(has_unique_keys(r#"[{"k":1},{"k":2,"j":{"k":3}}]"#));
     }
 
     #[test]
-    fn refuses_trailing_garbage() {
-        assert!(from_slice(br#"{"a":1} x"#).is_err());
+    fn unique_keys_finds_a_duplicate_nested_in_an_array() {
+        assert!(!has_unique_keys(r#"[1,{"a":{"k":1,"k":2}}]"#));
     }
 
     #[test]
-    fn refuses_absurd_depth_without_overflowing() {
+    fn unique_keys_sees_an_escaped_key_as_its_unescaped_name() {
+        assert!(!has_unique_keys(r#"{"a":{"iss":1,"\u0069ss":2}}"#));
+    }
+
+    #[test]
+    fn unique_keys_survives_absurd_depth() {
         let deep = "[".repeat(100_000);
-        assert!(from_slice(deep.as_bytes()).is_err());
+        assert!(!has_unique_keys(&deep));
     }
 }

@@ -6,10 +6,11 @@
 //! claims are only *trusted* once [`verify`] returns `Ok`.
 
 use jsonwebtoken::Algorithm;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::decision::Reason;
 use crate::jwks::{KeySet, Selection};
+use crate::payload::Payload;
 
 /// Latest accepted NumericDate: 9999-12-31T23:59:59Z. Larger values are treated as malformed.
 pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
@@ -70,9 +71,9 @@ pub struct TokenRules {
 }
 
 /// A token whose signature verified and whose registered claims hold.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Verified {
-    pub claims: Map<String, Value>,
+    pub claims: Payload,
     pub exp: Option<i64>,
 }
 
@@ -82,17 +83,20 @@ pub mod unverified {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
     use jsonwebtoken::Algorithm;
-    use serde_json::{Map, Value};
+    use serde_json::Value;
 
     use crate::decision::Reason;
-    use crate::strict_json;
+    use crate::payload::Payload;
 
     /// The parts of a compact JWS, decoded but NOT verified.
     #[derive(Debug)]
     pub struct Unverified<'t> {
         pub alg: Algorithm,
         pub kid: Option<String>,
-        pub claims: Map<String, Value>,
+        /// The claims, indexed; each decoded when a check or the identity reads it.
+        pub claims: Payload,
+        /// The `iss` claim, decoded once: provider selection and every issuer check read it.
+        pub iss: Option<Value>,
         /// `header.payload`, the bytes the signature covers.
         pub signing_input: &'t str,
         pub signature: Vec<u8>,
@@ -101,7 +105,7 @@ pub mod unverified {
     impl Unverified<'_> {
         /// The `iss` claim, if it is a string.
         pub fn issuer(&self) -> Result<&str, Reason> {
-            match self.claims.get("iss") {
+            match &self.iss {
                 Some(Value::String(iss)) => Ok(iss),
                 None => Err(Reason::UnknownIssuer),
                 Some(_) => Err(Reason::MalformedToken),
@@ -113,13 +117,8 @@ pub mod unverified {
     /// canonical base64url segments; header and payload must be JSON objects without duplicate
     /// keys; `alg` must name an algorithm mlgate implements (never `none`); `crit` is refused
     /// because mlgate implements no JWS extension (RFC 7515 §4.1.11).
+    /// (Characters outside base64url fail the segments' decoding.)
     pub fn peek(token: &str) -> Result<Unverified<'_>, Reason> {
-        let well_formed = token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-        if !well_formed {
-            return Err(Reason::MalformedToken);
-        }
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -128,16 +127,16 @@ pub mod unverified {
         };
         let header = decode_object(header_b64)?;
         let alg = match header.get("alg") {
-            Some(Value::String(name)) => parse_alg(name)?,
+            Some(Value::String(name)) => parse_alg(&name)?,
             None => return Err(Reason::MalformedToken),
             Some(_) => return Err(Reason::UnsupportedAlgorithm),
         };
-        if header.contains_key("crit") {
+        if header.contains("crit") {
             return Err(Reason::UnsupportedCriticalHeader);
         }
         let kid = match header.get("kid") {
             None => None,
-            Some(Value::String(kid)) => Some(kid.clone()),
+            Some(Value::String(kid)) => Some(kid),
             Some(_) => return Err(Reason::MalformedToken),
         };
         // After `alg`, so that an unsigned `alg: none` token is named for what it is.
@@ -145,6 +144,7 @@ pub mod unverified {
             return Err(Reason::MalformedToken);
         }
         let claims = decode_object(payload_b64)?;
+        let iss = claims.get("iss");
         let signature = URL_SAFE_NO_PAD
             .decode(signature_b64)
             .map_err(|_| Reason::MalformedToken)?;
@@ -156,19 +156,17 @@ pub mod unverified {
             alg,
             kid,
             claims,
+            iss,
             signing_input,
             signature,
         })
     }
 
-    fn decode_object(segment: &str) -> Result<Map<String, Value>, Reason> {
+    fn decode_object(segment: &str) -> Result<Payload, Reason> {
         let bytes = URL_SAFE_NO_PAD
             .decode(segment)
             .map_err(|_| Reason::MalformedToken)?;
-        match strict_json::from_slice(&bytes) {
-            Ok(Value::Object(map)) => Ok(map),
-            _ => Err(Reason::MalformedToken),
-        }
+        Payload::parse(bytes).map_err(|_| Reason::MalformedToken)
     }
 
     /// Only the exact registered names; `none`, `None`, `NONE`, `""`, `HS256 ` … are refused.
@@ -211,11 +209,7 @@ pub fn check_claims(
     Ok(exp)
 }
 
-fn check_issuer_and_tenant(
-    claims: &Map<String, Value>,
-    rules: &TokenRules,
-    iss: &str,
-) -> Result<(), Reason> {
+fn check_issuer_and_tenant(claims: &Payload, rules: &TokenRules, iss: &str) -> Result<(), Reason> {
     let issuer_tenant = rules
         .issuers
         .iter()
@@ -223,9 +217,10 @@ fn check_issuer_and_tenant(
         .ok_or(Reason::UnknownIssuer)?;
     let claimed_tenant = match claims.get(&rules.tenant_claim) {
         None => None,
-        Some(Value::String(tid)) => Some(tid.as_str()),
+        Some(Value::String(tid)) => Some(tid),
         Some(_) => return Err(Reason::MalformedToken),
     };
+    let claimed_tenant = claimed_tenant.as_deref();
     if let Some(from_issuer) = issuer_tenant {
         // Entra: the tenant in a templated issuer must be the token's own tenant, or a token
         // from tenant A could claim to be issued by tenant B's issuer.
@@ -265,7 +260,7 @@ fn entra_issuer_tenant(iss: &str) -> Option<&str> {
 
 /// A NumericDate claim: absent, or an integer in `0..=MAX_NUMERIC_DATE`. Strings, floats,
 /// negatives, null and huge values are malformed.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, Reason> {
+fn numeric_date(claims: &Payload, name: &str) -> Result<Option<i64>, Reason> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(n)) => match n.as_i64() {
@@ -276,11 +271,7 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, 
     }
 }
 
-fn check_times(
-    claims: &Map<String, Value>,
-    rules: &TokenRules,
-    now: i64,
-) -> Result<Option<i64>, Reason> {
+fn check_times(claims: &Payload, rules: &TokenRules, now: i64) -> Result<Option<i64>, Reason> {
     let skew = rules.clock_skew_seconds;
     let exp = numeric_date(claims, "exp")?;
     let nbf = numeric_date(claims, "nbf")?;
@@ -310,16 +301,16 @@ fn check_times(
     Ok(exp)
 }
 
-fn check_audience(claims: &Map<String, Value>, rules: &TokenRules) -> Result<(), Reason> {
+fn check_audience(claims: &Payload, rules: &TokenRules) -> Result<(), Reason> {
     let Some(accepted) = &rules.audiences else {
         return Ok(());
     };
     let found = match claims.get("aud") {
         None => false,
-        Some(Value::String(aud)) => accepted.iter().any(|a| a == aud),
+        Some(Value::String(aud)) => accepted.contains(&aud),
         Some(Value::Array(auds)) => {
             let mut any = false;
-            for aud in auds {
+            for aud in &auds {
                 let aud = aud.as_str().ok_or(Reason::MalformedToken)?;
                 any |= accepted.iter().any(|a| a == aud);
             }
@@ -358,10 +349,11 @@ pub fn verify_signature(
         Selection::UnknownKid | Selection::NoFittingKey => return Err(Reason::UnknownKey),
     };
     let iss = token.issuer()?;
-    let tenant = token
-        .claims
-        .get(&rules.tenant_claim)
-        .and_then(Value::as_str);
+    let tenant = match token.claims.get(&rules.tenant_claim) {
+        Some(Value::String(tid)) => Some(tid),
+        _ => None,
+    };
+    let tenant = tenant.as_deref();
     let mut tried = 0;
     for key in candidates {
         if let Some(key_issuer) = &key.issuer {
@@ -418,10 +410,8 @@ mod tests {
     }
 
     fn check(issuer: &str, claims: Value) -> Result<(), Reason> {
-        let Value::Object(claims) = claims else {
-            panic!("claims object");
-        };
         let iss = claims["iss"].as_str().unwrap().to_string();
+        let claims = Payload::parse(claims.to_string().into_bytes()).unwrap();
         check_issuer_and_tenant(&claims, &rules(issuer), &iss)
     }
 

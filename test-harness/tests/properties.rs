@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use jsonwebtoken::Algorithm;
 use mlgate::gate::{Action, Gate, Request, Step};
+use mlgate::payload::Payload;
 use mlgate::token::{self, TokenSource};
 use mlgate::verify::unverified;
 use mlgate_harness::mint::{self, TestKey};
@@ -138,25 +139,33 @@ proptest! {
             // Whatever peek accepts names a real algorithm and no crit.
             prop_assert!(header.get("alg").and_then(Value::as_str).is_some());
             prop_assert!(header.get("crit").is_none());
-            prop_assert_eq!(Value::Object(peeked.claims), payload);
+            prop_assert_eq!(Value::Object(peeked.claims.to_map()), payload);
         }
     }
 
     #[test]
-    fn strict_json_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = mlgate::strict_json::from_slice(&bytes);
+    fn payload_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Payload::parse(bytes);
     }
 
     #[test]
-    fn strict_json_agrees_with_serde_json_without_duplicates(value in json_value()) {
-        let text = serde_json::to_vec(&value).unwrap();
-        let strict = mlgate::strict_json::from_slice(&text).expect("no duplicates: parses");
-        let loose: Value = serde_json::from_slice(&text).unwrap();
-        prop_assert_eq!(strict, loose);
+    fn payload_agrees_with_serde_json_without_duplicates(value in json_value()) {
+        let object = match value {
+            Value::Object(object) => object,
+            other => [("v".to_string(), other)].into_iter().collect(),
+        };
+        let text = serde_json::to_vec(&object).unwrap();
+        // Compared with serde_json's reading of the same text (floats need not round-trip).
+        let loose: serde_json::Map<String, Value> = serde_json::from_slice(&text).unwrap();
+        let payload = Payload::parse(text).expect("no duplicates: parses");
+        prop_assert_eq!(payload.to_map(), loose.clone());
+        for (name, value) in &loose {
+            prop_assert_eq!(payload.get(name), Some(value.clone()));
+        }
     }
 
     #[test]
-    fn strict_json_refuses_every_duplicate_key(value in json_value(), key in "[a-z]{0,4}", dup in json_value()) {
+    fn payload_refuses_every_duplicate_key(value in json_value(), key in "[a-z]{0,4}", dup in json_value()) {
         // {"key": dup, <value's members>, "key": dup} — a duplicate whatever `value` holds.
         let mut object = serde_json::Map::new();
         object.insert("inner".into(), value);
@@ -164,7 +173,12 @@ proptest! {
         let member = format!("{}:{}", serde_json::to_string(&key).unwrap(), dup);
         let text = format!("{{{member},{},{member}}}", &inner[1..inner.len() - 1]);
         prop_assert!(serde_json::from_str::<Value>(&text).is_ok());
-        prop_assert!(mlgate::strict_json::from_slice(text.as_bytes()).is_err());
+        prop_assert!(Payload::parse(text.clone().into_bytes()).is_err());
+        // The same one level down, and inside an array.
+        let nested = format!("{{\"n\":{text}}}");
+        prop_assert!(Payload::parse(nested.into_bytes()).is_err());
+        let in_array = format!("{{\"n\":[1,{text}]}}");
+        prop_assert!(Payload::parse(in_array.into_bytes()).is_err());
     }
 
     #[test]
@@ -308,6 +322,14 @@ proptest! {
         let policy = mlgate::config::compile(config().to_string().as_bytes()).unwrap();
         let provider = &policy.providers[0];
         let _ = mlgate::claims::identity(0, &claims, &provider.claims, &provider.group_names, &policy.extra_claims);
+        // A token's payload is read member by member: the same identity as from the whole map
+        // (serde_json's reading of the same text: floats need not round-trip).
+        let text = serde_json::to_vec(&claims).unwrap();
+        let claims: serde_json::Map<String, Value> = serde_json::from_slice(&text).unwrap();
+        let from_map = mlgate::claims::identity(0, &claims, &provider.claims, &provider.group_names, &policy.extra_claims);
+        let payload = Payload::parse(text).unwrap();
+        let from_payload = mlgate::claims::identity(0, &payload, &provider.claims, &provider.group_names, &policy.extra_claims);
+        prop_assert_eq!(from_payload, from_map);
     }
 
     #[test]

@@ -1,8 +1,10 @@
-//! Claim extraction and registered-claim checks: arbitrary bytes as a token payload (strict
-//! JSON), then `check_claims` against both providers' rules and `claims::identity`.
+//! Claim extraction and registered-claim checks: arbitrary bytes as a token payload (read as
+//! `Payload`, strict JSON), then `check_claims` against both providers' rules and
+//! `claims::identity`, which must agree with the identity from the decoded map.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use mlgate::payload::Payload;
 use mlgate::verify::{check_claims, unverified::Unverified};
 use serde_json::Value;
 
@@ -12,15 +14,17 @@ thread_local! {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(Value::Object(claims)) = mlgate::strict_json::from_slice(data) else {
+    let Ok(payload) = Payload::parse(data.to_vec()) else {
         return;
     };
+    let claims = payload.to_map();
     POLICY.with(|policy| {
         for provider in &policy.providers {
             let token = Unverified {
                 alg: jsonwebtoken::Algorithm::RS256,
                 kid: None,
-                claims: claims.clone(),
+                claims: payload.clone(),
+                iss: payload.get("iss"),
                 signing_input: "",
                 signature: Vec::new(),
             };
@@ -40,6 +44,14 @@ fuzz_target!(|data: &[u8]| {
                 &policy.extra_claims,
             );
             assert_eq!(identity.extra.len(), policy.extra_claims.len());
+            let from_payload = mlgate::claims::identity(
+                index,
+                &payload,
+                &provider.claims,
+                &provider.group_names,
+                &policy.extra_claims,
+            );
+            assert_eq!(from_payload, identity);
         }
     });
 });

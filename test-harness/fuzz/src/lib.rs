@@ -82,7 +82,7 @@ pub fn run(
     );
     let (forwarded, reason) = match step {
         Step::Done(verdict) => match verdict.action {
-            Action::Forward(headers) => (Some(headers), None),
+            Action::Forward(headers) => (Some(headers.to_vec()), None),
             Action::Reply(reply) => {
                 let body: Value = serde_json::from_str(&reply.body).expect("reply body is JSON");
                 (None, body["reason"].as_str().map(str::to_string))
@@ -90,7 +90,7 @@ pub fn run(
         },
         Step::NeedBody { headers, pending } => {
             let _ = gate.decide_with_body(*pending, Some(br#"{"model":"llama-3"}"#));
-            (Some(headers), None)
+            (Some(headers.to_vec()), None)
         }
         Step::NeedKeys { .. } => panic!("inline keys never need fetching"),
     };
