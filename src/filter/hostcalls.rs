@@ -177,9 +177,8 @@ pub fn get_headers(map: MapType) -> HostResult<HeaderMap> {
     }
 }
 
-/// A header map as the host serialised it, decoded once into one string (names and values side
-/// by side) with spans into it: one allocation per request instead of two strings per header, and
-/// UTF-8 checked once.
+/// A header map as the host serialised it, kept as one string (names and values side by side)
+/// with spans into it: no string per header, and UTF-8 checked once.
 pub struct HeaderMap {
     text: String,
     pairs: Vec<(Span, Span)>,
@@ -192,36 +191,63 @@ impl HeaderMap {
     /// Decodes the ABI's map serialisation: u32 count, count × (u32 name size, u32 value size),
     /// then each name and value followed by a NUL. Malformed input yields what could be read; a
     /// name or value that is not UTF-8 is kept lossily.
-    fn decode(bytes: Vec<u8>) -> HeaderMap {
-        let read_u32 = |at: usize| -> Option<usize> {
+    fn decode(mut bytes: Vec<u8>) -> HeaderMap {
+        let read_u32 = |bytes: &[u8], at: usize| -> Option<usize> {
             let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
             Some(u32::from_le_bytes(raw) as usize)
         };
-        let count = read_u32(0).unwrap_or(0);
-        let mut map = HeaderMap {
-            text: String::with_capacity(bytes.len()),
-            pairs: Vec::with_capacity(count.min(64)),
-        };
-        let mut cursor = 4usize.saturating_add(count.saturating_mul(8));
-        let push = |map: &mut HeaderMap, start: usize, size: usize| -> Option<Span> {
-            let raw = bytes.get(start..start.checked_add(size)?)?;
-            let from = map.text.len();
-            map.text.push_str(&String::from_utf8_lossy(raw));
-            Some((from, map.text.len()))
+        let count = read_u32(&bytes, 0).unwrap_or(0);
+        let mut pairs = Vec::with_capacity(count.min(64));
+        let sizes_end = 4usize.saturating_add(count.saturating_mul(8));
+        let mut cursor = sizes_end;
+        let mut span = |size: usize, len: usize| -> Option<Span> {
+            let start = cursor;
+            let end = start.checked_add(size)?;
+            (end <= len).then_some(())?;
+            cursor = end.saturating_add(1);
+            Some((start, end))
         };
         for index in 0..count {
             let sizes = 4 + index * 8;
-            let (Some(name_size), Some(value_size)) = (read_u32(sizes), read_u32(sizes + 4)) else {
+            let (Some(name_size), Some(value_size)) =
+                (read_u32(&bytes, sizes), read_u32(&bytes, sizes + 4))
+            else {
                 break;
             };
-            let Some(name) = push(&mut map, cursor, name_size) else {
+            let (Some(name), Some(value)) =
+                (span(name_size, bytes.len()), span(value_size, bytes.len()))
+            else {
                 break;
             };
-            cursor = cursor.saturating_add(name_size + 1);
-            let Some(value) = push(&mut map, cursor, value_size) else {
-                break;
-            };
-            cursor = cursor.saturating_add(value_size + 1);
+            pairs.push((name, value));
+        }
+        // The sizes are binary; with them zeroed the whole buffer is text (NUL separators are
+        // UTF-8), so it becomes the map's string without a copy. Only a map with a header that
+        // is not UTF-8 is rebuilt, lossily.
+        let text_start = sizes_end.min(bytes.len());
+        if let Some(sizes) = bytes.get_mut(..text_start) {
+            sizes.fill(0);
+        }
+        match String::from_utf8(bytes) {
+            Ok(text) => HeaderMap { text, pairs },
+            Err(error) => Self::lossy(error.as_bytes(), &pairs),
+        }
+    }
+
+    fn lossy(bytes: &[u8], raw_pairs: &[(Span, Span)]) -> HeaderMap {
+        let mut map = HeaderMap {
+            text: String::with_capacity(bytes.len()),
+            pairs: Vec::with_capacity(raw_pairs.len()),
+        };
+        let push = |map: &mut HeaderMap, (start, end): Span| -> Span {
+            let raw = bytes.get(start..end).unwrap_or_default();
+            let from = map.text.len();
+            map.text.push_str(&String::from_utf8_lossy(raw));
+            (from, map.text.len())
+        };
+        for (name, value) in raw_pairs {
+            let name = push(&mut map, *name);
+            let value = push(&mut map, *value);
             map.pairs.push((name, value));
         }
         map

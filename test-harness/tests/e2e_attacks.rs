@@ -321,3 +321,45 @@ fn spoofed_identity_headers_on_unmatched_allow_through_envoy() {
         assert!(names.is_empty(), "{path}: {names:?} reached the backend");
     }
 }
+
+/// A header value that is not UTF-8 (HTTP's obs-text, which Envoy passes on) reaches the filter
+/// as bytes: the request is still judged, and a spoofed identity header spelled that way is still
+/// stripped (the demo backend cannot read such a value: had it been forwarded, the answer would
+/// be Envoy's 503). Sent over a raw socket: HTTP client libraries will not send such bytes.
+#[test]
+fn non_utf8_header_values_through_envoy() {
+    use std::io::{Read, Write};
+    let Some(stack) = Stack::start("attack-obs-text", 1) else {
+        return;
+    };
+    let alice = stack.token("alice");
+    let url = stack.envoy.url("/v2/models/fraud-detector/infer");
+    let authority = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let body = br#"{"inputs":[]}"#;
+    let mut request = Vec::new();
+    request.extend_from_slice(b"POST /v2/models/fraud-detector/infer HTTP/1.1\r\n");
+    request.extend_from_slice(format!("host: {authority}\r\n").as_bytes());
+    request.extend_from_slice(format!("authorization: Bearer {alice}\r\n").as_bytes());
+    request.extend_from_slice(b"x-mlgate-principal: spoofed caf\xe9 \xff\xfe\r\n");
+    request.extend_from_slice(b"content-type: application/json\r\n");
+    request.extend_from_slice(format!("content-length: {}\r\n", body.len()).as_bytes());
+    request.extend_from_slice(b"connection: close\r\n\r\n");
+    request.extend_from_slice(body);
+    let mut socket = std::net::TcpStream::connect(&authority).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    socket.write_all(&request).unwrap();
+    let mut answer = Vec::new();
+    let _ = socket.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(!answer.contains("spoofed"), "{answer}");
+    let oid = idp::persona("alice").unwrap().oid;
+    assert!(answer.contains(oid), "alice's oid not forwarded: {answer}");
+}
