@@ -200,18 +200,33 @@ fn scalar<C: ClaimSource + ?Sized>(claims: &C, paths: &[ClaimPath]) -> Option<St
 /// The union of all paths: arrays of strings, or space-separated strings.
 fn list<C: ClaimSource + ?Sized>(claims: &C, paths: &[ClaimPath]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
-    let mut push = |item: &str| {
-        if !item.is_empty() && !out.iter().any(|seen| seen == item) {
-            out.push(item.to_string());
+    let mut push = |item: Cow<'_, str>| {
+        if !item.is_empty() && !out.iter().any(|seen| *seen == *item) {
+            out.push(item.into_owned());
         }
     };
     for path in paths {
-        match path.lookup(claims).as_deref() {
-            Some(Value::String(s)) => s.split(' ').for_each(&mut push),
-            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).for_each(&mut push),
-            Some(Value::Bool(b)) => push(if *b { "true" } else { "false" }),
-            Some(Value::Number(n)) => push(&n.to_string()),
-            _ => {}
+        match path.lookup(claims) {
+            // A claim decoded for this lookup gives its strings away instead of copying them.
+            Some(Cow::Owned(Value::Array(items))) => {
+                for item in items {
+                    if let Value::String(item) = item {
+                        push(Cow::Owned(item));
+                    }
+                }
+            }
+            Some(value) => match &*value {
+                Value::String(s) => s.split(' ').map(Cow::Borrowed).for_each(&mut push),
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(Cow::Borrowed)
+                    .for_each(&mut push),
+                Value::Bool(b) => push(Cow::Borrowed(if *b { "true" } else { "false" })),
+                Value::Number(n) => push(Cow::Owned(n.to_string())),
+                _ => {}
+            },
+            None => {}
         }
     }
     out

@@ -3,6 +3,7 @@
 //! Every refusal carries a [`Reason`]: a stable snake_case code used alike in the response body,
 //! `WWW-Authenticate`, the audit log and metric names. This module never sees a token.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a request was refused (or, in dry-run mode, would have been).
@@ -162,7 +163,7 @@ impl fmt::Display for Reason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalReply {
     pub status: u16,
-    pub headers: Vec<(&'static str, String)>,
+    pub headers: Vec<(&'static str, Cow<'static, str>)>,
     pub body: String,
 }
 
@@ -178,18 +179,18 @@ pub fn local_reply(
 ) -> LocalReply {
     let mut headers = Vec::with_capacity(3);
     let (error, challenge) = match reason.kind() {
-        Kind::NoCredentials => ("unauthorized", Some(format!("Bearer realm=\"{realm}\""))),
+        Kind::NoCredentials => ("unauthorized", Some(challenge(realm, None))),
         Kind::InvalidRequest => (
             "unauthorized",
-            Some(challenge(realm, "invalid_request", reason)),
+            Some(challenge(realm, Some(("invalid_request", reason)))),
         ),
         Kind::InvalidToken => (
             "unauthorized",
-            Some(challenge(realm, "invalid_token", reason)),
+            Some(challenge(realm, Some(("invalid_token", reason)))),
         ),
         Kind::Insufficient => (
             "forbidden",
-            Some(challenge(realm, "insufficient_scope", reason)),
+            Some(challenge(realm, Some(("insufficient_scope", reason)))),
         ),
         Kind::Forbidden => ("forbidden", None),
         Kind::TooLarge => ("payload_too_large", None),
@@ -197,13 +198,13 @@ pub fn local_reply(
         Kind::Unavailable => ("unavailable", None),
     };
     if let Some(value) = challenge {
-        headers.push(("www-authenticate", value));
+        headers.push(("www-authenticate", Cow::Owned(value)));
     }
     if reason.kind() == Kind::Unavailable {
-        headers.push(("retry-after", RETRY_AFTER_SECONDS.to_string()));
+        headers.push(("retry-after", Cow::Owned(RETRY_AFTER_SECONDS.to_string())));
     }
-    headers.push(("content-type", "application/json".to_string()));
-    headers.push(("cache-control", "no-store".to_string()));
+    headers.push(("content-type", Cow::Borrowed("application/json")));
+    headers.push(("cache-control", Cow::Borrowed("no-store")));
     let body = ReplyBody {
         error,
         reason: reason.as_str(),
@@ -227,8 +228,21 @@ struct ReplyBody<'a> {
     route: Option<&'a str>,
 }
 
-fn challenge(realm: &str, error: &str, reason: Reason) -> String {
-    format!("Bearer realm=\"{realm}\", error=\"{error}\", error_description=\"{reason}\"")
+/// `Bearer realm="…"[, error="…", error_description="…"]`, written out rather than through
+/// `format!`: every refused request builds one.
+fn challenge(realm: &str, error: Option<(&str, Reason)>) -> String {
+    let mut value = String::with_capacity(96);
+    value.push_str("Bearer realm=\"");
+    value.push_str(realm);
+    value.push('"');
+    if let Some((error, reason)) = error {
+        value.push_str(", error=\"");
+        value.push_str(error);
+        value.push_str("\", error_description=\"");
+        value.push_str(reason.as_str());
+        value.push('"');
+    }
+    value
 }
 
 #[cfg(test)]

@@ -20,6 +20,20 @@ use crate::strict_json::{self, Key};
 struct Member {
     name: Name,
     value: Range<usize>,
+    kind: Kind,
+}
+
+/// What the scan learnt of a value: the common kinds are known valid and decoded without serde.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A string without escapes or control characters.
+    PlainString,
+    /// `-?(0|[1-9][0-9]*)`.
+    Integer,
+    /// `true`, `false`, `null`.
+    Literal,
+    /// Anything else: read by serde.
+    Other,
 }
 
 #[derive(Clone, Debug)]
@@ -51,13 +65,12 @@ impl Payload {
 
     /// The value of the member `name`, decoded.
     pub fn get(&self, name: &str) -> Option<Value> {
-        let text = self.raw(name)?;
-        serde_json::from_slice(text.as_bytes()).ok()
+        self.decode(self.member(name)?)
     }
 
     /// Whether the object has a member `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.raw(name).is_some()
+        self.member(name).is_some()
     }
 
     /// The whole object, decoded (tests and tools; the gate reads members one by one).
@@ -65,29 +78,42 @@ impl Payload {
         self.members
             .iter()
             .filter_map(|member| {
-                let name = self.name(member)?;
-                let text = self.json.get(member.value.clone())?;
-                let value = serde_json::from_slice(text.as_bytes()).ok()?;
-                Some((name.to_string(), value))
+                let name = member_name(&self.json, &member.name)?;
+                Some((name.to_string(), self.decode(member)?))
             })
             .collect()
     }
 
-    fn raw(&self, name: &str) -> Option<&str> {
-        let member = self
-            .members
+    fn member(&self, name: &str) -> Option<&Member> {
+        self.members
             .iter()
-            .find(|member| self.name(member) == Some(name))?;
-        self.json.get(member.value.clone())
+            .find(|member| is_named(&self.json, &member.name, name))
     }
 
-    fn name<'p>(&'p self, member: &'p Member) -> Option<&'p str> {
-        member_name(&self.json, member)
+    fn decode(&self, member: &Member) -> Option<Value> {
+        let text = self.json.get(member.value.clone())?;
+        let fast = match member.kind {
+            Kind::PlainString => text.get(1..text.len() - 1).map(Value::from),
+            Kind::Integer => text.parse::<i64>().ok().map(Value::from),
+            Kind::Literal | Kind::Other => None,
+        };
+        // Integers beyond i64 and everything else as serde_json reads them.
+        fast.or_else(|| serde_json::from_slice(text.as_bytes()).ok())
     }
 }
 
-fn member_name<'p>(json: &'p str, member: &'p Member) -> Option<&'p str> {
-    match &member.name {
+/// Whether a member's name is `wanted`; lengths first, as most names differ in length.
+fn is_named(json: &str, name: &Name, wanted: &str) -> bool {
+    match name {
+        Name::At(at) => {
+            at.len() == wanted.len() && json.as_bytes().get(at.clone()) == Some(wanted.as_bytes())
+        }
+        Name::Unescaped(name) => **name == *wanted,
+    }
+}
+
+fn member_name<'p>(json: &'p str, name: &'p Name) -> Option<&'p str> {
+    match name {
         Name::At(at) => json.get(at.clone()),
         Name::Unescaped(name) => Some(name),
     }
@@ -115,40 +141,41 @@ fn index(json: &str) -> Option<Vec<Member>> {
             if bytes.get(at) != Some(&b'"') {
                 return None;
             }
-            let name_at = at..string_end(bytes, at)?;
-            at = skip_whitespace(bytes, name_at.end);
+            let (name_end, plain_name) = string_end(bytes, at)?;
+            let name_at = at..name_end;
+            at = skip_whitespace(bytes, name_end);
             if bytes.get(at) != Some(&b':') {
                 return None;
             }
             at = skip_whitespace(bytes, at + 1);
-            let value_at = at..value_end(bytes, at)?;
-            at = skip_whitespace(bytes, value_at.end);
+            let (value_end, kind) = value_end(bytes, at)?;
+            let value_at = at..value_end;
+            at = skip_whitespace(bytes, value_end);
 
-            let quoted_name = json.get(name_at.clone())?;
-            let name = match plain_string(quoted_name) {
-                Some(plain) => Key::Borrowed(plain),
-                None => strict_json::key(quoted_name)?,
+            // Borrowed only without escapes: the name is the text between the quotes.
+            let inner = name_at.start + 1..name_at.end - 1;
+            let name = if plain_name {
+                Name::At(inner)
+            } else {
+                match strict_json::key(json.get(name_at)?)? {
+                    Key::Borrowed(_) => Name::At(inner),
+                    Key::Owned(unescaped) => Name::Unescaped(unescaped.into()),
+                }
             };
+            let new_name = member_name(json, &name)?;
             if members
                 .iter()
-                .any(|seen| member_name(json, seen) == Some(name.as_str()))
+                .any(|seen| is_named(json, &seen.name, new_name))
             {
                 return None;
             }
-            let value = json.get(value_at.clone())?;
-            let obviously_valid =
-                plain_string(value).is_some() || matches!(value, "true" | "false" | "null");
-            if !obviously_valid && !strict_json::has_unique_keys(value) {
+            if kind == Kind::Other && !strict_json::has_unique_keys(json.get(value_at.clone())?) {
                 return None;
             }
-            let name = match name {
-                // Borrowed only without escapes: the name is the text between the quotes.
-                Key::Borrowed(_) => Name::At(name_at.start + 1..name_at.end - 1),
-                Key::Owned(unescaped) => Name::Unescaped(unescaped.into()),
-            };
             members.push(Member {
                 name,
                 value: value_at,
+                kind,
             });
 
             match bytes.get(at) {
@@ -164,16 +191,6 @@ fn index(json: &str) -> Option<Vec<Member>> {
     (skip_whitespace(bytes, at) == bytes.len()).then_some(members)
 }
 
-/// The text of a quoted JSON string that needs no unescaping (the usual claim name or value),
-/// read without serde: no escapes, no control characters. `None` for anything else.
-fn plain_string(quoted: &str) -> Option<&str> {
-    let inner = quoted.strip_prefix('"')?.strip_suffix('"')?;
-    inner
-        .bytes()
-        .all(|b| b >= 0x20 && b != b'"' && b != b'\\')
-        .then_some(inner)
-}
-
 fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
     while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         at += 1;
@@ -181,35 +198,53 @@ fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
     at
 }
 
-/// Just past the closing quote of the string that opens at `at`.
-fn string_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+/// Just past the closing quote of the string that opens at `at`, and whether the string is
+/// plain: no escapes and no control characters, so its text is valid JSON and its own value.
+fn string_end(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
     at += 1;
+    let mut plain = true;
     loop {
-        match bytes.get(at)? {
-            b'"' => return Some(at + 1),
-            b'\\' => at += 2,
-            _ => at += 1,
+        match *bytes.get(at)? {
+            b'"' => return Some((at + 1, plain)),
+            b'\\' => {
+                plain = false;
+                at += 2;
+            }
+            byte => {
+                plain &= byte >= 0x20;
+                at += 1;
+            }
         }
     }
 }
 
-/// Just past the value that starts at `at`.
-fn value_end(bytes: &[u8], mut at: usize) -> Option<usize> {
+/// Just past the value that starts at `at`, and what kind of value it is.
+fn value_end(bytes: &[u8], mut at: usize) -> Option<(usize, Kind)> {
     match bytes.get(at)? {
-        b'"' => string_end(bytes, at),
+        b'"' => {
+            let (end, plain) = string_end(bytes, at)?;
+            Some((
+                end,
+                if plain {
+                    Kind::PlainString
+                } else {
+                    Kind::Other
+                },
+            ))
+        }
         b'{' | b'[' => {
             let mut depth = 0usize;
             loop {
                 match bytes.get(at)? {
                     b'"' => {
-                        at = string_end(bytes, at)?;
+                        at = string_end(bytes, at)?.0;
                         continue;
                     }
                     b'{' | b'[' => depth += 1,
                     b'}' | b']' => {
                         depth -= 1;
                         if depth == 0 {
-                            return Some(at + 1);
+                            return Some((at + 1, Kind::Other));
                         }
                     }
                     _ => {}
@@ -225,8 +260,26 @@ fn value_end(bytes: &[u8], mut at: usize) -> Option<usize> {
             ) {
                 at += 1;
             }
-            (at > start).then_some(at)
+            let text = bytes.get(start..at)?;
+            let kind = match text {
+                [] => return None,
+                b"true" | b"false" | b"null" => Kind::Literal,
+                _ if is_plain_integer(text) => Kind::Integer,
+                _ => Kind::Other,
+            };
+            Some((at, kind))
         }
+    }
+}
+
+/// JSON's integer grammar, `-?(0|[1-9][0-9]*)`, but not `-0` (serde_json reads that as the
+/// float -0.0): the NumericDates, read without serde.
+fn is_plain_integer(text: &[u8]) -> bool {
+    let digits = text.strip_prefix(b"-").unwrap_or(text);
+    match digits {
+        [b'0'] => text.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
     }
 }
 
@@ -313,6 +366,33 @@ mod tests {
         assert_eq!(payload.get("a"), Some(json!(["]}\"{", {"b": "}"}])));
         assert_eq!(payload.get("c"), Some(json!("x\\")));
         assert_eq!(payload.get("d"), Some(json!("\"}")));
+    }
+
+    #[test]
+    fn numbers_decode_as_serde_json_reads_them() {
+        for number in [
+            "0",
+            "-0",
+            "7",
+            "-7",
+            "1795690283",
+            "9223372036854775807",
+            "9223372036854775808",
+            "18446744073709551616",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "1.5",
+            "1e3",
+            "-0.0",
+        ] {
+            let text = format!(r#"{{"n":{number}}}"#);
+            let expected: Map<String, Value> = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                parse(&text).unwrap().get("n").as_ref(),
+                expected.get("n"),
+                "{number}"
+            );
+        }
     }
 
     #[test]

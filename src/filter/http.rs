@@ -262,7 +262,7 @@ fn send_reply(reply: &crate::decision::LocalReply) -> Action {
     let headers: Vec<(&str, &str)> = reply
         .headers
         .iter()
-        .map(|(n, v)| (*n, v.as_str()))
+        .map(|(n, v)| (*n, v.as_ref()))
         .collect();
     if let Err(error) =
         hostcalls::send_local_response(u32::from(reply.status), &headers, reply.body.as_bytes())
