@@ -124,8 +124,10 @@ fn member_name<'p>(json: &'p str, name: &'p Name) -> Option<&'p str> {
 /// The boundaries are found by hand because serde cannot report where a value lies without
 /// serde_json's `raw_value` feature, which costs ~20 KB of .wasm (a second instance of its parser).
 /// The scan only finds boundaries — strings with their escapes, brackets by depth, scalars up to
-/// the next delimiter — and serde_json then reads every name and every value, so everything this
-/// accepts is valid JSON: a wrong boundary fails that reading instead of changing a value.
+/// the next delimiter — and recognises what is plainly valid (strings without escapes or control
+/// characters, integers, `true`/`false`/`null`); serde_json reads every other name and value, so
+/// everything this accepts is valid JSON: a wrong boundary fails that reading instead of changing
+/// a value.
 fn index(json: &str) -> Option<Vec<Member>> {
     let bytes = json.as_bytes();
     let mut members: Vec<Member> = Vec::with_capacity(24);

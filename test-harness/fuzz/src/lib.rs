@@ -24,7 +24,9 @@ pub fn config() -> Value {
             "token_from": [{"header": "authorization", "scheme": "Bearer"}, {"query": "access_token"}, {"cookie": "session"}]
         }, {
             "name": "partners",
-            "issuer": ["https://login.microsoftonline.com/{tenant}/v2.0", "https://sts.windows.net/{tenant}/"],
+            // v1 issuers only: a template that also matches the entra provider's issuer is refused
+            // (a token must map to exactly one provider).
+            "issuer": ["https://sts.windows.net/{tenant}/"],
             "tenants": ["e1d2c3b4-a5f6-4e7d-8c9b-0a1f2e3d4c5b"],
             "audiences": ["api://ml-scoring"],
             "jwks": {"inline": jwks}
