@@ -349,16 +349,18 @@ pub fn verify_signature(
         Selection::UnknownKid | Selection::NoFittingKey => return Err(Reason::UnknownKey),
     };
     let iss = token.issuer()?;
-    let tenant = match token.claims.get(&rules.tenant_claim) {
-        Some(Value::String(tid)) => Some(tid),
-        _ => None,
-    };
-    let tenant = tenant.as_deref();
+    // Decoded only if a key names its issuer (Entra): claims are decoded when read.
+    let mut tenant: Option<Option<String>> = None;
     let mut tried = 0;
     for key in candidates {
         if let Some(key_issuer) = &key.issuer {
             // Entra's per-key issuer: a key published for one issuer verifies only its tokens.
-            let expected = match tenant {
+            let tenant =
+                tenant.get_or_insert_with(|| match token.claims.get(&rules.tenant_claim) {
+                    Some(Value::String(tid)) => Some(tid),
+                    _ => None,
+                });
+            let expected = match tenant.as_deref() {
                 Some(tid) => key_issuer.replace("{tenantid}", tid),
                 None => key_issuer.clone(),
             };
