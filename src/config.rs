@@ -450,6 +450,11 @@ pub fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
     Compiler::default().compile(config)
 }
 
+/// Builds the runtime form. Its larger steps are `#[inline(never)] // see `Compiler``: Envoy's V8 compiles every
+/// function of the module with TurboFan when it loads, and the memory that takes (kept by Envoy's
+/// allocator afterwards) grows with the largest function; inlined into one another, these steps
+/// made one of ~25 KB of code and cost Envoy ~3 MiB of RSS, for nothing at run time (they run once
+/// per configuration).
 #[derive(Default)]
 struct Compiler {
     sources: Vec<TokenSource>,
@@ -529,6 +534,7 @@ impl Compiler {
         })
     }
 
+    #[inline(never)] // see `Compiler`
     fn provider(&mut self, path: &str, config: ProviderConfig) -> Result<Provider, ConfigError> {
         if config.name.is_empty() || !is_plain_name(&config.name) {
             return err(
@@ -698,6 +704,7 @@ impl Compiler {
         })
     }
 
+    #[inline(never)] // see `Compiler`
     fn token_sources(
         &mut self,
         path: &str,
@@ -762,6 +769,7 @@ impl Compiler {
         Ok(indices)
     }
 
+    #[inline(never)] // see `Compiler`
     fn route(
         &mut self,
         path: &str,
@@ -851,6 +859,7 @@ impl Compiler {
         })
     }
 
+    #[inline(never)] // see `Compiler`
     fn rule(
         &mut self,
         path: &str,
@@ -961,6 +970,7 @@ impl Compiler {
 }
 
 /// Inline keys, or where remote keys come from.
+#[inline(never)] // see `Compiler`
 fn compile_jwks(
     path: &str,
     jwks: JwksConfig,
@@ -1285,6 +1295,7 @@ fn check_group_names(
     Ok(())
 }
 
+#[inline(never)] // see `Compiler`
 fn compile_match(
     path: &str,
     config: MatchConfig,

@@ -202,6 +202,8 @@ fn field_err(field: &str, message: impl Into<String>) -> JwkError {
 }
 
 /// `Ok(None)`: a well-formed key that is not for signatures.
+// Out of line, like config's `Compiler` steps: one function per key keeps V8's compile memory low.
+#[inline(never)]
 fn parse_jwk(jwk: &Value) -> Result<Option<Key>, JwkError> {
     let object = jwk
         .as_object()
