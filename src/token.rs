@@ -7,6 +7,7 @@
 
 use std::borrow::Cow;
 
+use crate::bytes;
 use crate::decision::Reason;
 
 /// One place a token may be carried. Header names are stored lower-case.
@@ -88,7 +89,9 @@ pub fn extract<'a>(
     }
     match found {
         Some(found) if found.token.len() > max_bytes => Err(Reason::TokenTooLarge),
-        Some(found) if found.token.contains(',') => Err(Reason::MultipleTokens),
+        Some(found) if bytes::contains_byte(found.token.as_bytes(), b',') => {
+            Err(Reason::MultipleTokens)
+        }
         other => Ok(other),
     }
 }

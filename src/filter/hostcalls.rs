@@ -228,6 +228,11 @@ impl HeaderMap {
         if let Some(sizes) = bytes.get_mut(..text_start) {
             sizes.fill(0);
         }
+        if crate::bytes::is_ascii(&bytes) {
+            // SAFETY: every byte is ASCII (checked just above), and ASCII is UTF-8.
+            let text = unsafe { String::from_utf8_unchecked(bytes) };
+            return HeaderMap { text, pairs };
+        }
         match String::from_utf8(bytes) {
             Ok(text) => HeaderMap { text, pairs },
             Err(error) => Self::lossy(error.as_bytes(), &pairs),

@@ -27,7 +27,9 @@ use crate::mint::{bearer, now_unix};
 const HELP: &str = "usage: mlgate-harness bench [options]
 
 Times mlgate.wasm inside wasmtime for each scenario and prints microseconds per request
-(mean, median, p99) and requests per second of one core.
+(mean, median, p99), requests per second of one core, and the WebAssembly operators each request
+executes (wasmtime fuel, counted in a second, metered instance: unlike time, the same on a busy
+machine, so the number to compare before and after a change).
 
 scenarios: hit (one token repeated), fresh (a new valid token per request), forged (random
 signatures: 401), denied (valid token, forbidden route: 403)
@@ -42,9 +44,7 @@ options:
                           build: cargo build --profile wasm --target wasm32-wasip1 -p mlgate-noop-filter)
   --floor-wasm FILE       the empty filter from elsewhere
 
-Instructions per request: wasmtime has no cheap counter here and perf may be unavailable (VMs);
-where `perf stat -e instructions` works, run one scenario at two iteration counts and divide the
-difference, e.g. `perf stat -e instructions mlgate-harness bench --scenario fresh --iterations 4000`.
+Host calls are not in the operator count (the host's verify_signature is timed separately).
 ";
 
 /// The scenarios, in the order they run.
@@ -77,6 +77,8 @@ pub struct Timing {
     pub host_crypto: Duration,
     /// `verify_signature` calls per request.
     pub host_calls: f64,
+    /// WebAssembly operators per request, if the harness counts them.
+    pub wasm_ops: Option<f64>,
 }
 
 /// Time and calls spent in the harness's `verify_signature`, in nanoseconds.
@@ -214,6 +216,7 @@ fn time_scenario(
     let mut times = Vec::with_capacity(iterations);
     let mut wrong = 0usize;
     let (nanos0, calls0) = meter.read();
+    let ops0 = h.wasm_operators();
     for i in 0..iterations {
         let token = tokens
             .get(i % tokens.len().max(1))
@@ -229,6 +232,9 @@ fn time_scenario(
         bail!("scenario {scenario}: {wrong} of {iterations} requests did not get {want}");
     }
     let (nanos1, calls1) = meter.read();
+    let wasm_ops = ops0
+        .zip(h.wasm_operators())
+        .map(|(before, after)| (after - before) as f64 / iterations.max(1) as f64);
     let total: Duration = times.iter().sum();
     times.sort();
     let n = iterations.max(1) as u64;
@@ -240,6 +246,7 @@ fn time_scenario(
         p99: percentile(&times, 0.99),
         host_crypto: Duration::from_nanos((nanos1 - nanos0) / n),
         host_calls: (calls1 - calls0) as f64 / n as f64,
+        wasm_ops,
     })
 }
 
@@ -275,12 +282,28 @@ pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
         builder = builder.without_host_crypto();
     }
     let h = builder.load()?.configure(config.as_str())?;
+    // The operator count comes from a second instance compiled with metering (slower: never timed).
+    let mut counting = Harness::builder().count_wasm_operators();
+    if let Some(w) = &o.wasm {
+        counting = counting.wasm(w);
+    }
+    if !o.host_crypto {
+        counting = counting.without_host_crypto();
+    }
+    let counter = counting.load()?.configure(config.as_str())?;
+    let uncounted = HostCryptoMeter::default();
     let floor = match &o.floor {
         Some(path) => {
             if !path.is_file() {
                 bail!("{} is missing: cargo build --profile wasm --target wasm32-wasip1 -p mlgate-noop-filter", path.display());
             }
-            Some(Harness::builder().wasm(path).load()?.configure("{}")?)
+            let timed = Harness::builder().wasm(path).load()?.configure("{}")?;
+            let counted = Harness::builder()
+                .wasm(path)
+                .count_wasm_operators()
+                .load()?
+                .configure("{}")?;
+            Some((timed, counted))
         }
         None => None,
     };
@@ -291,7 +314,7 @@ pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
         o.config.display()
     );
     println!(
-        "{:<8} {:>10} {:>10} {:>10} {:>12} {:>16} {:>12}{}",
+        "{:<8} {:>10} {:>10} {:>10} {:>12} {:>16} {:>12} {:>10}{}",
         "scenario",
         "mean µs",
         "p50 µs",
@@ -299,16 +322,21 @@ pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
         "req/s/core",
         "host verify µs",
         "wasm side µs",
+        "wasm ops",
         if floor.is_some() {
-            "   floor µs   mlgate−floor µs"
+            "   floor µs   mlgate−floor µs   floor ops"
         } else {
             ""
         }
     );
     for scenario in &o.scenarios {
         let t = time_scenario(&h, &meter, scenario, o.iterations, true)?;
+        let counted = time_scenario(&counter, &uncounted, scenario, o.iterations.min(500), true)?;
+        let ops = counted
+            .wasm_ops
+            .ok_or_else(|| anyhow!("the metered instance counted no operators"))?;
         let mut line = format!(
-            "{:<8} {:>10.1} {:>10.1} {:>10.1} {:>12.0} {:>9.1} ({:.2}×) {:>12.1}",
+            "{:<8} {:>10.1} {:>10.1} {:>10.1} {:>12.0} {:>9.1} ({:.2}×) {:>12.1} {:>10.0}",
             t.scenario,
             us(t.mean),
             us(t.p50),
@@ -316,14 +344,17 @@ pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
             1.0 / t.mean.as_secs_f64().max(1e-12),
             us(t.host_crypto),
             t.host_calls,
-            us(t.mean) - us(t.host_crypto)
+            us(t.mean) - us(t.host_crypto),
+            ops
         );
-        if let Some(f) = &floor {
-            let ft = time_scenario(f, &meter, scenario, o.iterations.min(2000), false)?;
+        if let Some((timed, counted)) = &floor {
+            let ft = time_scenario(timed, &meter, scenario, o.iterations.min(2000), false)?;
+            let fc = time_scenario(counted, &uncounted, scenario, o.iterations.min(500), false)?;
             line += &format!(
-                "   {:>8.1}   {:>15.1}",
+                "   {:>8.1}   {:>15.1}   {:>9.0}",
                 us(ft.mean),
-                us(t.mean) - us(ft.mean)
+                us(t.mean) - us(ft.mean),
+                fc.wasm_ops.unwrap_or(0.0)
             );
         }
         println!("{line}");

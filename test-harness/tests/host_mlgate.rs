@@ -128,3 +128,38 @@ fn no_function_of_the_module_is_large_enough_to_inflate_envoys_compile_memory() 
         "the largest function body is {largest} bytes (at most {LARGEST_ALLOWED})"
     );
 }
+
+/// `mlgate-harness bench` counts the WebAssembly operators of each request (wasmtime fuel), which
+/// unlike time is the same on a busy machine.
+#[test]
+fn a_counting_harness_counts_the_operators_each_request_executes() {
+    let h = Harness::builder()
+        .count_wasm_operators()
+        .load()
+        .unwrap()
+        .configure(config())
+        .unwrap();
+    let now = h.now_unix();
+    let claims = json!({"iss": "https://idp.test", "aud": "api://ml", "sub": "alice", "iat": now, "exp": now + 600});
+    let key = TestKey::all().into_iter().next().unwrap();
+    let token = key.sign_default(&claims);
+    let operators_of_one_request = || {
+        let before = h.wasm_operators().unwrap();
+        let out = h
+            .request()
+            .method("POST")
+            .path("/score")
+            .header("authorization", &bearer(&token))
+            .send()
+            .unwrap();
+        assert!(out.is_forwarded(), "{out}");
+        h.wasm_operators().unwrap() - before
+    };
+    let verified = operators_of_one_request();
+    let cached = operators_of_one_request();
+    assert!(
+        1_000 < cached && cached < verified,
+        "verified {verified}, then from the cache {cached}"
+    );
+    assert_eq!(harness().wasm_operators(), None);
+}

@@ -140,6 +140,7 @@ pub struct HarnessBuilder {
     log_level: LogLevel,
     clusters: Option<Vec<String>>,
     callback_timeout: Duration,
+    count_operators: bool,
 }
 
 /// The default seed of `random_get`; the n-th VM on one [`SharedData`] gets it mixed with n.
@@ -167,6 +168,7 @@ impl Default for HarnessBuilder {
             log_level: LogLevel::Trace,
             clusters: None,
             callback_timeout: Duration::from_secs(10),
+            count_operators: false,
         }
     }
 }
@@ -259,6 +261,14 @@ impl HarnessBuilder {
         self
     }
 
+    /// Counts the WebAssembly operators the filter executes ([`Harness::wasm_operators`]): wasmtime's fuel,
+    /// about one unit per operator, host calls not included. The module is compiled with metering, which
+    /// slows it: for counting, not timing.
+    pub fn count_wasm_operators(mut self) -> Self {
+        self.count_operators = true;
+        self
+    }
+
     /// Instantiates the module and starts the VM: `_initialize`, `proxy_on_context_create(root, 0)`,
     /// `proxy_on_vm_start(root, vm_config_size)` (the order of proxy-wasm-cpp-host).
     pub fn load(self) -> Result<Harness, HostError> {
@@ -266,7 +276,7 @@ impl HarnessBuilder {
             Some(path) => path,
             None => wasm_path()?,
         };
-        let compiled = module::compiled(&path)?;
+        let compiled = module::compiled(&path, self.count_operators)?;
         let vm_config_len = self.vm_config.len() as u32;
         let config = HostConfig {
             uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
@@ -289,6 +299,11 @@ impl HarnessBuilder {
             (self.callback_timeout.as_millis() / module::EPOCH_TICK.as_millis()).max(1) as u64;
         let mut store = Store::new(&compiled.engine, HostState::new(config));
         store.set_epoch_deadline(timeout_ticks);
+        if self.count_operators {
+            store
+                .set_fuel(u64::MAX)
+                .map_err(|e| HostError::Load(format!("metering: {e:#}")))?;
+        }
         let instance = compiled.pre.instantiate(&mut store).map_err(|e| {
             HostError::Load(format!("instantiating {}: {e:#}", compiled.path.display()))
         })?;
@@ -602,6 +617,13 @@ impl Harness {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    /// WebAssembly operators the filter executed since it was loaded, if the harness counts them
+    /// ([`HarnessBuilder::count_wasm_operators`]).
+    pub fn wasm_operators(&self) -> Option<u64> {
+        let fuel = self.inner.borrow().store.get_fuel().ok()?;
+        Some(u64::MAX - fuel)
     }
 
     /// Forgets the captured log lines.

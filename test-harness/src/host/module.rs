@@ -150,12 +150,15 @@ fn rebuild(root: &Path, wasm: &Path) -> Result<(), String> {
     Ok(())
 }
 
-fn engine() -> Result<Engine, HostError> {
-    static ENGINE: OnceLock<Result<Engine, String>> = OnceLock::new();
-    ENGINE
+/// The shared engine; `metered`: the one whose code counts fuel (about one unit per WebAssembly operator),
+/// which makes it slower, so only harnesses that count operators use it.
+fn engine(metered: bool) -> Result<Engine, HostError> {
+    static ENGINES: [OnceLock<Result<Engine, String>>; 2] = [OnceLock::new(), OnceLock::new()];
+    ENGINES[usize::from(metered)]
         .get_or_init(|| {
             let mut config = Config::new();
             config.epoch_interruption(true);
+            config.consume_fuel(metered);
             let engine =
                 Engine::new(&config).map_err(|e| format!("creating the wasmtime engine: {e:#}"))?;
             let ticker = engine.clone();
@@ -172,16 +175,17 @@ fn engine() -> Result<Engine, HostError> {
         .map_err(HostError::Load)
 }
 
-/// The module at `path`, compiled and linked once per process.
-pub(crate) fn compiled(path: &Path) -> Result<Arc<Compiled>, HostError> {
-    static CACHE: OnceLock<Mutex<HashMap<PathBuf, Arc<Compiled>>>> = OnceLock::new();
+/// The module at `path`, compiled and linked once per process (and engine: see [`engine`]).
+pub(crate) fn compiled(path: &Path, metered: bool) -> Result<Arc<Compiled>, HostError> {
+    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, bool), Arc<Compiled>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     // Held while compiling: parallel tests wait for the one compilation instead of repeating it.
     let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(hit) = cache.get(path) {
+    let key = (path.to_path_buf(), metered);
+    if let Some(hit) = cache.get(&key) {
         return Ok(hit.clone());
     }
-    let engine = engine()?;
+    let engine = engine(metered)?;
     let bytes = std::fs::read(path).map_err(|e| {
         HostError::Load(format!(
             "reading {}: {e} (run `make build`)",
@@ -220,7 +224,7 @@ pub(crate) fn compiled(path: &Path) -> Result<Arc<Compiled>, HostError> {
         engine,
         pre,
     });
-    cache.insert(path.to_path_buf(), compiled.clone());
+    cache.insert(key, compiled.clone());
     Ok(compiled)
 }
 
@@ -256,7 +260,7 @@ pub fn missing_imports<'a>(
 
 /// Every (module, name) the host implements: what a filter may import.
 pub fn host_imports() -> Result<BTreeSet<(String, String)>, HostError> {
-    let engine = engine()?;
+    let engine = engine(false)?;
     Ok(provided_imports(&engine, &linker(&engine)?))
 }
 
