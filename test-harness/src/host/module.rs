@@ -175,9 +175,12 @@ fn engine(metered: bool) -> Result<Engine, HostError> {
         .map_err(HostError::Load)
 }
 
+/// Compiled modules by path and engine (metered or not).
+type CompiledByPath = HashMap<(PathBuf, bool), Arc<Compiled>>;
+
 /// The module at `path`, compiled and linked once per process (and engine: see [`engine`]).
 pub(crate) fn compiled(path: &Path, metered: bool) -> Result<Arc<Compiled>, HostError> {
-    static CACHE: OnceLock<Mutex<HashMap<(PathBuf, bool), Arc<Compiled>>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<CompiledByPath>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     // Held while compiling: parallel tests wait for the one compilation instead of repeating it.
     let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
