@@ -35,7 +35,7 @@ tools:
 # -Os, but a function with one caller is inlined only when small (-ocimfs, "one caller inline max function
 # size"; unlimited by default). Envoy's V8 compiles every function with TurboFan when the module loads (Liftoff is
 # off in proxy-wasm's V8), and the memory that takes, which tcmalloc then keeps, grows with the largest functions:
-# plain -Os fused configure-time code into one 54 KB function and cost Envoy ~16 MiB more RSS, for 1.6 KB of size.
+# plain -Os made a 54 KB function out of single-caller ones and cost Envoy ~16 MiB more RSS, for 1.6 KB of size.
 WASM_OPT_FLAGS = -Os -ocimfs=200 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
 
 build: wasm-target

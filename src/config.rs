@@ -450,7 +450,7 @@ pub fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
     Compiler::default().compile(config)
 }
 
-/// Builds the runtime form. Its larger steps are `#[inline(never)] // see `Compiler``: Envoy's V8 compiles every
+/// Builds the runtime form. Its larger steps are `#[inline(never)]`: Envoy's V8 compiles every
 /// function of the module with TurboFan when it loads, and the memory that takes (kept by Envoy's
 /// allocator afterwards) grows with the largest function; inlined into one another, these steps
 /// made one of ~25 KB of code and cost Envoy ~3 MiB of RSS, for nothing at run time (they run once

@@ -2,7 +2,7 @@
 //! filter has, and carries configuration, headers, local responses and logs both ways. The filter's own
 //! behaviour is specified by the `filter_*` suites; these only use what the configuration reference documents.
 
-use mlgate_harness::host::{wasm_path, Harness, HostError};
+use mlgate_harness::host::{wasm_path, Harness, HostError, Outcome};
 use mlgate_harness::mint::{bearer, test_jwks, TestKey};
 use serde_json::{json, Value};
 
@@ -24,6 +24,21 @@ fn config() -> Value {
 
 fn harness() -> Harness {
     Harness::load().unwrap().configure(config()).unwrap()
+}
+
+/// A token for alice that the configuration accepts, signed with `key`.
+fn alice(h: &Harness, key: &TestKey) -> String {
+    let now = h.now_unix();
+    key.sign_default(&json!({"iss": "https://idp.test", "aud": "api://ml", "sub": "alice", "iat": now, "exp": now + 600}))
+}
+
+fn score(h: &Harness, token: &str) -> Outcome {
+    h.request()
+        .method("POST")
+        .path("/score")
+        .header("authorization", &bearer(token))
+        .send()
+        .unwrap()
 }
 
 #[test]
@@ -85,17 +100,8 @@ fn a_forwarded_request_shows_the_headers_the_filter_wrote_and_removed() {
     assert!(out.is_forwarded(), "{out}");
     assert_eq!(out.forwarded_header("x-mlgate-principal"), None);
 
-    let now = h.now_unix();
-    let claims = json!({"iss": "https://idp.test", "aud": "api://ml", "sub": "alice", "iat": now, "exp": now + 600});
     for key in TestKey::all() {
-        let token = key.sign_default(&claims);
-        let out = h
-            .request()
-            .method("POST")
-            .path("/score")
-            .header("authorization", &bearer(&token))
-            .send()
-            .unwrap();
+        let out = score(&h, &alice(&h, &key));
         assert!(out.is_forwarded(), "{}: {out}", key.kid());
         assert_eq!(
             out.forwarded_header("x-mlgate-principal"),
@@ -139,19 +145,10 @@ fn a_counting_harness_counts_the_operators_each_request_executes() {
         .unwrap()
         .configure(config())
         .unwrap();
-    let now = h.now_unix();
-    let claims = json!({"iss": "https://idp.test", "aud": "api://ml", "sub": "alice", "iat": now, "exp": now + 600});
-    let key = TestKey::all().into_iter().next().unwrap();
-    let token = key.sign_default(&claims);
+    let token = alice(&h, &TestKey::all().into_iter().next().unwrap());
     let operators_of_one_request = || {
         let before = h.wasm_operators().unwrap();
-        let out = h
-            .request()
-            .method("POST")
-            .path("/score")
-            .header("authorization", &bearer(&token))
-            .send()
-            .unwrap();
+        let out = score(&h, &token);
         assert!(out.is_forwarded(), "{out}");
         h.wasm_operators().unwrap() - before
     };
