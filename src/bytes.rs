@@ -45,6 +45,23 @@ pub fn is_ascii(bytes: &[u8]) -> bool {
     tail.is_ascii() && seen & HIGHS == 0
 }
 
+/// Whether every byte is printable ASCII (`0x20..=0x7e`): no control character, no DEL, nothing
+/// beyond ASCII.
+pub fn is_printable_ascii(bytes: &[u8]) -> bool {
+    const SPACES: u64 = u64::from_ne_bytes([0x20; 8]);
+    const DELETES: u64 = u64::from_ne_bytes([0x7f; 8]);
+    let (words, tail) = bytes.as_chunks::<8>();
+    tail.iter().all(|b| (0x20..0x7f).contains(b))
+        && words.iter().all(|word| {
+            let x = u64::from_ne_bytes(*word);
+            // Exact for "some byte is below 0x20" and "some byte is zero" (so equal to 0x7f).
+            let below_space = x.wrapping_sub(SPACES) & !x;
+            let delete = x ^ DELETES;
+            let is_delete = delete.wrapping_sub(ONES) & !delete;
+            (below_space | is_delete | x) & HIGHS == 0
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,6 +102,18 @@ mod tests {
             .chain(haystacks(b'a'))
         {
             assert_eq!(is_ascii(&bytes), bytes.is_ascii(), "{at:?} in {bytes:?}");
+        }
+    }
+
+    #[test]
+    fn is_printable_ascii_refuses_any_control_delete_or_non_ascii_byte_at_every_position() {
+        for needle in [
+            0x00, 0x09, 0x0a, 0x0d, 0x1f, 0x20, 0x7e, 0x7f, 0x80, 0xc2, 0xff,
+        ] {
+            for (bytes, at) in haystacks(needle) {
+                let expected = bytes.iter().all(|b| (0x20..=0x7e).contains(b));
+                assert_eq!(is_printable_ascii(&bytes), expected, "{at:?} in {bytes:?}");
+            }
         }
     }
 

@@ -11,6 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::audit::{fingerprint, Audit, Outcome};
+use crate::bytes;
 use crate::cache::TokenCache;
 use crate::claims::{self, Identity};
 use crate::decision::{local_reply, LocalReply, Reason};
@@ -628,7 +629,7 @@ impl Gate {
     /// The headers naming a verified caller, rendered once per token.
     fn identity_headers(&self, id: &Identity) -> Vec<(String, String)> {
         let forward = &self.policy.forward;
-        let mut headers = Vec::new();
+        let mut headers = Vec::with_capacity(8);
         let mut add = |name: &Option<String>, value: Option<&str>| {
             if let (Some(name), Some(value)) = (name, value) {
                 if !value.is_empty() {
@@ -641,10 +642,24 @@ impl Gate {
         add(&forward.tenant, id.tenant.as_deref());
         add(&forward.app, id.app.as_deref());
         add(&forward.caller, Some(id.caller.as_str()));
-        add(&forward.groups, Some(&join_list(&id.groups)));
-        add(&forward.roles, Some(&join_list(&id.roles)));
-        add(&forward.scopes, Some(&join_list(&id.scopes)));
-        add(&forward.provider, provider.map(|p| &**p));
+        let lists = [
+            (&forward.groups, &id.groups),
+            (&forward.roles, &id.roles),
+            (&forward.scopes, &id.scopes),
+        ];
+        for (name, items) in lists {
+            if let Some(name) = name {
+                let value = join_list(items);
+                if !value.is_empty() {
+                    headers.push((name.clone(), into_header_safe(value)));
+                }
+            }
+        }
+        if let (Some(name), Some(provider)) = (&forward.provider, provider) {
+            if !provider.is_empty() {
+                headers.push((name.clone(), header_safe(provider)));
+            }
+        }
         headers
     }
 }
@@ -679,15 +694,38 @@ fn model_from_json(body: &[u8], field: &str) -> Option<String> {
 /// List headers are comma-separated; a `,` or `%` inside an item is percent-encoded so the
 /// upstream can split unambiguously.
 fn join_list(items: &[String]) -> String {
-    items
-        .iter()
-        .map(|item| item.replace('%', "%25").replace(',', "%2C"))
-        .collect::<Vec<_>>()
-        .join(",")
+    let mut joined = String::with_capacity(items.iter().map(|item| item.len() + 1).sum());
+    for (at, item) in items.iter().enumerate() {
+        if at > 0 {
+            joined.push(',');
+        }
+        let bytes = item.as_bytes();
+        if bytes::contains_byte(bytes, b'%') || bytes::contains_byte(bytes, b',') {
+            joined.push_str(&item.replace('%', "%25").replace(',', "%2C"));
+        } else {
+            joined.push_str(item);
+        }
+    }
+    joined
 }
 
 /// Header values must not carry control characters (CR/LF would split headers).
 fn header_safe(value: &str) -> String {
+    if bytes::is_printable_ascii(value.as_bytes()) {
+        return value.to_owned();
+    }
+    replace_controls(value)
+}
+
+/// [`header_safe`] for a value already owned: kept as it is when it is clean (nearly always).
+fn into_header_safe(value: String) -> String {
+    if bytes::is_printable_ascii(value.as_bytes()) {
+        return value;
+    }
+    replace_controls(&value)
+}
+
+fn replace_controls(value: &str) -> String {
     value
         .chars()
         .map(|c| if c.is_control() { '?' } else { c })

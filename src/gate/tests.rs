@@ -669,6 +669,29 @@ fn list_items_with_commas_are_percent_encoded() {
 }
 
 #[test]
+fn list_items_with_percent_signs_are_encoded_before_their_commas() {
+    let mut config = entra_config();
+    config["routes"][1]["allow"] = json!([{"roles": ["50%,off"]}]);
+    let t = user_token(|c| c["roles"] = json!(["50%,off", "100%"]));
+    let h = forwarded(&gate(&config), &score(&t));
+    assert_eq!(h["x-mlgate-roles"], "50%25%2Coff,100%25");
+}
+
+#[test]
+fn list_items_with_control_characters_are_forwarded_with_them_replaced() {
+    let t = user_token(|c| c["scp"] = json!("Scoring.Invoke\u{7f}x Models.Read"));
+    let h = forwarded(&gate(&entra_config()), &score(&t));
+    assert_eq!(h["x-mlgate-scopes"], "Scoring.Invoke?x,Models.Read");
+}
+
+#[test]
+fn identity_header_values_keep_non_ascii_text_and_replace_unicode_controls() {
+    let t = user_token(|c| c["oid"] = json!("Zürich\u{85}東京"));
+    let h = forwarded(&gate(&entra_config()), &score(&t));
+    assert_eq!(h["x-mlgate-principal"], "Zürich?東京");
+}
+
+#[test]
 fn body_route_forwards_identity_headers_before_the_body() {
     let g = gate(&entra_config());
     let t = user_token(|_| {});
