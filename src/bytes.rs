@@ -62,6 +62,34 @@ pub fn is_printable_ascii(bytes: &[u8]) -> bool {
         })
 }
 
+/// Where, from `from` on, a JSON string's text stops being plain: the first `"`, `\\` or control
+/// byte (below 0x20), or `bytes.len()`. Claims are mostly string text.
+pub fn json_string_stop(bytes: &[u8], from: usize) -> usize {
+    const QUOTES: u64 = u64::from_le_bytes([b'"'; 8]);
+    const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
+    const SPACES: u64 = u64::from_le_bytes([0x20; 8]);
+    let rest = bytes.get(from..).unwrap_or_default();
+    let (words, tail) = rest.as_chunks::<8>();
+    for (index, word) in words.iter().enumerate() {
+        let x = u64::from_le_bytes(*word);
+        let (quote, backslash) = (x ^ QUOTES, x ^ BACKSLASHES);
+        // Each term's lowest flag marks its first match exactly (a borrow only runs upwards
+        // from a true match), so the lowest flag of the three is the first stop.
+        let stops = (quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (x.wrapping_sub(SPACES) & !x);
+        let stops = stops & HIGHS;
+        if stops != 0 {
+            return from + index * 8 + (stops.trailing_zeros() / 8) as usize;
+        }
+    }
+    let tail_stop = tail
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(tail.len());
+    from + words.len() * 8 + tail_stop
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +143,29 @@ mod tests {
                 assert_eq!(is_printable_ascii(&bytes), expected, "{at:?} in {bytes:?}");
             }
         }
+    }
+
+    #[test]
+    fn json_string_stop_finds_the_first_quote_backslash_or_control_byte_from_any_start() {
+        let reference = |bytes: &[u8], from: usize| {
+            (from..bytes.len())
+                .find(|&at| matches!(bytes[at], b'"' | b'\\' | 0x00..=0x1f))
+                .unwrap_or(bytes.len().max(from))
+        };
+        for needle in [b'"', b'\\', 0x00, 0x1f, 0x20, 0x7f, 0x80, 0xff] {
+            for (bytes, at) in haystacks(needle) {
+                for from in [0, 1, 7, 8, 9, 30] {
+                    assert_eq!(
+                        json_string_stop(&bytes, from),
+                        reference(&bytes, from),
+                        "from {from}, needle {needle:#x} at {at:?} in {bytes:?}"
+                    );
+                }
+            }
+        }
+        let two_stops = b"abcdefgh\\ijk\"lmnopq";
+        assert_eq!(json_string_stop(two_stops, 0), 8);
+        assert_eq!(json_string_stop(two_stops, 9), 12);
     }
 
     #[test]

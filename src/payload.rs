@@ -13,12 +13,15 @@ use std::ops::Range;
 
 use serde_json::{Map, Value};
 
+use crate::bytes;
 use crate::strict_json::{self, Key};
 
 /// One top-level member: its name and where its value's text lies.
 #[derive(Clone, Debug)]
 struct Member {
     name: Name,
+    /// [`NameKey`] of the name.
+    key: NameKey,
     value: Range<usize>,
     kind: Kind,
 }
@@ -85,9 +88,10 @@ impl Payload {
     }
 
     fn member(&self, name: &str) -> Option<&Member> {
+        let key = NameKey::of(name.as_bytes());
         self.members
             .iter()
-            .find(|member| is_named(&self.json, &member.name, name))
+            .find(|member| is_named(&self.json, member, key, name))
     }
 
     fn decode(&self, member: &Member) -> Option<Value> {
@@ -102,14 +106,36 @@ impl Payload {
     }
 }
 
-/// Whether a member's name is `wanted`; lengths first, as most names differ in length.
-fn is_named(json: &str, name: &Name, wanted: &str) -> bool {
-    match name {
-        Name::At(at) => {
-            at.len() == wanted.len() && json.as_bytes().get(at.clone()) == Some(wanted.as_bytes())
-        }
-        Name::Unescaped(name) => **name == *wanted,
+/// A name's length and first seven bytes in one word. Names whose keys differ differ; names
+/// shorter than eight bytes (nearly every registered claim) are equal exactly when their keys are.
+/// A token's claims are looked up by name a score of times, each a scan of a dozen members: one
+/// word comparison per member instead of a length check and a byte comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NameKey(u64);
+
+impl NameKey {
+    fn of(name: &[u8]) -> NameKey {
+        let length = u8::try_from(name.len()).unwrap_or(u8::MAX);
+        let prefix = name
+            .iter()
+            .take(7)
+            .enumerate()
+            .fold(0u64, |key, (at, &byte)| key | u64::from(byte) << (8 * at));
+        NameKey(prefix | u64::from(length) << 56)
     }
+
+    /// Whether equal keys mean equal names.
+    fn is_whole(name: &[u8]) -> bool {
+        name.len() < 8
+    }
+}
+
+/// Whether `member` is named `wanted`, whose key is `key`.
+fn is_named(json: &str, member: &Member, key: NameKey, wanted: &str) -> bool {
+    member.key == key
+        && (NameKey::is_whole(wanted.as_bytes())
+            || member_name(json, &member.name)
+                .is_some_and(|name| bytes::same_bytes(name.as_bytes(), wanted.as_bytes())))
 }
 
 fn member_name<'p>(json: &'p str, name: &'p Name) -> Option<&'p str> {
@@ -165,9 +191,10 @@ fn index(json: &str) -> Option<Vec<Member>> {
                 }
             };
             let new_name = member_name(json, &name)?;
+            let key = NameKey::of(new_name.as_bytes());
             if members
                 .iter()
-                .any(|seen| is_named(json, &seen.name, new_name))
+                .any(|seen| is_named(json, seen, key, new_name))
             {
                 return None;
             }
@@ -176,6 +203,7 @@ fn index(json: &str) -> Option<Vec<Member>> {
             }
             members.push(Member {
                 name,
+                key,
                 value: value_at,
                 kind,
             });
@@ -206,14 +234,15 @@ fn string_end(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
     at += 1;
     let mut plain = true;
     loop {
+        at = bytes::json_string_stop(bytes, at);
         match *bytes.get(at)? {
             b'"' => return Some((at + 1, plain)),
             b'\\' => {
                 plain = false;
                 at += 2;
             }
-            byte => {
-                plain &= byte >= 0x20;
+            _control => {
+                plain = false;
                 at += 1;
             }
         }
