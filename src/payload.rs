@@ -356,6 +356,33 @@ mod tests {
     }
 
     #[test]
+    fn long_names_sharing_their_length_and_first_seven_bytes_are_told_apart() {
+        let payload =
+            parse(r#"{"https://a.example/groups":["a"],"https://b.example/groups":["b"]}"#)
+                .unwrap();
+        assert_eq!(payload.get("https://a.example/groups"), Some(json!(["a"])));
+        assert_eq!(payload.get("https://b.example/groups"), Some(json!(["b"])));
+        assert_eq!(payload.get("https://c.example/groups"), None);
+        let (long_a, long_b) = ("x".repeat(299) + "a", "x".repeat(299) + "b");
+        let text = format!(r#"{{"{long_a}":1,"{long_b}":2}}"#);
+        let payload = parse(&text).unwrap();
+        assert_eq!(payload.get(&long_a), Some(json!(1)));
+        assert_eq!(payload.get(&long_b), Some(json!(2)));
+        assert_eq!(payload.get(&"x".repeat(300)), None);
+        let repeated = format!(r#"{{"{long_a}":1,"{long_a}":2}}"#);
+        assert_eq!(parse(&repeated).unwrap_err(), NotAnObject);
+    }
+
+    #[test]
+    fn short_names_differing_only_in_length_or_a_nul_are_told_apart() {
+        let payload = parse(r#"{"a":1,"a\u0000":2,"ab":3}"#).unwrap();
+        assert_eq!(payload.get("a"), Some(json!(1)));
+        assert_eq!(payload.get("a\0"), Some(json!(2)));
+        assert_eq!(payload.get("ab"), Some(json!(3)));
+        assert_eq!(payload.get(""), None);
+    }
+
+    #[test]
     fn a_repeated_top_level_name_is_refused() {
         assert_eq!(parse(r#"{"iss":"a","iss":"b"}"#).unwrap_err(), NotAnObject);
     }
