@@ -11,6 +11,8 @@
 
 const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
 const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+/// Subtracted from a word, flags (with `!word & HIGHS`) every byte below 0x20: the control bytes.
+const SPACES: u64 = u64::from_ne_bytes([0x20; 8]);
 
 /// `a == b`.
 pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
@@ -50,7 +52,6 @@ pub fn is_ascii(bytes: &[u8]) -> bool {
 /// Whether every byte is printable ASCII (`0x20..=0x7e`): no control character, no DEL, nothing
 /// beyond ASCII.
 pub fn is_printable_ascii(bytes: &[u8]) -> bool {
-    const SPACES: u64 = u64::from_ne_bytes([0x20; 8]);
     const DELETES: u64 = u64::from_ne_bytes([0x7f; 8]);
     let (words, tail) = bytes.as_chunks::<8>();
     tail.iter().all(|b| (0x20..0x7f).contains(b))
@@ -69,7 +70,6 @@ pub fn is_printable_ascii(bytes: &[u8]) -> bool {
 pub fn json_string_stop(bytes: &[u8], from: usize) -> usize {
     const QUOTES: u64 = u64::from_le_bytes([b'"'; 8]);
     const BACKSLASHES: u64 = u64::from_le_bytes([b'\\'; 8]);
-    const SPACES: u64 = u64::from_le_bytes([0x20; 8]);
     let rest = bytes.get(from..).unwrap_or_default();
     let (words, tail) = rest.as_chunks::<8>();
     for (index, word) in words.iter().enumerate() {

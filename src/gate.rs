@@ -630,36 +630,35 @@ impl Gate {
     fn identity_headers(&self, id: &Identity) -> Vec<(String, String)> {
         let forward = &self.policy.forward;
         let mut headers = Vec::with_capacity(8);
-        let mut add = |name: &Option<String>, value: Option<&str>| {
+        // Values are borrowed from the identity, or joined lists owned already: either is
+        // forwarded without another copy when it is clean.
+        let mut add = |name: &Option<String>, value: Option<Cow<'_, str>>| {
             if let (Some(name), Some(value)) = (name, value) {
                 if !value.is_empty() {
-                    headers.push((name.clone(), header_safe(value)));
+                    let value = match value {
+                        Cow::Borrowed(value) => header_safe(value),
+                        Cow::Owned(value) => into_header_safe(value),
+                    };
+                    headers.push((name.clone(), value));
                 }
             }
         };
+        // A list is joined only when its header is forwarded.
+        let joined = |name: &Option<String>, items: &[String]| {
+            name.as_ref().map(|_| Cow::Owned(join_list(items)))
+        };
+        add(
+            &forward.principal,
+            id.principal.as_deref().map(Cow::Borrowed),
+        );
+        add(&forward.tenant, id.tenant.as_deref().map(Cow::Borrowed));
+        add(&forward.app, id.app.as_deref().map(Cow::Borrowed));
+        add(&forward.caller, Some(Cow::Borrowed(id.caller.as_str())));
+        add(&forward.groups, joined(&forward.groups, &id.groups));
+        add(&forward.roles, joined(&forward.roles, &id.roles));
+        add(&forward.scopes, joined(&forward.scopes, &id.scopes));
         let provider = self.provider_names.get(id.provider);
-        add(&forward.principal, id.principal.as_deref());
-        add(&forward.tenant, id.tenant.as_deref());
-        add(&forward.app, id.app.as_deref());
-        add(&forward.caller, Some(id.caller.as_str()));
-        let lists = [
-            (&forward.groups, &id.groups),
-            (&forward.roles, &id.roles),
-            (&forward.scopes, &id.scopes),
-        ];
-        for (name, items) in lists {
-            if let Some(name) = name {
-                let value = join_list(items);
-                if !value.is_empty() {
-                    headers.push((name.clone(), into_header_safe(value)));
-                }
-            }
-        }
-        if let (Some(name), Some(provider)) = (&forward.provider, provider) {
-            if !provider.is_empty() {
-                headers.push((name.clone(), header_safe(provider)));
-            }
-        }
+        add(&forward.provider, provider.map(|p| Cow::Borrowed(&**p)));
         headers
     }
 }
