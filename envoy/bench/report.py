@@ -72,6 +72,72 @@ def fmt_int(v):
     return f"{v:,.0f}" if v is not None else "—"
 
 
+def read_profile(path):
+    """(chain, scenario) -> µs per request by where the code lives: vm, envoy, kernel, other, total."""
+    if not path or not os.path.exists(path):
+        return {}
+    profile = {}
+    with open(path) as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            requests, frequency = int(r["requests"] or 0), int(r["frequency"] or 0)
+            if requests <= 0 or frequency <= 0:
+                continue
+            # cpu-clock samples: each stands for 1/frequency s of CPU.
+            us = {k: int(r[k] or 0) / frequency / requests * 1e6 for k in ("vm", "envoy", "kernel", "other")}
+            us["total"] = sum(us.values())
+            profile[(r["chain"], r["scenario"])] = us
+    return profile
+
+
+def profile_section(p, path, cpu_us):
+    profile = read_profile(path)
+    if not profile:
+        return
+    p("## Where each chain's CPU goes (perf, one sampled run per line)")
+    p("")
+    p("A separate pass after the timed rounds: perf samples Envoy (cpu-clock, 999 Hz) through one run per chain and")
+    p("scenario and sorts the samples by where the code lives. *wasm VM code* is what V8 compiled from the filter's")
+    p("module (for mlgate: all of its own work); *Envoy binary* is the proxy itself, BoringSSL, the V8 runtime and the")
+    p("host side of every host call (for mlgate: reading and writing headers, `verify_signature`, the local reply).")
+    p("Sampling adds a few per cent to every chain alike; read the columns against each other, within a line or a table.")
+    p("")
+    p("| chain | scenario | sampled CPU µs/req | wasm VM code | Envoy binary | kernel | other libraries |")
+    p("|---|---|---:|---:|---:|---:|---:|")
+    for chain, chain_name in CHAINS:
+        for sc, sc_name in SCENARIOS:
+            us = profile.get((chain, sc))
+            if us:
+                p(f"| {chain_name} | {sc_name} | {us['total']:.1f} | {us['vm']:.1f} | {us['envoy']:.1f} | "
+                  f"{us['kernel']:.1f} | {us['other']:.1f} |")
+    p("")
+    p("What mlgate's own code can still change: the CPU ratio of the timed rounds (medians) if mlgate's wasm VM code")
+    p("cost nothing, with the same host calls and so the same Envoy-side work. The VM share comes from this pass;")
+    p("the CPU per request from the timed rounds, which are steadier than one sampled run.")
+    p("")
+    p("| scenario | mlgate / | CPU ratio (timed rounds) | mlgate's VM share (perf) | ratio with mlgate's VM code free | VM code to remove for the target |")
+    p("|---|---|---:|---:|---:|---|")
+    for sc, against, target in RATIOS:
+        if target is None:
+            continue
+        sampled = profile.get(("mlgate", sc))
+        ours, theirs = cpu_us("mlgate", sc), cpu_us(against, sc)
+        if not sampled or not sampled["total"] or not ours or not theirs:
+            continue
+        share = sampled["vm"] / sampled["total"]
+        vm = ours * share
+        best = theirs / (ours - vm) if ours > vm else float("inf")
+        needed = ours - theirs / target
+        if needed <= 0:
+            verdict = "none (met in the timed rounds)"
+        elif needed < vm:
+            verdict = f"{needed:.1f} of its {vm:.1f} µs ({needed / vm:.0%})"
+        else:
+            verdict = (f"more than all of it ({needed:.1f} µs > {vm:.1f}): not reachable by faster VM code, "
+                       "only by fewer or cheaper host calls")
+        p(f"| {dict(SCENARIOS)[sc]} | {dict(CHAINS)[against]} | {theirs / ours:.2f} | {share:.0%} | {best:.2f} | {verdict} |")
+    p("")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--runs", required=True)
@@ -85,6 +151,7 @@ def main():
     ap.add_argument("--tokens", required=True)
     ap.add_argument("--load", default="?")
     ap.add_argument("--mlgate-stats", help="Envoy admin /stats?filter=wasmcustom of the last mlgate run")
+    ap.add_argument("--profile", help="profile.tsv of run.sh's perf pass (missing or empty: no profile section)")
     args = ap.parse_args()
 
     runs = {}
@@ -214,6 +281,7 @@ def main():
         if shown:
             p("- mlgate counters after its last round: " + ", ".join(f"`{k.removeprefix('wasmcustom.')}` = {stats[k].strip()}" for k in shown))
     p("")
+    profile_section(p, args.profile, cpu_us)
     if bad:
         p("## Runs with unexpected answers (their numbers measure something else)")
         p("")

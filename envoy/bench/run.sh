@@ -23,7 +23,8 @@
 #
 # Environment: MLGATE_BENCH_ROUNDS (3), MLGATE_BENCH_DURATION (6 s per run), MLGATE_BENCH_WARMUP (2 s),
 # MLGATE_BENCH_TOKENS (12000: more than the 10,000-entry caches, so a cycle through them never hits an LRU),
-# MLGATE_BENCH_CHAINS (all), MLGATE_BENCH_CONNECTIONS (16), MLGATE_BENCH_ENVOY_CPU (0), MLGATE_BENCH_LOAD_CPU (1).
+# MLGATE_BENCH_CHAINS (all), MLGATE_BENCH_CONNECTIONS (16), MLGATE_BENCH_ENVOY_CPU (0), MLGATE_BENCH_LOAD_CPU (1),
+# MLGATE_BENCH_PROFILE (1: the perf pass after the rounds; 0 skips it), MLGATE_BENCH_PROFILE_SECONDS (4).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -237,7 +238,49 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 log "runs took $(($(date +%s) - started)) s"
 
+# --- where each chain's CPU goes: one perf-sampled run per chain and scenario ---------------------------------
+# perf (cpu-clock, 999 Hz, attached to Envoy for one run) sorts Envoy's samples by where the code lives: the
+# wasm VM's compiled code (V8's JIT: for mlgate, its own work), the Envoy binary (the proxy, BoringSSL, the V8
+# runtime and the host side of every host call), the kernel, other libraries. Skipped without a usable perf
+# (MLGATE_BENCH_PROFILE=0 skips it too); a separate pass, so perf's overhead never touches the timed runs.
+PROFILE=$OUT/profile.tsv
+rm -f "$PROFILE"
+PROFILE_SECONDS=${MLGATE_BENCH_PROFILE_SECONDS:-4}
+if [ "${MLGATE_BENCH_PROFILE:-1}" != 0 ] && command -v perf >/dev/null \
+    && perf record -q -F 999 -o "$OUT/perf.probe" -- true >/dev/null 2>&1; then
+    log "profiling each chain and scenario with perf (${PROFILE_SECONDS}s each)"
+    printf 'chain\tscenario\trequests\tfrequency\tvm\tenvoy\tkernel\tother\n' >"$PROFILE"
+    for chain in "${CHAIN_LIST[@]}"; do
+        start_envoy "$chain"
+        port=${PORT[$chain]}
+        drive "$port" /score "$TOK/one.txt" "$WARMUP" >/dev/null
+        for sc in $(scenarios_of "$chain"); do
+            perf record -q -F 999 -p "$ENVOY_PID" -o "$OUT/perf.data" >/dev/null 2>&1 &
+            perf_pid=$!
+            sleep 0.3
+            line=$(drive "$port" "$(path_of "$sc")" "$(tokens_of "$sc")" "$PROFILE_SECONDS")
+            kill -INT "$perf_pid" 2>/dev/null || true
+            wait "$perf_pid" 2>/dev/null || true
+            requests=$(echo "$line" | tr ' ' '\n' | sed -n 's/^requests=//p')
+            # perf script prints each sample's address and code object: "(/tmp/perf-PID.map)" for JIT code.
+            counts=$(perf script -i "$OUT/perf.data" -F ip,dso 2>/dev/null | awk '
+                NF < 2 { next }
+                $2 ~ /perf-[0-9]+\.map|\[JIT\]/ { vm++; next }
+                $2 ~ /kernel/ { kernel++; next }
+                $2 ~ /\.so|vdso|unknown/ { other++; next }
+                { envoy_bin++ }
+                END { printf "%d\t%d\t%d\t%d", vm, envoy_bin, kernel, other }')
+            printf '%s\t%s\t%s\t999\t%s\n' "$chain" "$sc" "${requests:-0}" "$counts" >>"$PROFILE"
+            log "profile $(printf '%-12s' "$chain") $sc  requests ${requests:-0}  vm/envoy/kernel/other samples $(echo "$counts" | tr '\t' /)"
+        done
+        stop_envoy
+    done
+    rm -f "$OUT/perf.data" "$OUT/perf.data.old" "$OUT/perf.probe"
+else
+    log "no usable perf (or MLGATE_BENCH_PROFILE=0): skipping the CPU profile"
+fi
+
 python3 envoy/bench/report.py --runs "$RUNS" --out "$OUT/results.md" \
     --wasm "$WASM" --noop-wasm "$NOOP_WASM" --envoy "$ENVOY" \
     --duration "$DURATION" --rounds "$ROUNDS" --connections "$CONNS" --tokens "$TOKENS" --load "$load" \
-    --mlgate-stats "$OUT/mlgate.stats"
+    --mlgate-stats "$OUT/mlgate.stats" --profile "$PROFILE"
