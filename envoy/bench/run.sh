@@ -263,7 +263,7 @@ if [ "${MLGATE_BENCH_PROFILE:-1}" != 0 ] && command -v perf >/dev/null \
             wait "$perf_pid" 2>/dev/null || true
             requests=$(echo "$line" | tr ' ' '\n' | sed -n 's/^requests=//p')
             # perf script prints each sample's address and code object: "(/tmp/perf-PID.map)" for JIT code.
-            counts=$(perf script -i "$OUT/perf.data" -F ip,dso 2>/dev/null | awk '
+            counts=$({ perf script -i "$OUT/perf.data" -F ip,dso 2>/dev/null || true; } | awk '
                 NF < 2 { next }
                 $2 ~ /perf-[0-9]+\.map|\[JIT\]/ { vm++; next }
                 $2 ~ /kernel/ { kernel++; next }
