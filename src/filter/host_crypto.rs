@@ -64,13 +64,16 @@ pub fn verify(check: &HostCheck<'_>) -> Option<bool> {
     let (valid, error) = parse_result(&result)?;
     // Envoy reports a signature that does not verify as an error too; only other errors (a key
     // it cannot read, an unknown hash) mean it could not judge.
-    if error.starts_with("Failed to verify digest") {
+    if error.starts_with(b"Failed to verify digest") {
         return Some(false);
     }
     if !error.is_empty() {
         hostcalls::log(
             LogLevel::Warn,
-            &format!("mlgate: host verify_signature could not judge ({error}); using rust_crypto"),
+            &format!(
+                "mlgate: host verify_signature could not judge ({}); using rust_crypto",
+                String::from_utf8_lossy(error)
+            ),
         );
         return None;
     }
@@ -105,9 +108,10 @@ fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
-/// `(result, error)`; unknown fields are skipped, malformed input is `None`.
-fn parse_result(bytes: &[u8]) -> Option<(bool, String)> {
-    let (mut valid, mut error) = (false, String::new());
+/// `(result, error)`; unknown fields are skipped, malformed input is `None`. The error stays
+/// bytes: every forged token gets one back, and only an unexpected one is ever printed.
+fn parse_result(bytes: &[u8]) -> Option<(bool, &[u8])> {
+    let (mut valid, mut error): (bool, &[u8]) = (false, &[]);
     let mut at = 0;
     while at < bytes.len() {
         let key = read_varint(bytes, &mut at)?;
@@ -115,8 +119,7 @@ fn parse_result(bytes: &[u8]) -> Option<(bool, String)> {
             (1, 0) => valid = read_varint(bytes, &mut at)? != 0,
             (2, 2) => {
                 let len = usize::try_from(read_varint(bytes, &mut at)?).ok()?;
-                let text = bytes.get(at..at.checked_add(len)?)?;
-                error = String::from_utf8_lossy(text).into_owned();
+                error = bytes.get(at..at.checked_add(len)?)?;
                 at += len;
             }
             (_, 0) => {

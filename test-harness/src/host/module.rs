@@ -159,6 +159,10 @@ fn engine(metered: bool) -> Result<Engine, HostError> {
             let mut config = Config::new();
             config.epoch_interruption(true);
             config.consume_fuel(metered);
+            // For `perf record` of the harness: JIT code named through /tmp/perf-PID.map.
+            if std::env::var_os("MLGATE_HARNESS_PERFMAP").is_some() {
+                config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+            }
             let engine =
                 Engine::new(&config).map_err(|e| format!("creating the wasmtime engine: {e:#}"))?;
             let ticker = engine.clone();
