@@ -262,6 +262,11 @@ impl HeaderMap {
         self.text.get(start..end).unwrap_or_default()
     }
 
+    /// A name as bytes, for comparing: no UTF-8 boundary checks for the names that do not match.
+    fn name_bytes(&self, (start, end): Span) -> &[u8] {
+        self.text.as_bytes().get(start..end).unwrap_or_default()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs
             .iter()
@@ -271,9 +276,10 @@ impl HeaderMap {
     /// A header's value, borrowed; repeated headers are joined with `,` as HTTP allows.
     pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         let mut values = self
+            .pairs
             .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v);
+            .filter(|(n, _)| self.name_bytes(*n).eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| self.str(*v));
         let first = values.next()?;
         let Some(second) = values.next() else {
             return Some(Cow::Borrowed(first));
@@ -288,7 +294,10 @@ impl HeaderMap {
 
     /// The first value of a header (pseudo-headers are never repeated).
     pub fn first(&self, name: &str) -> &str {
-        self.iter().find(|(n, _)| *n == name).map_or("", |(_, v)| v)
+        self.pairs
+            .iter()
+            .find(|(n, _)| self.name_bytes(*n) == name.as_bytes())
+            .map_or("", |(_, v)| self.str(*v))
     }
 }
 
