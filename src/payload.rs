@@ -35,6 +35,9 @@ enum Kind {
     Integer,
     /// `true`, `false`, `null`.
     Literal,
+    /// An array of plain strings (`groups`, `roles`, `aud`): no object in it, so no key to
+    /// repeat, and decoded without serde.
+    PlainStringArray,
     /// Anything else: read by serde.
     Other,
 }
@@ -99,6 +102,7 @@ impl Payload {
         let fast = match member.kind {
             Kind::PlainString => text.get(1..text.len() - 1).map(Value::from),
             Kind::Integer => text.parse::<i64>().ok().map(Value::from),
+            Kind::PlainStringArray => Some(Value::Array(plain_strings(text))),
             Kind::Literal | Kind::Other => None,
         };
         // Integers beyond i64 and everything else as serde_json reads them.
@@ -264,6 +268,9 @@ fn value_end(bytes: &[u8], mut at: usize) -> Option<(usize, Kind)> {
             ))
         }
         b'{' | b'[' => {
+            if let Some(end) = plain_string_array_end(bytes, at) {
+                return Some((end, Kind::PlainStringArray));
+            }
             let mut depth = 0usize;
             loop {
                 match bytes.get(at)? {
@@ -301,6 +308,48 @@ fn value_end(bytes: &[u8], mut at: usize) -> Option<(usize, Kind)> {
             Some((at, kind))
         }
     }
+}
+
+/// Just past the array that opens at `at` if it holds nothing but plain strings (see
+/// [`string_end`]); `None` for any other array.
+fn plain_string_array_end(bytes: &[u8], at: usize) -> Option<usize> {
+    if bytes.get(at) != Some(&b'[') {
+        return None;
+    }
+    let mut at = skip_whitespace(bytes, at + 1);
+    if bytes.get(at) == Some(&b']') {
+        return Some(at + 1);
+    }
+    loop {
+        if bytes.get(at) != Some(&b'"') {
+            return None;
+        }
+        let (end, plain) = string_end(bytes, at)?;
+        if !plain {
+            return None;
+        }
+        at = skip_whitespace(bytes, end);
+        match bytes.get(at)? {
+            b',' => at = skip_whitespace(bytes, at + 1),
+            b']' => return Some(at + 1),
+            _ => return None,
+        }
+    }
+}
+
+/// The strings of an array that [`plain_string_array_end`] accepted: each is the text between
+/// a pair of quotes, since a plain string holds no quote.
+fn plain_strings(text: &str) -> Vec<Value> {
+    let mut items = Vec::new();
+    let mut rest = text;
+    while let Some((_, opened)) = rest.split_once('"') {
+        let Some((item, after)) = opened.split_once('"') else {
+            break;
+        };
+        items.push(Value::from(item));
+        rest = after;
+    }
+    items
 }
 
 /// JSON's integer grammar, `-?(0|[1-9][0-9]*)`, but not `-0` (serde_json reads that as the
@@ -502,6 +551,57 @@ mod tests {
         let payload = parse(text).unwrap();
         let expected: Map<String, Value> = serde_json::from_str(text).unwrap();
         assert_eq!(payload.to_map(), expected);
+    }
+
+    #[test]
+    fn arrays_decode_as_serde_json_reads_them() {
+        for array in [
+            r#"[]"#,
+            r#"[ ]"#,
+            r#"[""]"#,
+            r#"["ml-scientists","llm-users"]"#,
+            r#"[ "a" , "b" ,"c"]"#,
+            r#"["ünï ✓", "x"]"#,
+            r#"["esc\"aped", "b"]"#,
+            r#"["a", 1, null, true]"#,
+            r#"[["a"], "b"]"#,
+            r#"[{"k": "v"}, "b"]"#,
+            r#"["a", "a"]"#,
+        ] {
+            let payload = parse(&format!(r#"{{"groups":{array}}}"#)).unwrap();
+            let expected: Value = serde_json::from_str(array).unwrap();
+            assert_eq!(payload.get("groups"), Some(expected), "{array}");
+        }
+    }
+
+    #[test]
+    fn malformed_arrays_are_refused() {
+        for array in [
+            r#"["a",]"#,
+            r#"[,"a"]"#,
+            r#"["a" "b"]"#,
+            r#"["a"}"#,
+            r#"["a""#,
+            r#"["#,
+        ] {
+            assert_eq!(
+                parse(&format!(r#"{{"groups":{array}}}"#)).map(|_| ()),
+                Err(NotAnObject),
+                "{array}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_object_is_never_read_as_an_array() {
+        assert_eq!(
+            parse(r#"{"groups":{"a","b"]}"#).map(|_| ()),
+            Err(NotAnObject)
+        );
+        assert_eq!(
+            parse(r#"{"groups":{"a":"b"}}"#).unwrap().get("groups"),
+            Some(json!({"a": "b"}))
+        );
     }
 
     #[test]
