@@ -44,8 +44,14 @@ pub fn probe() -> bool {
 
 /// The [`crate::crypto::HostVerifier`].
 pub fn verify(check: &HostCheck<'_>) -> Option<bool> {
-    let mut args =
-        Vec::with_capacity(16 + check.spki_der.len() + check.signature.len() + check.text.len());
+    // Sized for the whole message: a buffer that grows reallocates and copies the token's text.
+    let mut args = Vec::with_capacity(
+        4 * FIELD_OVERHEAD
+            + check.hash.len()
+            + check.spki_der.len()
+            + check.signature.len()
+            + check.text.len(),
+    );
     field(&mut args, 1, check.hash.as_bytes());
     field(&mut args, 2, check.spki_der);
     field(&mut args, 3, check.signature);
@@ -79,6 +85,9 @@ pub fn verify(check: &HostCheck<'_>) -> Option<bool> {
     }
     Some(valid)
 }
+
+/// The most a length-delimited field adds to its bytes: its tag and a 32-bit length as a varint.
+const FIELD_OVERHEAD: usize = 1 + 5;
 
 /// A length-delimited field (wire type 2).
 fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
