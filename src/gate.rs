@@ -149,6 +149,8 @@ impl Refusal {
 pub struct Gate {
     pub policy: Policy,
     cache: RefCell<TokenCache<Authenticated>>,
+    /// The JWS header of the last token verified (see [`unverified::LastHeader`]).
+    last_header: RefCell<Option<unverified::LastHeader>>,
     /// Per route: its name (for audit records) and its forwarded header, rendered once.
     route_names: Vec<Rc<str>>,
     route_headers: Vec<Rc<[(String, String)]>>,
@@ -190,6 +192,7 @@ impl Gate {
         Gate {
             policy,
             cache: RefCell::new(cache),
+            last_header: RefCell::new(None),
             route_names,
             route_headers,
             provider_names,
@@ -454,7 +457,8 @@ impl Gate {
         now: i64,
         may_wait: bool,
     ) -> Result<(Identity, Option<i64>), AuthError> {
-        let peeked = unverified::peek(&found.token)?;
+        let peeked =
+            unverified::peek_remembering(&found.token, &mut self.last_header.borrow_mut())?;
         let iss = peeked.issuer()?;
         let provider_index =
             verify::select_provider(self.policy.providers.iter().map(|p| &p.rules), iss)

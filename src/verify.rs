@@ -119,25 +119,46 @@ pub mod unverified {
     /// because mlgate implements no JWS extension (RFC 7515 §4.1.11).
     /// (Characters outside base64url fail the segments' decoding.)
     pub fn peek(token: &str) -> Result<Unverified<'_>, Reason> {
+        peek_remembering(token, &mut None)
+    }
+
+    /// The last JWS header segment that was read and what it said. An issuer puts the same header
+    /// on every token it signs with one key (`alg`, `kid`, `typ`), so a gate that keeps this
+    /// decodes and parses a header once per key rather than once per token.
+    #[derive(Debug)]
+    pub struct LastHeader {
+        segment: Box<str>,
+        alg: Algorithm,
+        kid: Option<String>,
+    }
+
+    /// [`peek`], reusing `last` when the token's header segment is the same text, and keeping
+    /// this token's header in it otherwise. Only a header that was accepted is kept.
+    pub fn peek_remembering<'t>(
+        token: &'t str,
+        last: &mut Option<LastHeader>,
+    ) -> Result<Unverified<'t>, Reason> {
         let mut parts = token.split('.');
         let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(Reason::MalformedToken);
         };
-        let header = decode_object(header_b64)?;
-        let alg = match header.get("alg") {
-            Some(Value::String(name)) => parse_alg(&name)?,
-            None => return Err(Reason::MalformedToken),
-            Some(_) => return Err(Reason::UnsupportedAlgorithm),
-        };
-        if header.contains("crit") {
-            return Err(Reason::UnsupportedCriticalHeader);
-        }
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(kid)) => Some(kid),
-            Some(_) => return Err(Reason::MalformedToken),
+        let (alg, kid) = match last {
+            Some(seen)
+                if crate::bytes::same_bytes(seen.segment.as_bytes(), header_b64.as_bytes()) =>
+            {
+                (seen.alg, seen.kid.clone())
+            }
+            _ => {
+                let (alg, kid) = read_header(header_b64)?;
+                *last = Some(LastHeader {
+                    segment: header_b64.into(),
+                    alg,
+                    kid: kid.clone(),
+                });
+                (alg, kid)
+            }
         };
         // After `alg`, so that an unsigned `alg: none` token is named for what it is.
         if signature_b64.is_empty() {
@@ -160,6 +181,25 @@ pub mod unverified {
             signing_input,
             signature,
         })
+    }
+
+    /// `alg` and `kid` of a JWS header segment.
+    fn read_header(segment: &str) -> Result<(Algorithm, Option<String>), Reason> {
+        let header = decode_object(segment)?;
+        let alg = match header.get("alg") {
+            Some(Value::String(name)) => parse_alg(&name)?,
+            None => return Err(Reason::MalformedToken),
+            Some(_) => return Err(Reason::UnsupportedAlgorithm),
+        };
+        if header.contains("crit") {
+            return Err(Reason::UnsupportedCriticalHeader);
+        }
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) => Some(kid),
+            Some(_) => return Err(Reason::MalformedToken),
+        };
+        Ok((alg, kid))
     }
 
     fn decode_object(segment: &str) -> Result<Payload, Reason> {
@@ -448,5 +488,56 @@ mod tests {
             entra_issuer_tenant("https://login.microsoftonline.com/t/v2.0"),
             Some("t")
         );
+    }
+
+    fn compact(header: Value, claims: Value) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine as _;
+        format!(
+            "{}.{}.c2ln",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        )
+    }
+
+    #[test]
+    fn a_remembered_header_is_reused_only_for_the_same_segment() {
+        let mut last = None;
+        let first = compact(json!({"alg": "RS256", "kid": "k1"}), json!({"iss": "a"}));
+        let same = compact(json!({"alg": "RS256", "kid": "k1"}), json!({"iss": "b"}));
+        let other = compact(json!({"alg": "RS384", "kid": "k2"}), json!({"iss": "c"}));
+        for (token, alg, kid, iss) in [
+            (&first, Algorithm::RS256, "k1", "a"),
+            (&same, Algorithm::RS256, "k1", "b"),
+            (&other, Algorithm::RS384, "k2", "c"),
+            (&first, Algorithm::RS256, "k1", "a"),
+        ] {
+            let peeked = unverified::peek_remembering(token, &mut last).unwrap();
+            assert_eq!(
+                (peeked.alg, peeked.kid.as_deref(), peeked.issuer()),
+                (alg, Some(kid), Ok(iss))
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_header_is_refused_every_time_and_not_remembered() {
+        let mut last = None;
+        let good = compact(json!({"alg": "RS256", "kid": "k1"}), json!({"iss": "a"}));
+        let unsigned = compact(json!({"alg": "none"}), json!({"iss": "a"}));
+        let critical = compact(json!({"alg": "RS256", "crit": ["x"]}), json!({"iss": "a"}));
+        unverified::peek_remembering(&good, &mut last).unwrap();
+        for _ in 0..2 {
+            assert_eq!(
+                unverified::peek_remembering(&unsigned, &mut last).map(|p| p.alg),
+                Err(Reason::UnsupportedAlgorithm)
+            );
+            assert_eq!(
+                unverified::peek_remembering(&critical, &mut last).map(|p| p.alg),
+                Err(Reason::UnsupportedCriticalHeader)
+            );
+        }
+        let again = unverified::peek_remembering(&good, &mut last).unwrap();
+        assert_eq!(again.kid.as_deref(), Some("k1"));
     }
 }
