@@ -830,12 +830,22 @@ fn plain_paths_with_trailing_slash_and_query_are_fine() {
 }
 
 #[test]
-fn verified_token_is_cached_and_reused() {
+fn verified_token_is_cached_on_its_second_use_and_reused() {
     let g = gate(&entra_config());
     let t = user_token(|_| {});
     assert_eq!(outcome(&g, &score(&t)), "allowed");
+    assert_eq!(g.cached_tokens(), 0, "a token used once is not kept");
+    assert_eq!(outcome(&g, &score(&t)), "allowed");
     assert_eq!(g.cached_tokens(), 1);
     assert_eq!(outcome(&g, &score(&t)), "allowed");
+    assert_eq!(g.cached_tokens(), 1);
+}
+
+/// Uses `token` until the gate keeps it.
+fn cache(g: &Gate, token: &str) {
+    for _ in 0..2 {
+        assert_eq!(outcome(g, &score(token)), "allowed");
+    }
     assert_eq!(g.cached_tokens(), 1);
 }
 
@@ -851,7 +861,7 @@ fn refused_tokens_are_never_cached() {
 fn cached_token_still_expires() {
     let g = gate(&entra_config());
     let t = user_token(|c| c["exp"] = json!(NOW + 10));
-    assert_eq!(outcome(&g, &score(&t)), "allowed");
+    cache(&g, &t);
     let lookup = |name: &str| (name == "authorization").then(|| Cow::Owned(format!("Bearer {t}")));
     let later = g.decide(
         &Request {
@@ -877,7 +887,7 @@ fn cached_token_still_expires() {
 fn key_set_change_drops_cached_identities() {
     let g = gate(&entra_config());
     let t = user_token(|_| {});
-    assert_eq!(outcome(&g, &score(&t)), "allowed");
+    cache(&g, &t);
     let mut jwks = test_jwks();
     jwks["keys"].as_array_mut().unwrap().remove(0);
     let keys = crate::jwks::parse_jwks(&jwks, crate::jwks::Strictness::Strict).unwrap();
@@ -895,7 +905,7 @@ fn cached_token_is_still_checked_against_route_providers() {
     config["routes"][2]["providers"] = json!(["other"]);
     let g = gate(&config);
     let t = user_token(|_| {});
-    assert_eq!(outcome(&g, &score(&t)), "allowed");
+    cache(&g, &t);
     assert_eq!(
         outcome(&g, &req("POST", "/v2/models/m/infer").bearer(&t)),
         "unknown_issuer"
