@@ -22,7 +22,9 @@
 # VmRSS and stops it. Results: medians over rounds, in target/bench/results.md (+ runs.tsv, raw).
 #
 # Environment: MLGATE_BENCH_ROUNDS (3), MLGATE_BENCH_DURATION (6 s per run), MLGATE_BENCH_WARMUP (2 s),
-# MLGATE_BENCH_TOKENS (12000: more than the 10,000-entry caches, so a cycle through them never hits an LRU),
+# MLGATE_BENCH_TOKENS (100000: more than one 6 s run sends, so scenario b never sends a token twice to one Envoy and
+# no cache can hit: an LRU would not with any cycle longer than it holds, but mlgate admits a token on its second use,
+# and that admission turns part of any shorter cycle into hits),
 # MLGATE_BENCH_CHAINS (all), MLGATE_BENCH_CONNECTIONS (16), MLGATE_BENCH_ENVOY_CPU (0), MLGATE_BENCH_LOAD_CPU (1),
 # MLGATE_BENCH_PROFILE (1: the perf pass after the rounds; 0 skips it), MLGATE_BENCH_PROFILE_SECONDS (4).
 set -euo pipefail
@@ -33,7 +35,7 @@ cd "$ROOT"
 ROUNDS=${MLGATE_BENCH_ROUNDS:-3}
 DURATION=${MLGATE_BENCH_DURATION:-6}
 WARMUP=${MLGATE_BENCH_WARMUP:-2}
-TOKENS=${MLGATE_BENCH_TOKENS:-12000}
+TOKENS=${MLGATE_BENCH_TOKENS:-100000}
 CONNS=${MLGATE_BENCH_CONNECTIONS:-16}
 CHAINS=${MLGATE_BENCH_CHAINS:-passthrough noop-wasm native native-cache mlgate}
 ENVOY_CPU=${MLGATE_BENCH_ENVOY_CPU:-0}
