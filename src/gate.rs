@@ -149,7 +149,8 @@ impl Refusal {
 pub struct Gate {
     pub policy: Policy,
     cache: RefCell<TokenCache<Authenticated>>,
-    /// The JWS header of the last token verified (see [`unverified::LastHeader`]).
+    /// The JWS header of the last token whose header was accepted, verified or not: only its
+    /// decoding is reused, never a verdict (see [`unverified::LastHeader`]).
     last_header: RefCell<Option<unverified::LastHeader>>,
     /// Per route: its name (for audit records) and its forwarded header, rendered once.
     route_names: Vec<Rc<str>>,
