@@ -185,7 +185,7 @@ for line in open(tsv).read().splitlines()[1:]:
     r, chain, value = line.split("\t")
     if value != "nan":
         runs[r][chain] = float(value)
-def median(fn):
+def median(fn, places=1):
     values = []
     for row in runs.values():
         try:
@@ -194,7 +194,7 @@ def median(fn):
             pass
     if not values:
         return "n/a", ""
-    return f"{statistics.median(values):.1f}", f"{min(values):.1f} to {max(values):.1f}"
+    return f"{statistics.median(values):.{places}f}", f"{min(values):.{places}f} to {max(values):.{places}f}"
 lines = [
     "# Where the Envoy CPU goes: forged tokens and cache hits", "",
     f"- {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC, commit {commit}, {rounds} rounds, "
@@ -226,7 +226,7 @@ rows = [
     ("a: floor / mlgate (the bench's CPU ratio)", lambda x: x["a:noop"] / x["a:mlgate"]),
 ]
 for name, fn in rows:
-    m, spread = median(fn)
+    m, spread = median(fn, 2 if "/" in name.split("(")[0] else 1)
     lines.append(f"| {name} | {m} | {spread} |")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
