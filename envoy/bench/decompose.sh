@@ -123,9 +123,10 @@ open(sys.argv[2], "w").write("\n".join(out) + "\n")
 PY
 
 # --- runs ---------------------------------------------------------------------------------------------------
-# run TEMPLATE WASM TOKENS: Envoy CPU µs per request over one wrk run (Envoy on CPU 0, wrk on CPU 1).
+# run TEMPLATE WASM TOKENS WANT: Envoy CPU µs per request over one wrk run (Envoy on CPU 0, wrk on CPU 1),
+# after checking that the chain answers the first token with the status WANT (a broken build stops the script).
 run() {
-  local template=$1 wasm=$2 tokens=$3 port admin yaml pid c0 c1 requests
+  local template=$1 wasm=$2 tokens=$3 want=$4 port admin yaml pid c0 c1 requests got
   port=$((20000 + RANDOM % 20000)); admin=$((port + 1))
   yaml=$OUT/chain-$port.yaml
   python3 - "$template" "$yaml" "$wasm" "$port" "$admin" <<'PY'
@@ -141,10 +142,16 @@ PY
   taskset -c 0 "$ENVOY" -c "$yaml" --concurrency 1 --disable-hot-restart --log-level warn >"$yaml.log" 2>&1 &
   pid=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$admin/ready" && break; sleep 0.1; done
-  taskset -c 1 wrk -t1 -c16 -d1s -s "$ROOT/envoy/bench/tokens.lua" "http://127.0.0.1:$port/score" -- "$tokens" >/dev/null 2>&1 || true
+  got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "authorization: Bearer $(head -1 "$tokens")" \
+    "http://127.0.0.1:$port/score" || true)
+  if [ "$got" != "$want" ]; then
+    kill "$pid" 2>/dev/null || true
+    die "$(basename "$wasm") with $(basename "$tokens") answered $got, not $want (Envoy's log: $yaml.log)"
+  fi
+  timeout 30 taskset -c 1 wrk -t1 -c16 -d1s -s "$ROOT/envoy/bench/tokens.lua" "http://127.0.0.1:$port/score" -- "$tokens" >/dev/null 2>&1 || true
   cpu() { cat /proc/"$pid"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
   c0=$(cpu)
-  requests=$(taskset -c 1 wrk -t1 -c16 -d"${SECONDS_PER_RUN}s" -s "$ROOT/envoy/bench/tokens.lua" \
+  requests=$(timeout $((SECONDS_PER_RUN + 30)) taskset -c 1 wrk -t1 -c16 -d"${SECONDS_PER_RUN}s" -s "$ROOT/envoy/bench/tokens.lua" \
     "http://127.0.0.1:$port/score" -- "$tokens" 2>/dev/null | grep -o 'requests=[0-9]*' | cut -d= -f2 || true)
   c1=$(cpu)
   kill "$pid" 2>/dev/null || true
@@ -159,21 +166,22 @@ printf 'round\tchain\tenvoy_cpu_us_per_request\n' >"$TSV"
 F=$B/tokens/forged.txt; FGE=$OUT/forged-ge-modulus.txt; ONE=$B/tokens/one.txt
 for r in $(seq "$ROUNDS"); do
   log "round $r/$ROUNDS"
-  while read -r chain template wasm tokens; do
-    printf '%s\t%s\t%s\n' "$r" "$chain" "$(run "$template" "$wasm" "$tokens")" >>"$TSV"
+  while read -r chain template wasm tokens want; do
+    value=$(run "$template" "$wasm" "$tokens" "$want") || exit 1
+    printf '%s\t%s\t%s\n' "$r" "$chain" "$value" >>"$TSV"
   done <<EOF
-c:native $B/native.yaml none $F
-c:native,sig>=n $B/native.yaml none $FGE
-c:mlgate $B/mlgate.yaml $OUT/mlgate.wasm $F
-c:mlgate,sig>=n $B/mlgate.yaml $OUT/mlgate.wasm $FGE
-c:call-key-only $B/mlgate.yaml $OUT/call-key-only.wasm $F
-c:call-no-key $B/mlgate.yaml $OUT/call-no-key.wasm $F
-c:no-host-call $B/mlgate.yaml $OUT/no-host-call.wasm $F
-a:noop $B/noop-wasm.yaml $NOOP $ONE
-a:return-at-once $B/mlgate.yaml $OUT/return-at-once.wasm $ONE
-a:read-token $B/mlgate.yaml $OUT/read-token.wasm $ONE
-a:read-headers $B/mlgate.yaml $OUT/read-headers.wasm $ONE
-a:mlgate $B/mlgate.yaml $OUT/mlgate.wasm $ONE
+c:native $B/native.yaml none $F 401
+c:native,sig>=n $B/native.yaml none $FGE 401
+c:mlgate $B/mlgate.yaml $OUT/mlgate.wasm $F 401
+c:mlgate,sig>=n $B/mlgate.yaml $OUT/mlgate.wasm $FGE 401
+c:call-key-only $B/mlgate.yaml $OUT/call-key-only.wasm $F 401
+c:call-no-key $B/mlgate.yaml $OUT/call-no-key.wasm $F 401
+c:no-host-call $B/mlgate.yaml $OUT/no-host-call.wasm $F 401
+a:noop $B/noop-wasm.yaml $NOOP $ONE 200
+a:return-at-once $B/mlgate.yaml $OUT/return-at-once.wasm $ONE 200
+a:read-token $B/mlgate.yaml $OUT/read-token.wasm $ONE 200
+a:read-headers $B/mlgate.yaml $OUT/read-headers.wasm $ONE 200
+a:mlgate $B/mlgate.yaml $OUT/mlgate.wasm $ONE 200
 EOF
 done
 
