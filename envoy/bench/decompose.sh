@@ -5,8 +5,8 @@
 #
 #   bash envoy/bench/decompose.sh            # 5 rounds; DECOMPOSE_ROUNDS, DECOMPOSE_SECONDS (4) change that
 #
-# The builds come from a git worktree of HEAD (target/decompose/tree: commit first, uncommitted changes are not in them), each
-# with one patch to the adapter (src/filter/), built and wasm-opt'ed exactly as `make build` does:
+# The builds come from a git worktree of HEAD (target/decompose/tree: commit first, uncommitted changes are not in
+# them), each with one patch to the adapter (src/filter/), built and wasm-opt'ed exactly as `make build` does:
 #   mlgate           HEAD as it is
 #   no-host-call     the signature step answers "bad signature" without calling verify_signature
 #   call-no-key      verify_signature called with an empty key (the host parses the argument, then refuses it)
@@ -33,7 +33,7 @@ die() { log "error: $*"; exit 1; }
 for f in "$B/mlgate.yaml" "$B/native.yaml" "$B/noop-wasm.yaml" "$B/tokens/forged.txt" "$B/tokens/one.txt" "$NOOP" "$ENVOY"; do
   [ -e "$f" ] || die "$f is missing: run \`make bench\` first"
 done
-for tool in wrk taskset python3 git; do command -v $tool >/dev/null || die "$tool not found"; done
+for tool in wrk taskset timeout curl python3 git; do command -v $tool >/dev/null || die "$tool not found"; done
 mkdir -p "$OUT"
 
 # --- the builds ---------------------------------------------------------------------------------------------
