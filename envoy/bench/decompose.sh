@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Where mlgate's Envoy CPU goes on a forged token and on a cache hit, against native jwt_authn and the
 # empty wasm filter: throwaway builds that stop mlgate's work at one step each, run side by side in real
-# Envoy. A benchmark, never a test. Run `make bench` first (it writes the configurations and tokens used here).
+# Envoy. A benchmark, never a test. Run `make bench` first (it mints the tokens used here and builds the empty filter).
 #
 #   bash envoy/bench/decompose.sh            # 5 rounds; DECOMPOSE_ROUNDS, DECOMPOSE_SECONDS (4) change that
 #
@@ -30,7 +30,7 @@ NOOP=$ROOT/target/wasm32-wasip1/wasm/mlgate_noop_filter.wasm
 log() { echo "decompose: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-for f in "$B/mlgate.yaml" "$B/native.yaml" "$B/noop-wasm.yaml" "$B/tokens/forged.txt" "$B/tokens/one.txt" "$NOOP" "$ENVOY"; do
+for f in "$B/tokens/forged.txt" "$B/tokens/one.txt" "$NOOP" "$ENVOY"; do
   [ -e "$f" ] || die "$f is missing: run \`make bench\` first"
 done
 for tool in wrk taskset timeout curl python3 git; do command -v $tool >/dev/null || die "$tool not found"; done
@@ -123,40 +123,40 @@ open(sys.argv[2], "w").write("\n".join(out) + "\n")
 PY
 
 # --- runs ---------------------------------------------------------------------------------------------------
-# run TEMPLATE WASM TOKENS WANT: Envoy CPU µs per request over one wrk run (Envoy on CPU 0, wrk on CPU 1),
-# after checking that the chain answers the first token with the status WANT (a broken build stops the script).
+# Two free loopback ports, used by every run in turn (one Envoy at a time).
+read -r PORT ADMIN_PORT <<<"$(python3 -c 'import socket
+s = [socket.socket() for _ in range(2)]
+[x.bind(("127.0.0.1", 0)) for x in s]
+print(*(x.getsockname()[1] for x in s))')"
+
+# run CHAIN WASM TOKENS WANT: Envoy CPU µs per request over one wrk run (Envoy on CPU 0, wrk on CPU 1) for
+# envoy/bench/CHAIN.yaml rendered as `make bench` renders it, after checking that the chain answers the first token
+# with the status WANT (a broken build stops the script).
 run() {
-  local template=$1 wasm=$2 tokens=$3 want=$4 port admin yaml pid c0 c1 requests got
-  port=$((20000 + RANDOM % 20000)); admin=$((port + 1))
-  yaml=$OUT/chain-$port.yaml
-  python3 - "$template" "$yaml" "$wasm" "$port" "$admin" <<'PY'
-import re, sys
-template, out, wasm, port, admin = sys.argv[1:]
-s = open(template).read()
-s = re.sub(r'filename: "[^"]*"', f'filename: "{wasm}"', s)
-first = re.search(r"port_value: (\d+)", s).group(1)
-s = s.replace(f"port_value: {first}", f"port_value: {admin}", 1)
-s = re.sub(r"(listeners:.*?port_value: )\d+", lambda m: m.group(1) + port, s, count=1, flags=re.S)
-open(out, "w").write(s)
-PY
+  local chain=$1 wasm=$2 tokens=$3 want=$4 yaml=$OUT/chain.yaml pid c0 c1 requests got
+  python3 envoy/render.py envoy --template "envoy/bench/$chain.yaml" --out "$yaml" --wasm "$wasm" \
+    --filter-config envoy/bench/mlgate-bench.json --jwks envoy/bench/bench-jwks.json \
+    --set "LISTEN_PORT=$PORT" --set "ADMIN_PORT=$ADMIN_PORT" >&2
   taskset -c 0 "$ENVOY" -c "$yaml" --concurrency 1 --disable-hot-restart --log-level warn >"$yaml.log" 2>&1 &
   pid=$!
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$admin/ready" && break; sleep 0.1; done
+  python3 envoy/render.py wait "http://127.0.0.1:$ADMIN_PORT/ready" --timeout 60 --pid "$pid" --log "$yaml.log" >&2
   got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "authorization: Bearer $(head -1 "$tokens")" \
-    "http://127.0.0.1:$port/score" || true)
+    "http://127.0.0.1:$PORT/score" || true)
   if [ "$got" != "$want" ]; then
     kill "$pid" 2>/dev/null || true
-    die "$(basename "$wasm") with $(basename "$tokens") answered $got, not $want (Envoy's log: $yaml.log)"
+    die "$chain with $(basename "$wasm") and $(basename "$tokens") answered $got, not $want (Envoy's log: $yaml.log)"
   fi
-  timeout 30 taskset -c 1 wrk -t1 -c16 -d1s -s "$ROOT/envoy/bench/tokens.lua" "http://127.0.0.1:$port/score" -- "$tokens" >/dev/null 2>&1 || true
+  drive() {
+    timeout $(($1 + 30)) taskset -c 1 wrk -t1 -c16 -d"$1s" -s envoy/bench/tokens.lua \
+      "http://127.0.0.1:$PORT/score" -- "$tokens" 2>/dev/null | grep -o 'requests=[0-9]*' | cut -d= -f2 || true
+  }
   cpu() { cat /proc/"$pid"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+  drive 1 >/dev/null
   c0=$(cpu)
-  requests=$(timeout $((SECONDS_PER_RUN + 30)) taskset -c 1 wrk -t1 -c16 -d"${SECONDS_PER_RUN}s" -s "$ROOT/envoy/bench/tokens.lua" \
-    "http://127.0.0.1:$port/score" -- "$tokens" 2>/dev/null | grep -o 'requests=[0-9]*' | cut -d= -f2 || true)
+  requests=$(drive "$SECONDS_PER_RUN")
   c1=$(cpu)
   kill "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
-  rm -f "$yaml" "$yaml.log"
   if [ -z "$requests" ] || [ "$requests" = 0 ]; then echo nan; return; fi
   awk -v a="$c0" -v b="$c1" -v n="$requests" 'BEGIN {printf "%.2f", (b - a) / 1000 / n}'
 }
@@ -166,22 +166,22 @@ printf 'round\tchain\tenvoy_cpu_us_per_request\n' >"$TSV"
 F=$B/tokens/forged.txt; FGE=$OUT/forged-ge-modulus.txt; ONE=$B/tokens/one.txt
 for r in $(seq "$ROUNDS"); do
   log "round $r/$ROUNDS"
-  while read -r chain template wasm tokens want; do
-    value=$(run "$template" "$wasm" "$tokens" "$want") || exit 1
-    printf '%s\t%s\t%s\n' "$r" "$chain" "$value" >>"$TSV"
+  while read -r name chain wasm tokens want; do
+    value=$(run "$chain" "$wasm" "$tokens" "$want") || exit 1
+    printf '%s\t%s\t%s\n' "$r" "$name" "$value" >>"$TSV"
   done <<EOF
-c:native $B/native.yaml none $F 401
-c:native,sig>=n $B/native.yaml none $FGE 401
-c:mlgate $B/mlgate.yaml $OUT/mlgate.wasm $F 401
-c:mlgate,sig>=n $B/mlgate.yaml $OUT/mlgate.wasm $FGE 401
-c:call-key-only $B/mlgate.yaml $OUT/call-key-only.wasm $F 401
-c:call-no-key $B/mlgate.yaml $OUT/call-no-key.wasm $F 401
-c:no-host-call $B/mlgate.yaml $OUT/no-host-call.wasm $F 401
-a:noop $B/noop-wasm.yaml $NOOP $ONE 200
-a:return-at-once $B/mlgate.yaml $OUT/return-at-once.wasm $ONE 200
-a:read-token $B/mlgate.yaml $OUT/read-token.wasm $ONE 200
-a:read-headers $B/mlgate.yaml $OUT/read-headers.wasm $ONE 200
-a:mlgate $B/mlgate.yaml $OUT/mlgate.wasm $ONE 200
+c:native native $OUT/mlgate.wasm $F 401
+c:native,sig>=n native $OUT/mlgate.wasm $FGE 401
+c:mlgate mlgate $OUT/mlgate.wasm $F 401
+c:mlgate,sig>=n mlgate $OUT/mlgate.wasm $FGE 401
+c:call-key-only mlgate $OUT/call-key-only.wasm $F 401
+c:call-no-key mlgate $OUT/call-no-key.wasm $F 401
+c:no-host-call mlgate $OUT/no-host-call.wasm $F 401
+a:noop noop-wasm $NOOP $ONE 200
+a:return-at-once mlgate $OUT/return-at-once.wasm $ONE 200
+a:read-token mlgate $OUT/read-token.wasm $ONE 200
+a:read-headers mlgate $OUT/read-headers.wasm $ONE 200
+a:mlgate mlgate $OUT/mlgate.wasm $ONE 200
 EOF
 done
 
