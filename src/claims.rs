@@ -71,7 +71,7 @@ impl ClaimPath {
     }
 }
 
-/// Which claims give the identity, compiled from a provider's `claims`.
+/// Which claims give the identity, compiled from a provider's `claims` and `caller_type`.
 #[derive(Clone, Debug)]
 pub struct ClaimMap {
     pub principal: Vec<ClaimPath>,
@@ -80,6 +80,25 @@ pub struct ClaimMap {
     pub groups: Vec<ClaimPath>,
     pub roles: Vec<ClaimPath>,
     pub scopes: Vec<ClaimPath>,
+    pub caller: CallerRule,
+}
+
+/// How a provider's tokens say whether the caller is a user or an application. Never inferred
+/// from which claims happen to be present: a user assigned app roles carries `roles` too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CallerRule {
+    /// Microsoft Entra ID: `idtyp` (`app` or `user`; an optional claim in v2 tokens); without
+    /// it, a token with `scp` is delegated (a user), and a v1 token whose `oid` equals its `sub`
+    /// and has no `scp` is app-only. Anything else is [`Caller::Unknown`].
+    Entra,
+    /// The string value of a claim names the caller type.
+    Claim {
+        path: ClaimPath,
+        app: Vec<String>,
+        user: Vec<String>,
+    },
+    /// Not configured: every caller is [`Caller::Unknown`].
+    Unknown,
 }
 
 impl Default for ClaimMap {
@@ -92,15 +111,18 @@ impl Default for ClaimMap {
             groups: paths(&["groups"]),
             roles: paths(&["roles"]),
             scopes: paths(&["scp"]),
+            caller: CallerRule::Entra,
         }
     }
 }
 
-/// User (delegated) or application (app-only, client credentials / managed identity).
+/// User (delegated) or application (app-only, client credentials / managed identity), or a
+/// token that does not say: it satisfies no `caller` condition.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Caller {
     User,
     App,
+    Unknown,
 }
 
 impl Caller {
@@ -108,7 +130,39 @@ impl Caller {
         match self {
             Caller::User => "user",
             Caller::App => "app",
+            Caller::Unknown => "unknown",
         }
+    }
+}
+
+/// The caller type by the provider's rule.
+fn caller_type<C: ClaimSource + ?Sized>(claims: &C, rule: &CallerRule, has_scp: bool) -> Caller {
+    let string = |name: &str| match claims.claim(name).as_deref() {
+        Some(Value::String(s)) => Some(s.clone()),
+        _ => None,
+    };
+    match rule {
+        CallerRule::Unknown => Caller::Unknown,
+        CallerRule::Claim { path, app, user } => match path.lookup(claims).as_deref() {
+            Some(Value::String(value)) if app.contains(value) => Caller::App,
+            Some(Value::String(value)) if user.contains(value) => Caller::User,
+            _ => Caller::Unknown,
+        },
+        CallerRule::Entra => match string("idtyp").as_deref() {
+            Some("app") => Caller::App,
+            Some("user") => Caller::User,
+            Some(_) => Caller::Unknown,
+            None if has_scp => Caller::User,
+            None => {
+                let v1 = string("ver").as_deref() == Some("1.0");
+                let oid = string("oid");
+                if v1 && oid.is_some() && oid == string("sub") {
+                    Caller::App
+                } else {
+                    Caller::Unknown
+                }
+            }
+        },
     }
 }
 
@@ -140,19 +194,13 @@ pub fn identity<C: ClaimSource + ?Sized>(
     group_names: &HashMap<String, String>,
     extra_paths: &[ClaimPath],
 ) -> Identity {
-    let groups = list(claims, &map.groups)
+    let groups = list(claims, &map.groups, Split::Never)
         .into_iter()
         .map(|id| group_names.get(&id).cloned().unwrap_or(id))
         .collect();
-    let roles = list(claims, &map.roles);
-    let scopes = list(claims, &map.scopes);
-    let idtyp = claims.claim("idtyp");
-    let caller = match idtyp.as_deref().and_then(Value::as_str) {
-        Some("app") => Caller::App,
-        Some("user") => Caller::User,
-        _ if !roles.is_empty() && scopes.is_empty() => Caller::App,
-        _ => Caller::User,
-    };
+    let roles = list(claims, &map.roles, Split::Never);
+    let scopes = list(claims, &map.scopes, Split::OnSpaces);
+    let caller = caller_type(claims, &map.caller, claims.claim("scp").is_some());
     Identity {
         provider,
         principal: scalar(claims, &map.principal),
@@ -168,9 +216,18 @@ pub fn identity<C: ClaimSource + ?Sized>(
             Some(Cow::Borrowed(Value::String(jti))) => Some(jti.clone()),
             _ => None,
         },
+        // A rule's `claims` condition compares whole values: only a scopes claim is a list of
+        // space-separated words (`"department": "Sales finance"` is not in `finance`).
         extra: extra_paths
             .iter()
-            .map(|p| list(claims, std::slice::from_ref(p)))
+            .map(|p| {
+                let split = if map.scopes.contains(p) {
+                    Split::OnSpaces
+                } else {
+                    Split::Never
+                };
+                list(claims, std::slice::from_ref(p), split)
+            })
             .collect(),
     }
 }
@@ -197,8 +254,15 @@ fn scalar<C: ClaimSource + ?Sized>(claims: &C, paths: &[ClaimPath]) -> Option<St
     })
 }
 
-/// The union of all paths: arrays of strings, or space-separated strings.
-fn list<C: ClaimSource + ?Sized>(claims: &C, paths: &[ClaimPath]) -> Vec<String> {
+/// Whether a string claim is one value or a space-separated list (OAuth's `scope`, Entra's `scp`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Split {
+    Never,
+    OnSpaces,
+}
+
+/// The union of all paths: arrays of strings, or strings (split on spaces for scopes).
+fn list<C: ClaimSource + ?Sized>(claims: &C, paths: &[ClaimPath], split: Split) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut push = |item: Cow<'_, str>| {
         if !item.is_empty() && !out.iter().any(|seen| *seen == *item) {
@@ -216,7 +280,10 @@ fn list<C: ClaimSource + ?Sized>(claims: &C, paths: &[ClaimPath]) -> Vec<String>
                 }
             }
             Some(value) => match &*value {
-                Value::String(s) => s.split(' ').map(Cow::Borrowed).for_each(&mut push),
+                Value::String(s) if split == Split::OnSpaces => {
+                    s.split(' ').map(Cow::Borrowed).for_each(&mut push)
+                }
+                Value::String(s) => push(Cow::Borrowed(s)),
                 Value::Array(items) => items
                     .iter()
                     .filter_map(Value::as_str)
@@ -304,16 +371,92 @@ mod tests {
         assert_eq!(id.roles, vec!["Scoring.Invoke"]);
     }
 
+    fn caller_of(value: Value, rule: CallerRule) -> Caller {
+        let map = ClaimMap {
+            caller: rule,
+            ..ClaimMap::default()
+        };
+        identity(0, &claims(value), &map, &HashMap::new(), &[]).caller
+    }
+
     #[test]
-    fn roles_without_scopes_is_an_app_caller_even_without_idtyp() {
+    fn roles_without_scopes_do_not_make_an_entra_token_an_app() {
+        // An ID token (or a v2 token without `idtyp`) of a user assigned app roles.
+        let user_id_token =
+            json!({"ver": "2.0", "roles": ["Scoring.Invoke"], "oid": "u", "sub": "pairwise"});
+        assert_eq!(caller_of(user_id_token, CallerRule::Entra), Caller::Unknown);
+    }
+
+    #[test]
+    fn entra_idtyp_names_the_caller() {
+        assert_eq!(
+            caller_of(json!({"idtyp": "app"}), CallerRule::Entra),
+            Caller::App
+        );
+        assert_eq!(
+            caller_of(json!({"idtyp": "user", "roles": ["r"]}), CallerRule::Entra),
+            Caller::User
+        );
+        assert_eq!(
+            caller_of(json!({"idtyp": "device"}), CallerRule::Entra),
+            Caller::Unknown
+        );
+    }
+
+    #[test]
+    fn entra_v1_app_token_is_oid_equal_to_sub_without_scp() {
+        let app = json!({"ver": "1.0", "oid": "sp", "sub": "sp", "roles": ["r"]});
+        assert_eq!(caller_of(app, CallerRule::Entra), Caller::App);
+        let v2 = json!({"ver": "2.0", "oid": "sp", "sub": "sp", "roles": ["r"]});
+        assert_eq!(caller_of(v2, CallerRule::Entra), Caller::Unknown);
+        let user = json!({"ver": "1.0", "oid": "u", "sub": "u", "scp": "Scoring.Invoke"});
+        assert_eq!(caller_of(user, CallerRule::Entra), Caller::User);
+    }
+
+    #[test]
+    fn a_configured_claim_names_the_caller_and_nothing_else_does() {
+        let rule = CallerRule::Claim {
+            path: ClaimPath::new("gty"),
+            app: vec!["client-credentials".into()],
+            user: vec!["password".into()],
+        };
+        assert_eq!(
+            caller_of(json!({"gty": "client-credentials"}), rule.clone()),
+            Caller::App
+        );
+        assert_eq!(
+            caller_of(json!({"gty": "password"}), rule.clone()),
+            Caller::User
+        );
+        assert_eq!(
+            caller_of(json!({"roles": ["r"], "idtyp": "app"}), rule),
+            Caller::Unknown
+        );
+        assert_eq!(
+            caller_of(json!({"idtyp": "app"}), CallerRule::Unknown),
+            Caller::Unknown
+        );
+    }
+
+    #[test]
+    fn only_scopes_are_split_on_spaces() {
+        let paths = [ClaimPath::new("department"), ClaimPath::new("scp")];
         let id = identity(
             0,
-            &claims(json!({"roles": ["r"]})),
+            &claims(json!({"department": "Sales finance", "scp": "a b", "roles": "r1 r2"})),
             &ClaimMap::default(),
             &HashMap::new(),
-            &[],
+            &paths,
         );
-        assert_eq!(id.caller, Caller::App);
+        assert_eq!(
+            id.extra,
+            vec![
+                vec!["Sales finance".to_string()],
+                vec!["a".to_string(), "b".to_string()]
+            ]
+        );
+        assert_eq!(id.roles, vec!["r1 r2"]);
+        assert_eq!(id.scopes, vec!["a", "b"]);
     }
 
     #[test]

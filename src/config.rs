@@ -16,7 +16,7 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::claims::{Caller, ClaimMap, ClaimPath};
+use crate::claims::{Caller, CallerRule, ClaimMap, ClaimPath};
 use crate::json_path;
 use crate::jwks::{self, Key, KeyFamily, KeySet, Strictness};
 use crate::keyring::{FetchTarget, RemoteJwks, Url};
@@ -229,6 +229,27 @@ struct ProviderConfig {
     group_names: BTreeMap<String, String>,
     #[serde(default)]
     on_groups_overage: OverageConfig,
+    caller_type: Option<CallerTypeConfig>,
+    #[serde(default)]
+    accept_id_tokens: bool,
+}
+
+/// `"entra"`, or `{"claim": {"path": "<claim path>", "app": [...], "user": [...]}}`.
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "snake_case")]
+enum CallerTypeConfig {
+    Entra,
+    Claim(CallerClaimConfig),
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct CallerClaimConfig {
+    path: String,
+    #[serde(default)]
+    app: Vec<String>,
+    #[serde(default)]
+    user: Vec<String>,
 }
 
 #[derive(Deserialize, Debug)]
@@ -316,6 +337,8 @@ struct RouteConfig {
     auth: AuthConfig,
     #[serde(default)]
     allow_anonymous_models: bool,
+    #[serde(default)]
+    allow_missing_model: bool,
     providers: Option<Vec<String>>,
     model_from: Option<ModelFromConfig>,
     #[serde(default)]
@@ -661,7 +684,9 @@ impl Compiler {
             }
         }
         let sources = self.token_sources(path, config.token_from)?;
-        let claims = compile_claims(&format!("{path}.claims"), config.claims)?;
+        let mut claims = compile_claims(&format!("{path}.claims"), config.claims)?;
+        claims.caller =
+            compile_caller_type(&format!("{path}.caller_type"), config.caller_type, &issuers)?;
         let tenant_claim = claims
             .tenant
             .first()
@@ -691,6 +716,7 @@ impl Compiler {
                 require_exp: config.require_exp,
                 max_lifetime_seconds: config.max_lifetime_seconds,
                 clock_skew_seconds: config.clock_skew_seconds,
+                accept_id_tokens: config.accept_id_tokens,
             },
             initial_keys,
             remote_keys,
@@ -847,6 +873,24 @@ impl Compiler {
             )?);
         }
         let uses_groups = deny.iter().chain(allow.iter()).any(Rule::uses_groups);
+        let model_decides = deny
+            .iter()
+            .chain(allow.iter())
+            .any(|r| !r.models.is_empty());
+        if config.allow_missing_model {
+            if model_from.is_none() {
+                return err(
+                    format!("{path}.allow_missing_model"),
+                    "the route has no model: add model_from, or a {model} path template",
+                );
+            }
+            if let Some(i) = deny.iter().position(|r| !r.models.is_empty()) {
+                return err(
+                    format!("{path}.allow_missing_model"),
+                    format!("deny[{i}] names models: a request without a model would dodge it (the model server picks its default); name the model in every request instead"),
+                );
+            }
+        }
         Ok(Route {
             name: config.name,
             matcher,
@@ -856,6 +900,8 @@ impl Compiler {
             deny,
             allow,
             uses_groups,
+            model_decides,
+            allow_missing_model: config.allow_missing_model,
         })
     }
 
@@ -899,6 +945,18 @@ impl Compiler {
             providers,
             &relevant,
         )?;
+        if config.caller.is_some() {
+            if let Some(i) = relevant.iter().copied().find(|i| {
+                providers
+                    .get(*i)
+                    .is_some_and(|p| p.claims.caller == CallerRule::Unknown)
+            }) {
+                return err(
+                    format!("{path}.caller"),
+                    format!("providers[{i}] does not say how its tokens tell apps from users: set providers[{i}].caller_type (\"entra\", or the claim that says it)"),
+                );
+            }
+        }
         let models = list("models", config.models)?;
         if !models.is_empty() && !has_model {
             return err(
@@ -1235,7 +1293,65 @@ fn compile_claims(path: &str, config: ClaimsConfig) -> Result<ClaimMap, ConfigEr
         groups: paths("groups", config.groups, defaults.groups)?,
         roles: paths("roles", config.roles, defaults.roles)?,
         scopes: paths("scopes", config.scopes, defaults.scopes)?,
+        caller: defaults.caller,
     })
+}
+
+/// How the provider's tokens say user or app: explicit, or Entra's rule for an Entra issuer.
+fn compile_caller_type(
+    path: &str,
+    config: Option<CallerTypeConfig>,
+    issuers: &[IssuerPattern],
+) -> Result<CallerRule, ConfigError> {
+    match config {
+        None if issuers.iter().all(is_entra_issuer) => Ok(CallerRule::Entra),
+        None => Ok(CallerRule::Unknown),
+        Some(CallerTypeConfig::Entra) => Ok(CallerRule::Entra),
+        Some(CallerTypeConfig::Claim(claim)) => {
+            let path = format!("{path}.claim");
+            if claim.path.is_empty() {
+                return err(format!("{path}.path"), "must be a non-empty claim path");
+            }
+            if claim.app.is_empty() && claim.user.is_empty() {
+                return err(
+                    path,
+                    "name the claim's values for app or user callers (or both)",
+                );
+            }
+            for (field, values) in [("app", &claim.app), ("user", &claim.user)] {
+                if let Some(i) = values.iter().position(String::is_empty) {
+                    return err(format!("{path}.{field}[{i}]"), "must not be empty");
+                }
+            }
+            if let Some(both) = claim.app.iter().find(|v| claim.user.contains(v)) {
+                return err(
+                    format!("{path}.user"),
+                    format!("{both:?} is listed for app callers too"),
+                );
+            }
+            Ok(CallerRule::Claim {
+                path: ClaimPath::new(&claim.path),
+                app: claim.app,
+                user: claim.user,
+            })
+        }
+    }
+}
+
+/// Microsoft Entra ID's issuers (public and national clouds), exact or with `{tenant}`.
+fn is_entra_issuer(issuer: &IssuerPattern) -> bool {
+    const ENTRA: &[&str] = &[
+        "https://login.microsoftonline.com/",
+        "https://sts.windows.net/",
+        "https://login.microsoftonline.us/",
+        "https://login.partner.microsoftonline.cn/",
+        "https://sts.chinacloudapi.cn/",
+    ];
+    let text = match issuer {
+        IssuerPattern::Exact(exact) => exact,
+        IssuerPattern::Tenant { prefix, .. } => prefix,
+    };
+    ENTRA.iter().any(|host| text.starts_with(host))
 }
 
 fn resolve_providers(

@@ -34,6 +34,11 @@ pub enum Reason {
     KeysUnavailable,
     BodyTooLarge,
     InvalidPath,
+    IdTokenNotAccepted,
+    ModelMissing,
+    ModelUnreadable,
+    ModelAmbiguous,
+    UnsupportedMediaType,
 }
 
 /// How a reason is answered on the wire.
@@ -53,13 +58,15 @@ enum Kind {
     TooLarge,
     /// 400: the request itself cannot be judged safely.
     BadRequest,
+    /// 415: a body mlgate cannot read the way the model server would (content type or encoding).
+    UnsupportedMedia,
     /// 503 with `Retry-After`.
     Unavailable,
 }
 
 impl Reason {
     /// Every reason, for metric definition and tests.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 30] = [
         Reason::MissingToken,
         Reason::MultipleTokens,
         Reason::TokenTooLarge,
@@ -85,6 +92,11 @@ impl Reason {
         Reason::KeysUnavailable,
         Reason::BodyTooLarge,
         Reason::InvalidPath,
+        Reason::IdTokenNotAccepted,
+        Reason::ModelMissing,
+        Reason::ModelUnreadable,
+        Reason::ModelAmbiguous,
+        Reason::UnsupportedMediaType,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +126,11 @@ impl Reason {
             Reason::KeysUnavailable => "keys_unavailable",
             Reason::BodyTooLarge => "body_too_large",
             Reason::InvalidPath => "invalid_path",
+            Reason::IdTokenNotAccepted => "id_token_not_accepted",
+            Reason::ModelMissing => "model_missing",
+            Reason::ModelUnreadable => "model_unreadable",
+            Reason::ModelAmbiguous => "model_ambiguous",
+            Reason::UnsupportedMediaType => "unsupported_media_type",
         }
     }
 
@@ -127,7 +144,11 @@ impl Reason {
             | Reason::ModelNotAllowed => Kind::Insufficient,
             Reason::NoMatchingRoute => Kind::Forbidden,
             Reason::BodyTooLarge => Kind::TooLarge,
-            Reason::InvalidPath => Kind::BadRequest,
+            Reason::InvalidPath
+            | Reason::ModelMissing
+            | Reason::ModelUnreadable
+            | Reason::ModelAmbiguous => Kind::BadRequest,
+            Reason::UnsupportedMediaType => Kind::UnsupportedMedia,
             Reason::KeysUnavailable => Kind::Unavailable,
             _ => Kind::InvalidToken,
         }
@@ -140,6 +161,7 @@ impl Reason {
             Kind::Insufficient | Kind::Forbidden => 403,
             Kind::TooLarge => 413,
             Kind::BadRequest => 400,
+            Kind::UnsupportedMedia => 415,
             Kind::Unavailable => 503,
         }
     }
@@ -195,6 +217,7 @@ pub fn local_reply(
         Kind::Forbidden => ("forbidden", None),
         Kind::TooLarge => ("payload_too_large", None),
         Kind::BadRequest => ("bad_request", None),
+        Kind::UnsupportedMedia => ("unsupported_media_type", None),
         Kind::Unavailable => ("unavailable", None),
     };
     if let Some(value) = challenge {

@@ -6,8 +6,6 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use serde_json::Value;
-
 use sha2::{Digest, Sha256};
 
 use crate::audit::{fingerprint, Audit, Outcome};
@@ -16,6 +14,7 @@ use crate::cache::TokenCache;
 use crate::claims::{self, Identity};
 use crate::decision::{local_reply, LocalReply, Reason};
 use crate::jwks::KeySet;
+use crate::model::{self, ModelError};
 use crate::policy::{AuditLevel, Mode, ModelFrom, Policy, RequestParts, Route, Unmatched};
 use crate::token;
 use crate::verify::{self, unverified};
@@ -29,7 +28,13 @@ pub struct Request<'a> {
     pub host: &'a str,
     /// A request header by lower-case name (repeated headers joined by `,`).
     pub header: &'a token::HeaderLookup<'a>,
+    /// Whether any request header's name satisfies the predicate (asked only on routes whose
+    /// model comes from a header, for other spellings of that header's name).
+    pub any_header_name: &'a HeaderNames<'a>,
 }
+
+/// See [`Request::any_header_name`].
+pub type HeaderNames<'a> = dyn Fn(&dyn Fn(&str) -> bool) -> bool + 'a;
 
 /// What to do with the request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -346,21 +351,38 @@ impl Gate {
         let model = match &route.model_from {
             None => None,
             Some(ModelFrom::PathParam(index)) => captures.get(*index).map(|m| m.to_string()),
-            Some(ModelFrom::Header(name)) => (req.header)(name).map(Cow::into_owned),
+            Some(ModelFrom::Header(name)) => {
+                let value = (req.header)(name);
+                let aliased = route.model_decides
+                    && (req.any_header_name)(&|other| model::is_alias(other, name));
+                match model::from_header(value.as_deref(), aliased) {
+                    Ok(model) => Some(model.to_string()),
+                    Err(error) => match self.unreadable_model(route, identity, error) {
+                        Some(reason) => {
+                            let mut refusal = Refusal::new(reason, Some(route_index));
+                            refusal.caller = Some(caller);
+                            return Step::Done(self.refuse(refusal, audit));
+                        }
+                        None => None,
+                    },
+                }
+            }
             Some(ModelFrom::JsonBody(field)) => {
                 // Refuse now what no model can change: a matching deny rule without `models`,
                 // or allow rules none of which the identity satisfies.
-                let denied_outright = route
-                    .deny
-                    .iter()
-                    .any(|rule| rule.models.is_empty() && rule.matches_identity(identity));
-                let hopeless = !route.allow.is_empty()
-                    && !route
-                        .allow
-                        .iter()
-                        .any(|rule| rule.matches_identity(identity));
-                if denied_outright || hopeless {
+                if decided_without_model(route, identity) {
                     return Step::Done(self.judge(route_index, caller, None, audit));
+                }
+                if route.model_decides {
+                    let media = model::check_json_media(
+                        (req.header)("content-type").as_deref(),
+                        (req.header)("content-encoding").as_deref(),
+                    );
+                    if let Err(error) = media {
+                        let mut refusal = Refusal::new(error.reason(), Some(route_index));
+                        refusal.caller = Some(caller);
+                        return Step::Done(self.refuse(refusal, audit));
+                    }
                 }
                 let headers = self.forward_headers(Some(route_index), Some(&caller), None, None);
                 return Step::NeedBody {
@@ -390,8 +412,42 @@ impl Gate {
             refusal.caller = Some(caller);
             return self.refuse(refusal, audit);
         };
-        let model = model_from_json(body, &field);
+        let model = match model::from_json_body(body, &field) {
+            Ok(model) => Some(model),
+            Err(error) => {
+                let refused = self
+                    .policy
+                    .routes
+                    .get(route)
+                    .map_or(Some(error.reason()), |r| {
+                        self.unreadable_model(r, &caller.identity, error)
+                    });
+                if let Some(reason) = refused {
+                    let mut refusal = Refusal::new(reason, Some(route));
+                    refusal.caller = Some(caller);
+                    return self.refuse(refusal, audit);
+                }
+                None
+            }
+        };
         self.judge(route, caller, model, audit)
+    }
+
+    /// What a model that cannot be read means on this route: a refusal when the route's rules
+    /// look at the model (and the identity alone does not settle the request already), or
+    /// nothing — the request is judged as naming no model — when they do not, or when the model
+    /// is only missing and the route allows that.
+    fn unreadable_model(
+        &self,
+        route: &Route,
+        identity: &Identity,
+        error: ModelError,
+    ) -> Option<Reason> {
+        let missing_allowed = error == ModelError::Missing && route.allow_missing_model;
+        if !route.model_decides || missing_allowed || decided_without_model(route, identity) {
+            return None;
+        }
+        Some(error.reason())
     }
 
     /// The largest body read for a `json_body` model.
@@ -689,10 +745,19 @@ fn path_is_unambiguous(path: &str) -> bool {
     bytes_ok && (body.is_empty() || body.split('/').all(|s| !matches!(s, "" | "." | "..")))
 }
 
-/// The model named by a top-level string field of a JSON body.
-fn model_from_json(body: &[u8], field: &str) -> Option<String> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    value.get(field)?.as_str().map(str::to_string)
+/// Whether the identity alone settles the request on this route: a deny rule without `models`
+/// matches it, or no allow rule could match it whatever the model.
+fn decided_without_model(route: &Route, identity: &Identity) -> bool {
+    let denied_outright = route
+        .deny
+        .iter()
+        .any(|rule| rule.models.is_empty() && rule.matches_identity(identity));
+    let hopeless = !route.allow.is_empty()
+        && !route
+            .allow
+            .iter()
+            .any(|rule| rule.matches_identity(identity));
+    denied_outright || hopeless
 }
 
 /// List headers are comma-separated; a `,` or `%` inside an item is percent-encoded so the

@@ -15,6 +15,7 @@ pub mod gate;
 pub mod json_path;
 pub mod jwks;
 pub mod keyring;
+pub mod model;
 pub mod p384_verify;
 pub mod payload;
 pub mod policy;

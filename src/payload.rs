@@ -11,10 +11,14 @@
 
 use std::ops::Range;
 
+use hashbrown::HashSet;
 use serde_json::{Map, Value};
 
 use crate::bytes;
 use crate::strict_json::{self, Key};
+
+/// Objects with up to this many members are checked for a repeated name by a scan.
+const NAME_SCAN_LIMIT: usize = 32;
 
 /// One top-level member: its name and where its value's text lies.
 #[derive(Clone, Debug)]
@@ -163,6 +167,7 @@ fn member_name<'p>(json: &'p str, name: &'p Name) -> Option<&'p str> {
 fn index(json: &str) -> Option<Vec<Member>> {
     let bytes = json.as_bytes();
     let mut members: Vec<Member> = Vec::with_capacity(24);
+    let mut many_names: Option<HashSet<String>> = None;
     let mut at = skip_whitespace(bytes, 0);
     if bytes.get(at) != Some(&b'{') {
         return None;
@@ -198,11 +203,24 @@ fn index(json: &str) -> Option<Vec<Member>> {
             };
             let new_name = member_name(json, &name)?;
             let key = NameKey::of(new_name.as_bytes());
-            if members
-                .iter()
-                .any(|seen| is_named(json, seen, key, new_name))
-            {
+            // A scan for the dozen-odd claims of a real token; past that, a hash set of the
+            // names, so thousands of distinct names cost linear time, not a comparison per pair.
+            let repeated = match &mut many_names {
+                Some(names) => !names.insert(new_name.to_string()),
+                None => members
+                    .iter()
+                    .any(|seen| is_named(json, seen, key, new_name)),
+            };
+            if repeated {
                 return None;
+            }
+            if many_names.is_none() && members.len() >= NAME_SCAN_LIMIT {
+                let mut names: HashSet<String> = members
+                    .iter()
+                    .filter_map(|m| member_name(json, &m.name).map(str::to_string))
+                    .collect();
+                names.insert(new_name.to_string());
+                many_names = Some(names);
             }
             if kind == Kind::Other && !strict_json::has_unique_keys(json.get(value_at.clone())?) {
                 return None;
@@ -436,6 +454,19 @@ mod tests {
     #[test]
     fn a_repeated_top_level_name_is_refused() {
         assert_eq!(parse(r#"{"iss":"a","iss":"b"}"#).unwrap_err(), NotAnObject);
+    }
+
+    #[test]
+    fn thousands_of_distinct_names_are_indexed_and_a_late_repeat_is_refused() {
+        let mut text = String::from("{");
+        for i in 0..3_000 {
+            text.push_str(&format!("\"c{i}\":{i},"));
+        }
+        text.push_str("\"iss\":\"x\"}");
+        let payload = parse(&text).unwrap();
+        assert_eq!(payload.get("c2999"), Some(Value::from(2999)));
+        text.insert_str(text.len() - 1, ",\"c7\":0");
+        assert!(parse(&text).is_err());
     }
 
     #[test]

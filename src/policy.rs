@@ -101,6 +101,12 @@ pub struct Route {
     pub allow: Vec<Rule>,
     /// Some rule looks at groups: a token with an incomplete group list cannot be judged.
     pub uses_groups: bool,
+    /// Some rule names `models`: a request whose model cannot be read is refused, never judged
+    /// as naming no model.
+    pub model_decides: bool,
+    /// A request that names no model is judged as such (e.g. Azure ML's default deployment);
+    /// refused at load when a deny rule names models.
+    pub allow_missing_model: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! [`crate::payload`] refuses a repeated top-level name itself and asks [`has_unique_keys`] about
 //! every nested object. Depth stays bounded by serde_json's recursion limit.
 
+use hashbrown::HashSet;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
@@ -71,15 +72,43 @@ impl<'de> Visitor<'de> for UniqueKeysVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
-        let mut keys: Vec<Key<'de>> = Vec::new();
+        let mut keys = SeenKeys::default();
         while let Some(key) = access.next_key_seed(KeySeed)? {
-            if keys.iter().any(|seen| seen.as_str() == key.as_str()) {
+            if !keys.insert(key) {
                 return Err(de::Error::custom("duplicate key"));
             }
-            keys.push(key);
             access.next_value_seed(UniqueKeys)?;
         }
         Ok(())
+    }
+}
+
+/// The keys of one object seen so far: a short list scanned in place (no allocation for keys
+/// without escapes), then a hash set once the object is large, so an object of thousands of
+/// distinct keys costs linear time, not a comparison per pair.
+#[derive(Default)]
+pub struct SeenKeys<'de> {
+    few: Vec<Key<'de>>,
+    many: Option<HashSet<String>>,
+}
+
+impl<'de> SeenKeys<'de> {
+    /// Objects up to this many keys are scanned: cheaper than hashing for a token's claims.
+    const SCAN_LIMIT: usize = 16;
+
+    /// False when `key` was seen before.
+    pub fn insert(&mut self, key: Key<'de>) -> bool {
+        if let Some(many) = &mut self.many {
+            return many.insert(key.as_str().to_string());
+        }
+        if self.few.iter().any(|seen| seen.as_str() == key.as_str()) {
+            return false;
+        }
+        self.few.push(key);
+        if self.few.len() > Self::SCAN_LIMIT {
+            self.many = Some(self.few.drain(..).map(|k| k.as_str().to_string()).collect());
+        }
+        true
     }
 }
 
@@ -99,7 +128,7 @@ impl Key<'_> {
 }
 
 /// Reads an object key without copying it when it can.
-struct KeySeed;
+pub struct KeySeed;
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Key<'de>;
@@ -156,6 +185,18 @@ mod tests {
     #[test]
     fn unique_keys_sees_an_escaped_key_as_its_unescaped_name() {
         assert!(!has_unique_keys(r#"{"a":{"iss":1,"\u0069ss":2}}"#));
+    }
+
+    #[test]
+    fn unique_keys_checks_a_wide_object_in_linear_time() {
+        let mut json = String::from("{");
+        for i in 0..20_000 {
+            json.push_str(&format!("\"k{i}\":0,"));
+        }
+        json.push_str("\"last\":0}");
+        assert!(has_unique_keys(&json));
+        json.insert_str(1, "\"k19999\":1,");
+        assert!(!has_unique_keys(&json));
     }
 
     #[test]

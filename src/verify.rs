@@ -68,6 +68,10 @@ pub struct TokenRules {
     pub require_exp: bool,
     pub max_lifetime_seconds: Option<i64>,
     pub clock_skew_seconds: i64,
+    /// OpenID Connect ID tokens (`nonce`, `at_hash` or `c_hash` present) are accepted as
+    /// credentials; off by default, since an ID token says who signed in to a client, not that
+    /// the API may be called.
+    pub accept_id_tokens: bool,
 }
 
 /// A token whose signature verified and whose registered claims hold.
@@ -246,6 +250,13 @@ pub fn check_claims(
     check_issuer_and_tenant(&token.claims, rules, token.issuer()?)?;
     let exp = check_times(&token.claims, rules, now)?;
     check_audience(&token.claims, rules)?;
+    if !rules.accept_id_tokens
+        && ["nonce", "at_hash", "c_hash"]
+            .iter()
+            .any(|c| token.claims.contains(c))
+    {
+        return Err(Reason::IdTokenNotAccepted);
+    }
     Ok(exp)
 }
 
@@ -298,13 +309,25 @@ fn entra_issuer_tenant(iss: &str) -> Option<&str> {
     (!tenant.is_empty()).then_some(tenant)
 }
 
-/// A NumericDate claim: absent, or an integer in `0..=MAX_NUMERIC_DATE`. Strings, floats,
-/// negatives, null and huge values are malformed.
+/// A NumericDate claim: absent, or a number of seconds in `0..=MAX_NUMERIC_DATE`. RFC 7519 §2
+/// allows fractions (`1700000000.5`), and Envoy's jwt_authn takes them: a fraction is floored.
+/// Strings, negatives, `null`, values past year 9999 and numbers serde_json cannot read as a
+/// finite value (`1e400`) are malformed, never treated as an absent claim.
 fn numeric_date(claims: &Payload, name: &str) -> Result<Option<i64>, Reason> {
     match claims.get(name) {
+        None if claims.contains(name) => Err(Reason::MalformedToken),
         None => Ok(None),
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(v) if (0..=MAX_NUMERIC_DATE).contains(&v) => Ok(Some(v)),
+        Some(Value::Number(n)) => match (n.as_i64(), n.as_f64()) {
+            (Some(v), _) if (0..=MAX_NUMERIC_DATE).contains(&v) => Ok(Some(v)),
+            (None, Some(v)) if n.is_f64() && v.is_finite() && v.is_sign_positive() => {
+                let floored = v.floor();
+                // Checked against the bound as a float first: the cast is then exact.
+                if floored <= MAX_NUMERIC_DATE as f64 {
+                    Ok(Some(floored as i64))
+                } else {
+                    Err(Reason::MalformedToken)
+                }
+            }
             _ => Err(Reason::MalformedToken),
         },
         Some(_) => Err(Reason::MalformedToken),
@@ -448,6 +471,7 @@ mod tests {
             require_exp: false,
             max_lifetime_seconds: None,
             clock_skew_seconds: 60,
+            accept_id_tokens: false,
         }
     }
 
@@ -455,6 +479,52 @@ mod tests {
         let iss = claims["iss"].as_str().unwrap().to_string();
         let claims = Payload::parse(claims.to_string().into_bytes()).unwrap();
         check_issuer_and_tenant(&claims, &rules(issuer), &iss)
+    }
+
+    fn times(claims: Value) -> Result<Option<i64>, Reason> {
+        let payload = Payload::parse(claims.to_string().into_bytes()).unwrap();
+        check_times(&payload, &rules("https://idp"), 1_700_000_000)
+    }
+
+    #[test]
+    fn fractional_numeric_dates_are_floored() {
+        assert_eq!(
+            times(json!({"exp": 1_700_000_100.75})),
+            Ok(Some(1_700_000_100))
+        );
+        assert_eq!(times(json!({"exp": 1.7000001e9})), Ok(Some(1_700_000_100)));
+        let raw = Payload::parse(br#"{"exp":1700000100.5,"nbf":1699999999.9,"iat":1e9}"#.to_vec())
+            .unwrap();
+        assert_eq!(
+            check_times(&raw, &rules("https://idp"), 1_700_000_000),
+            Ok(Some(1_700_000_100))
+        );
+    }
+
+    #[test]
+    fn numeric_dates_that_are_not_finite_non_negative_numbers_are_malformed() {
+        for text in [
+            r#"{"exp":"1700000100"}"#,
+            r#"{"exp":-1.5}"#,
+            r#"{"exp":-1}"#,
+            r#"{"exp":1e400}"#,
+            r#"{"nbf":1e400}"#,
+            r#"{"exp":1e300}"#,
+            r#"{"exp":null}"#,
+            r#"{"exp":-0.0}"#,
+            r#"{"exp":253402300800.5}"#,
+        ] {
+            // A number serde_json cannot read makes the whole payload unreadable (malformed).
+            let Ok(payload) = Payload::parse(text.as_bytes().to_vec()) else {
+                assert!(text.contains("e400"), "{text}");
+                continue;
+            };
+            assert_eq!(
+                check_times(&payload, &rules("https://idp"), 1_700_000_000),
+                Err(Reason::MalformedToken),
+                "{text}"
+            );
+        }
     }
 
     #[test]

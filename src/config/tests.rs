@@ -1035,3 +1035,61 @@ fn syntax_errors_get_the_paths_path_to_error_gives() {
     assert_eq!(parse_errors, texts.len());
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
 }
+
+#[test]
+fn allow_missing_model_with_a_models_deny_rule_is_refused() {
+    let mut config = entra_config();
+    config["routes"][2]["allow_missing_model"] = json!(true);
+    assert_refused(
+        config,
+        "routes[2].allow_missing_model",
+        "deny[0] names models",
+    );
+}
+
+#[test]
+fn allow_missing_model_on_a_route_without_a_model_is_refused() {
+    let mut config = entra_config();
+    config["routes"][0]["auth"] = json!("required");
+    config["routes"][0]["allow_missing_model"] = json!(true);
+    assert_refused(
+        config,
+        "routes[0].allow_missing_model",
+        "the route has no model",
+    );
+}
+
+#[test]
+fn a_caller_condition_needs_a_provider_that_says_its_caller_type() {
+    let mut config = entra_config();
+    config["providers"][0]["issuer"] = json!("https://sso.contoso.example/realms/ml");
+    config["routes"][1]["allow"] = json!([{"caller": "app"}]);
+    assert_refused(
+        config.clone(),
+        "routes[1].allow[0].caller",
+        "set providers[0].caller_type",
+    );
+    config["providers"][0]["caller_type"] =
+        json!({"claim": {"path": "azp_type", "app": ["service"], "user": ["human"]}});
+    assert!(compile_value(&config).is_ok());
+}
+
+#[test]
+fn a_caller_type_claim_needs_values() {
+    let mut config = entra_config();
+    config["providers"][0]["caller_type"] = json!({"claim": {"path": "gty"}});
+    assert_refused(
+        config.clone(),
+        "providers[0].caller_type.claim",
+        "name the claim's values",
+    );
+    config["providers"][0]["caller_type"] =
+        json!({"claim": {"path": "gty", "app": ["x"], "user": ["x"]}});
+    assert_refused(
+        config.clone(),
+        "providers[0].caller_type.claim.user",
+        "listed for app",
+    );
+    config["providers"][0]["caller_type"] = json!("okta");
+    assert_refused(config, "providers[0].caller_type", "unknown variant");
+}

@@ -1,10 +1,14 @@
 //! HTTP context: reads the request, asks the gate, carries out the verdict.
 //!
-//! Three waits are possible: for keys (the request is paused at its headers until the
+//! Two waits are possible: for keys (the request is paused at its headers until the
 //! provider's key set arrives, then decided again from the root context), and for the body of
 //! a route whose model is in the JSON body (Envoy never hands a filter the body while its
 //! headers are held, so the identity headers go upstream first and the body is held until the
 //! model is judged).
+//!
+//! The body's end is wherever the request ends: the last data frame, or the trailers (HTTP/2,
+//! chunked HTTP/1.1), which may follow the data or come instead of it. Every callback is
+//! handled in every phase, so no framing lets a body go upstream unjudged.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -25,6 +29,13 @@ pub enum Phase {
     /// Paused at the headers until keys arrive; the headers are kept to decide again.
     WaitingForKeys {
         headers: HeaderMap,
+        /// The headers ended the request (no body, no trailers).
+        end_of_stream: bool,
+        /// A host that hands over the body while the headers are held (Envoy with
+        /// `allow_on_headers_stop_iteration`) delivered some of it: held, not yet judged.
+        body_seen: bool,
+        /// ... and all of it (its last data frame, or the trailers).
+        body_ended: bool,
     },
     /// Headers forwarded; the body is held until the model in it is judged.
     WaitingForBody(Box<Pending>),
@@ -80,7 +91,12 @@ impl HttpContext for Request {
             } => {
                 if keys::request_keys(&shared, provider, unknown_kid, now, self.context_id) {
                     shared.metrics.paused_for_keys();
-                    self.state.borrow_mut().phase = Phase::WaitingForKeys { headers };
+                    self.state.borrow_mut().phase = Phase::WaitingForKeys {
+                        headers,
+                        end_of_stream,
+                        body_seen: false,
+                        body_ended: false,
+                    };
                     shared.fetcher.add_waiter(Waiter {
                         context_id: self.context_id,
                         provider,
@@ -111,15 +127,53 @@ impl HttpContext for Request {
                     self.state.borrow_mut().phase = Phase::WaitingForBody(pending);
                     return Action::Pause;
                 }
-                let body = match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-                    Ok(body) => body,
-                    Err(_) => return internal_error("cannot read request body"),
-                };
-                let verdict = shared.gate.decide_with_body(*pending, Some(&body));
-                finish_body(&shared, verdict)
+                judge_buffered_body(&shared, *pending, body_size)
             }
-            other @ Phase::WaitingForKeys { .. } => {
+            Phase::WaitingForKeys {
+                headers,
+                end_of_stream: headers_ended,
+                body_ended,
+                ..
+            } => {
+                self.state.borrow_mut().phase = Phase::WaitingForKeys {
+                    headers,
+                    end_of_stream: headers_ended,
+                    body_seen: true,
+                    body_ended: body_ended || end_of_stream,
+                };
+                Action::Pause
+            }
+            other => {
                 self.state.borrow_mut().phase = other;
+                Action::Continue
+            }
+        }
+    }
+
+    /// Trailers end the request: a body held for its model is judged now, as it would be on
+    /// its last data frame; a request waiting for keys stays held.
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        let Some(shared) = self.shared.clone() else {
+            return Action::Continue;
+        };
+        let phase = std::mem::take(&mut self.state.borrow_mut().phase);
+        match phase {
+            Phase::WaitingForBody(pending) => {
+                // Whatever data frames came were held (Pause buffers them): the whole body.
+                judge_buffered_body(&shared, *pending, shared.gate.max_body_bytes() + 1)
+            }
+            Phase::WaitingForKeys {
+                headers,
+                end_of_stream,
+                body_seen,
+                ..
+            } => {
+                self.state.borrow_mut().phase = Phase::WaitingForKeys {
+                    headers,
+                    end_of_stream,
+                    body_seen,
+                    body_ended: true,
+                };
                 Action::Pause
             }
             other => {
@@ -130,14 +184,35 @@ impl HttpContext for Request {
     }
 }
 
+/// Reads the body held so far (at most `size` bytes are asked for) and judges its model; the
+/// headers already went upstream, so an allow lets the body follow.
+fn judge_buffered_body(shared: &Shared, pending: Pending, size: usize) -> Action {
+    match judge_body(shared, pending, size) {
+        Ok(verdict) => finish_body(shared, verdict),
+        Err(action) => action,
+    }
+}
+
+fn judge_body(shared: &Shared, pending: Pending, size: usize) -> Result<Verdict, Action> {
+    let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+        .map_err(|_| internal_error("cannot read request body"))?;
+    Ok(if body.len() > shared.gate.max_body_bytes() {
+        shared.gate.decide_with_body(pending, None)
+    } else {
+        shared.gate.decide_with_body(pending, Some(&body))
+    })
+}
+
 fn decide(shared: &Shared, headers: &HeaderMap, now: i64, may_wait: bool) -> Step {
     let lookup = |name: &str| headers.get(name);
+    let any_name = |wanted: &dyn Fn(&str) -> bool| headers.iter().any(|(name, _)| wanted(name));
     shared.gate.decide(
         &gate::Request {
             method: headers.first(":method"),
             path: headers.first(":path"),
             host: headers.first(":authority"),
             header: &lookup,
+            any_header_name: &any_name,
         },
         now,
         may_wait,
@@ -177,14 +252,33 @@ fn apply_headers_step(
 /// waited for arrived (or will not): decide again and let the request go on or answer it.
 pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>, context_id: u32) {
     let phase = std::mem::take(&mut state.borrow_mut().phase);
-    let Phase::WaitingForKeys { headers } = phase else {
+    let Phase::WaitingForKeys {
+        headers,
+        end_of_stream,
+        body_seen,
+        body_ended,
+    } = phase
+    else {
         state.borrow_mut().phase = phase;
         return;
     };
     let _ = context_id;
     let step = decide(shared, &headers, hostcalls::now_seconds(), false);
-    // The body (if any) is buffered by Envoy and delivered after the resume.
-    if let Action::Continue = apply_headers_step(shared, state, step, &headers, false) {
+    let action = match step {
+        // The host already handed over the whole body while the headers were held: judge it
+        // now, before anything goes upstream.
+        Step::NeedBody { pending, .. } if body_seen && body_ended => {
+            state.borrow_mut().phase = Phase::Decided;
+            match judge_body(shared, *pending, shared.gate.max_body_bytes() + 1) {
+                Ok(verdict) => carry_out(shared, verdict, &headers),
+                Err(action) => action,
+            }
+        }
+        // Otherwise the body (if any) is buffered by Envoy and delivered after the resume; a
+        // request that ended with its headers has no body to wait for.
+        step => apply_headers_step(shared, state, step, &headers, end_of_stream),
+    };
+    if let Action::Continue = action {
         if hostcalls::resume_request().is_err() {
             hostcalls::log(
                 LogLevel::Error,

@@ -35,18 +35,25 @@ impl Req {
     }
 }
 
+/// A chat completion request, sent as JSON as OpenAI clients send it.
+fn chat() -> Req {
+    req("POST", "/v1/chat/completions").header("content-type", "application/json")
+}
+
 fn gate(config: &Value) -> Gate {
     Gate::new(compile(config.to_string().as_bytes()).unwrap())
 }
 
 fn step(gate: &Gate, r: &Req) -> Step {
     let lookup = |name: &str| r.headers.get(name).map(|v| Cow::Borrowed(v.as_str()));
+    let names = |wanted: &dyn Fn(&str) -> bool| r.headers.keys().any(|name| wanted(name));
     gate.decide(
         &Request {
             method: r.method,
             path: &r.path,
             host: r.host,
             header: &lookup,
+            any_header_name: &names,
         },
         NOW,
         true,
@@ -223,12 +230,11 @@ fn string_exp_is_malformed() {
 }
 
 #[test]
-fn float_exp_is_malformed() {
+fn fractional_exp_is_accepted_and_floored() {
     let t = user_token(|c| c["exp"] = json!((NOW + 3600) as f64 + 0.5));
-    assert_eq!(
-        outcome(&gate(&entra_config()), &score(&t)),
-        "malformed_token"
-    );
+    assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "allowed");
+    let t = user_token(|c| c["exp"] = json!(NOW as f64 - 60.5));
+    assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "token_expired");
 }
 
 #[test]
@@ -438,7 +444,7 @@ fn deny_rule_wins_over_allow_for_model() {
 fn model_outside_allowed_globs_is_model_not_allowed() {
     let g = gate(&entra_config());
     let t = user_token(|_| {});
-    let pending = match step(&g, &req("POST", "/v1/chat/completions").bearer(&t)) {
+    let pending = match step(&g, &chat().bearer(&t)) {
         Step::NeedBody { pending, .. } => pending,
         other => panic!("{other:?}"),
     };
@@ -453,8 +459,7 @@ fn model_outside_allowed_globs_is_model_not_allowed() {
 fn model_from_body_allows_listed_model() {
     let g = gate(&entra_config());
     let t = user_token(|_| {});
-    let Step::NeedBody { pending, .. } = step(&g, &req("POST", "/v1/chat/completions").bearer(&t))
-    else {
+    let Step::NeedBody { pending, .. } = step(&g, &chat().bearer(&t)) else {
         panic!()
     };
     let v = g.decide_with_body(*pending, Some(br#"{"model":"llama-3-8b"}"#));
@@ -470,8 +475,7 @@ fn model_from_body_allows_listed_model() {
 fn body_over_limit_is_refused() {
     let g = gate(&entra_config());
     let t = user_token(|_| {});
-    let Step::NeedBody { pending, .. } = step(&g, &req("POST", "/v1/chat/completions").bearer(&t))
-    else {
+    let Step::NeedBody { pending, .. } = step(&g, &chat().bearer(&t)) else {
         panic!()
     };
     let v = g.decide_with_body(*pending, None);
@@ -485,10 +489,7 @@ fn body_over_limit_is_refused() {
 fn invalid_token_on_body_route_is_refused_before_reading_body() {
     let g = gate(&entra_config());
     let t = user_token(|c| c["exp"] = json!(NOW - 600));
-    assert_eq!(
-        outcome(&g, &req("POST", "/v1/chat/completions").bearer(&t)),
-        "token_expired"
-    );
+    assert_eq!(outcome(&g, &chat().bearer(&t)), "token_expired");
 }
 
 #[test]
@@ -696,8 +697,7 @@ fn identity_header_values_keep_non_ascii_text_and_replace_unicode_controls() {
 fn body_route_forwards_identity_headers_before_the_body() {
     let g = gate(&entra_config());
     let t = user_token(|_| {});
-    let Step::NeedBody { headers, .. } = step(&g, &req("POST", "/v1/chat/completions").bearer(&t))
-    else {
+    let Step::NeedBody { headers, .. } = step(&g, &chat().bearer(&t)) else {
         panic!()
     };
     let headers: HashMap<String, String> = headers.to_vec().into_iter().collect();
@@ -712,10 +712,7 @@ fn body_route_forwards_identity_headers_before_the_body() {
 fn body_route_refuses_at_headers_when_no_model_could_help() {
     let g = gate(&entra_config());
     let t = user_token(|c| c["groups"] = json!([]));
-    assert_eq!(
-        outcome(&g, &req("POST", "/v1/chat/completions").bearer(&t)),
-        "no_rule_matched"
-    );
+    assert_eq!(outcome(&g, &chat().bearer(&t)), "no_rule_matched");
 }
 
 fn remote_config() -> Value {
@@ -754,6 +751,7 @@ fn remote_provider_without_keys_and_no_wait_is_keys_unavailable() {
             path: "/score",
             host: "h",
             header: &lookup,
+            any_header_name: &|_| false,
         },
         NOW,
         false,
@@ -869,6 +867,7 @@ fn cached_token_still_expires() {
             path: "/score",
             host: "h",
             header: &lookup,
+            any_header_name: &|_| false,
         },
         NOW + 71,
         true,
@@ -910,4 +909,237 @@ fn cached_token_is_still_checked_against_route_providers() {
         outcome(&g, &req("POST", "/v2/models/m/infer").bearer(&t)),
         "unknown_issuer"
     );
+}
+
+// --- Reading the model the way the model server reads it ------------------------------------
+
+/// `/score` as Azure ML deploys it: the deployment in a header, contractors kept off `finance-*`.
+fn azureml_config() -> Value {
+    let mut config = entra_config();
+    config["routes"][1]["deny"] = json!([{"groups": ["contractors"], "models": ["finance-*"]}]);
+    config["routes"][1]["allow"] = json!([{"groups": ["ml-scientists"]}]);
+    config
+}
+
+fn contractor_scientist() -> String {
+    user_token(|c| c["groups"] = json!([ML_SCIENTISTS, CONTRACTORS]))
+}
+
+#[test]
+fn a_missing_model_header_is_refused_where_a_deny_rule_names_models() {
+    let g = gate(&azureml_config());
+    let t = contractor_scientist();
+    assert_eq!(outcome(&g, &score(&t)), "model_missing");
+    assert_eq!(
+        outcome(&g, &score(&t).header("azureml-model-deployment", "")),
+        "model_missing"
+    );
+    assert_eq!(
+        outcome(
+            &g,
+            &score(&t).header("azureml-model-deployment", "finance-risk")
+        ),
+        "denied_by_rule"
+    );
+    assert_eq!(
+        outcome(
+            &g,
+            &score(&t).header("azureml-model-deployment", "public-demo")
+        ),
+        "allowed"
+    );
+}
+
+#[test]
+fn a_model_refusal_is_400_without_a_challenge() {
+    let v = verdict(&gate(&azureml_config()), &score(&contractor_scientist()));
+    let Action::Reply(reply) = v.action else {
+        panic!()
+    };
+    assert_eq!(reply.status, 400);
+    assert!(reply
+        .headers
+        .iter()
+        .all(|(name, _)| *name != "www-authenticate"));
+}
+
+#[test]
+fn a_joined_model_header_is_ambiguous() {
+    let g = gate(&azureml_config());
+    let r = score(&contractor_scientist())
+        .header("azureml-model-deployment", "public-demo,finance-risk");
+    assert_eq!(outcome(&g, &r), "model_ambiguous");
+}
+
+#[test]
+fn an_underscore_spelling_of_the_model_header_is_ambiguous() {
+    let g = gate(&azureml_config());
+    let r = score(&contractor_scientist())
+        .header("azureml-model-deployment", "public-demo")
+        .header("azureml_model_deployment", "finance-risk");
+    assert_eq!(outcome(&g, &r), "model_ambiguous");
+}
+
+#[test]
+fn a_route_whose_rules_ignore_the_model_takes_requests_without_one() {
+    // entra_config's /score forwards the model but no rule looks at it.
+    let g = gate(&entra_config());
+    let h = forwarded(&g, &score(&user_token(|_| {})));
+    assert!(!h.contains_key("x-mlgate-model"));
+    let r = score(&user_token(|_| {})).header("azureml-model-deployment", "a,b");
+    assert!(!forwarded(&g, &r).contains_key("x-mlgate-model"));
+}
+
+#[test]
+fn allow_missing_model_judges_a_request_without_a_model_as_naming_none() {
+    let mut config = entra_config();
+    config["routes"][1]["allow_missing_model"] = json!(true);
+    config["routes"][1]["allow"] = json!([
+        {"groups": ["ml-scientists"], "models": ["blue", "green"]},
+        {"groups": ["contractors"]}
+    ]);
+    let g = gate(&config);
+    let scientist = user_token(|_| {});
+    assert_eq!(outcome(&g, &score(&scientist)), "model_not_allowed");
+    let contractor = user_token(|c| c["groups"] = json!([CONTRACTORS]));
+    assert_eq!(outcome(&g, &score(&contractor)), "allowed");
+    // Missing only: an ambiguous model is still refused.
+    let r = score(&scientist)
+        .header("azureml-model-deployment", "blue")
+        .header("azureml_model_deployment", "red");
+    assert_eq!(outcome(&g, &r), "model_ambiguous");
+}
+
+#[test]
+fn a_caller_the_rules_refuse_anyway_gets_403_not_a_model_error() {
+    let g = gate(&azureml_config());
+    let outsider = user_token(|c| c["groups"] = json!([]));
+    assert_eq!(outcome(&g, &score(&outsider)), "no_rule_matched");
+}
+
+fn body_verdict(g: &Gate, r: &Req, body: &[u8]) -> String {
+    let pending = match step(g, r) {
+        Step::NeedBody { pending, .. } => pending,
+        Step::Done(v) => match v.action {
+            Action::Reply(reply) => {
+                let body: Value = serde_json::from_str(&reply.body).unwrap();
+                return format!("at headers: {}", body["reason"].as_str().unwrap());
+            }
+            Action::Forward(_) => return "at headers: allowed".into(),
+        },
+        other => panic!("{other:?}"),
+    };
+    match g.decide_with_body(*pending, Some(body)).action {
+        Action::Forward(_) => "allowed".into(),
+        Action::Reply(reply) => {
+            let body: Value = serde_json::from_str(&reply.body).unwrap();
+            body["reason"].as_str().unwrap().to_string()
+        }
+    }
+}
+
+#[test]
+fn a_body_model_route_refuses_a_body_that_is_not_plain_json_before_reading_it() {
+    let g = gate(&entra_config());
+    let t = user_token(|_| {});
+    let plain = req("POST", "/v1/chat/completions").bearer(&t);
+    assert_eq!(
+        body_verdict(&g, &plain.header("content-type", "text/plain"), b"{}"),
+        "at headers: unsupported_media_type"
+    );
+    let gzip = chat().bearer(&t).header("content-encoding", "gzip");
+    assert_eq!(
+        body_verdict(&g, &gzip, b"{}"),
+        "at headers: unsupported_media_type"
+    );
+    let none = req("POST", "/v1/chat/completions").bearer(&t);
+    assert_eq!(
+        body_verdict(&g, &none, b"{}"),
+        "at headers: unsupported_media_type"
+    );
+    let utf8 = chat()
+        .bearer(&t)
+        .header("content-type", "application/json; charset=utf-8");
+    assert_eq!(
+        body_verdict(&g, &utf8, br#"{"model":"gpt-4o-mini"}"#),
+        "allowed"
+    );
+}
+
+#[test]
+fn a_body_model_that_cannot_be_read_is_refused_never_judged_as_none() {
+    let g = gate(&entra_config());
+    let t = user_token(|_| {});
+    for (body, reason) in [
+        (&br#"{"messages":[]}"#[..], "model_missing"),
+        (b"", "model_missing"),
+        (
+            b"\xef\xbb\xbf{\"model\":\"gpt-4o-mini\"}",
+            "model_unreadable",
+        ),
+        (br#"{"model":"gpt-4o-mini","t":NaN}"#, "model_unreadable"),
+        (br#"{"model":null}"#, "model_unreadable"),
+        (
+            br#"{"model":"gpt-4o-mini","model":"gpt-4o"}"#,
+            "model_ambiguous",
+        ),
+        (
+            br#"{"model":"gpt-4o-mini","Model":"gpt-4o"}"#,
+            "model_ambiguous",
+        ),
+    ] {
+        assert_eq!(
+            body_verdict(&g, &chat().bearer(&t), body),
+            reason,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+#[test]
+fn an_id_token_is_refused_unless_the_provider_accepts_them() {
+    let t = user_token(|c| c["nonce"] = json!("n-0S6_WzA2Mj"));
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "id_token_not_accepted"
+    );
+    let t = user_token(|c| c["at_hash"] = json!("HK6E_P6Dh8Y93mRNtsDB1Q"));
+    assert_eq!(
+        outcome(&gate(&entra_config()), &score(&t)),
+        "id_token_not_accepted"
+    );
+    let mut config = entra_config();
+    config["providers"][0]["accept_id_tokens"] = json!(true);
+    assert_eq!(outcome(&gate(&config), &score(&t)), "allowed");
+}
+
+#[test]
+fn a_user_token_with_app_roles_is_not_an_app_caller() {
+    let mut config = entra_config();
+    config["routes"][1]["allow"] = json!([{"roles": ["Scoring.Invoke"], "caller": "app"}]);
+    let g = gate(&config);
+    // An Entra ID token of a user assigned the app role: roles, no scp, no idtyp.
+    let t = user_token(|c| {
+        c["roles"] = json!(["Scoring.Invoke"]);
+        c.as_object_mut().unwrap().remove("scp");
+    });
+    assert_eq!(outcome(&g, &score(&t)), "no_rule_matched");
+    let app = user_token(|c| {
+        c["roles"] = json!(["Scoring.Invoke"]);
+        c["idtyp"] = json!("app");
+        c.as_object_mut().unwrap().remove("scp");
+    });
+    assert_eq!(outcome(&g, &score(&app)), "allowed");
+}
+
+#[test]
+fn a_claims_condition_compares_the_whole_value() {
+    let mut config = entra_config();
+    config["routes"][1]["allow"] = json!([{"claims": {"department": "finance"}}]);
+    let g = gate(&config);
+    let sales = user_token(|c| c["department"] = json!("Sales finance"));
+    assert_eq!(outcome(&g, &score(&sales)), "no_rule_matched");
+    let finance = user_token(|c| c["department"] = json!("finance"));
+    assert_eq!(outcome(&g, &score(&finance)), "allowed");
 }

@@ -42,10 +42,27 @@ pub struct CaseRequest {
     pub path: String,
     #[serde(default = "default_host")]
     pub host: String,
+    /// A value, or several for a header sent more than once.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, HeaderValues>,
     #[serde(default)]
     pub body: Option<Value>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum HeaderValues {
+    One(String),
+    Repeated(Vec<String>),
+}
+
+impl HeaderValues {
+    fn values(&self) -> &[String] {
+        match self {
+            HeaderValues::One(one) => std::slice::from_ref(one),
+            HeaderValues::Repeated(many) => many,
+        }
+    }
 }
 
 fn default_method() -> String {
@@ -141,8 +158,17 @@ fn run_case(harness: &Harness, config: &Value, case: &Case) -> anyhow::Result<Ve
         .request
         .headers
         .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .flat_map(|(k, v)| v.values().iter().map(move |v| (k.clone(), v.clone())))
         .collect();
+    // A body is sent as JSON unless the case says what it is.
+    let typed = case
+        .request
+        .headers
+        .keys()
+        .any(|name| name.eq_ignore_ascii_case("content-type"));
+    if case.request.body.is_some() && !typed {
+        builder_headers.push(("content-type".into(), "application/json".into()));
+    }
     if let Some(token_spec) = &case.token {
         let token = build_token(token_spec, config, now)?;
         match &token_spec.place {
@@ -190,7 +216,7 @@ fn run_case(harness: &Harness, config: &Value, case: &Case) -> anyhow::Result<Ve
     match &case.request.body {
         None => {}
         Some(Value::String(text)) => request = request.body(text.as_bytes()),
-        Some(value) => request = request.json(value),
+        Some(value) => request = request.body(value.to_string()),
     }
     let outcome = request.send()?;
     Ok(compare(&case.expect, &outcome))

@@ -151,7 +151,7 @@ fn a_cold_request_with_a_body_gets_its_body_judged_after_the_keys_land() {
             .path("/v1/chat/completions")
             .host("ml.contoso.example")
             .header("authorization", &mint::bearer(&user_token(&h, |_| {})))
-            .body(json!({"model": model}).to_string())
+            .json(&json!({"model": model}))
             .send()
             .unwrap()
     };

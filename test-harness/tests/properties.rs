@@ -56,6 +56,7 @@ fn decide(
             path,
             host: "ml.contoso.example",
             header: &lookup,
+            any_header_name: &|_| false,
         },
         NOW,
         false,

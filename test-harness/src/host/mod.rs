@@ -420,7 +420,8 @@ impl Harness {
             properties,
         } = spec;
         let n_headers = headers.len() as u32;
-        let has_body = body.is_some();
+        let chunks: std::collections::VecDeque<Vec<u8>> = body.unwrap_or_default().into();
+        let has_body = !chunks.is_empty();
         let end_after_headers = !has_body && trailers.is_empty();
         let next = if has_body {
             NextCallback::Body
@@ -431,7 +432,7 @@ impl Harness {
         };
         let stream = Stream {
             request_headers: headers,
-            request_body: body.unwrap_or_default(),
+            pending_body: chunks,
             request_trailers: trailers,
             next,
             properties,
@@ -762,8 +763,8 @@ impl Inner {
             if s.forwarded_headers.is_none() {
                 s.forwarded_headers = Some(s.request_headers.clone());
             }
-            if phase == Phase::Body && s.forwarded_body.is_none() {
-                s.forwarded_body = Some(s.request_body.clone());
+            if phase == Phase::Body {
+                s.forward_held_body();
             }
         } else {
             s.held = true;
@@ -784,30 +785,43 @@ impl Inner {
                 return Ok(());
             }
             if s.held && std::mem::take(&mut s.resume_requested) {
+                // Frames that arrived while the headers were held were buffered by the host.
+                s.coalesce_body = s.held_at_headers;
                 s.held = false;
                 s.held_at_headers = false;
                 s.paused = false;
                 if s.forwarded_headers.is_none() {
                     s.forwarded_headers = Some(s.request_headers.clone());
                 }
-                if s.next == NextCallback::End && s.forwarded_body.is_none() {
-                    s.forwarded_body = Some(s.request_body.clone());
+                if s.next == NextCallback::End {
+                    s.forward_held_body();
                 }
             }
             if s.held_at_headers {
                 s.paused = true;
                 return Ok(());
             }
-            let (n_trailers, body_len) =
-                (s.request_trailers.len() as u32, s.request_body.len() as u32);
+            let n_trailers = s.request_trailers.len() as u32;
             match s.next {
                 NextCallback::Body => {
-                    s.next = if n_trailers > 0 {
+                    let mut frame = s.pending_body.pop_front().unwrap_or_default();
+                    if std::mem::take(&mut s.coalesce_body) {
+                        while let Some(more) = s.pending_body.pop_front() {
+                            frame.extend(more);
+                        }
+                    }
+                    // Envoy hands the filter the whole buffered body, its size in the callback.
+                    s.request_body.extend(frame);
+                    let last = s.pending_body.is_empty();
+                    s.next = if !last {
+                        NextCallback::Body
+                    } else if n_trailers > 0 {
                         NextCallback::Trailers
                     } else {
                         NextCallback::End
                     };
-                    let eos = (n_trailers == 0) as u32;
+                    let eos = (last && n_trailers == 0) as u32;
+                    let body_len = s.request_body.len() as u32;
                     self.request_phase(
                         ctx,
                         "proxy_on_request_body",

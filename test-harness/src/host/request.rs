@@ -12,7 +12,8 @@ use super::Harness;
 pub(crate) struct RequestSpec {
     /// Pseudo-headers first, then the others in the order given.
     pub headers: Headers,
-    pub body: Option<Vec<u8>>,
+    /// The body's data frames (`None`: no body).
+    pub body: Option<Vec<Vec<u8>>>,
     pub trailers: Headers,
     pub properties: HashMap<String, Vec<u8>>,
 }
@@ -26,7 +27,7 @@ pub struct RequestBuilder<'h> {
     authority: String,
     scheme: String,
     headers: Vec<(String, String)>,
-    body: Option<Vec<u8>>,
+    body: Option<Vec<Vec<u8>>>,
     trailers: Vec<(String, String)>,
     properties: HashMap<String, Vec<u8>>,
 }
@@ -99,7 +100,15 @@ impl<'h> RequestBuilder<'h> {
 
     /// A request body; `content-length` is added unless a header gives one.
     pub fn body(mut self, body: impl AsRef<[u8]>) -> Self {
-        self.body = Some(body.as_ref().to_vec());
+        self.body = Some(vec![body.as_ref().to_vec()]);
+        self
+    }
+
+    /// A body sent as these data frames, one body callback each (while the filter lets the
+    /// request go on; frames that arrive while it holds the headers come together).
+    /// `content-length` is added unless a header gives one.
+    pub fn body_frames<F: AsRef<[u8]>>(mut self, frames: impl IntoIterator<Item = F>) -> Self {
+        self.body = Some(frames.into_iter().map(|f| f.as_ref().to_vec()).collect());
         self
     }
 
@@ -149,9 +158,10 @@ impl<'h> RequestBuilder<'h> {
         for (k, v) in &self.headers {
             headers.add(k, v);
         }
-        if let Some(body) = &self.body {
+        if let Some(frames) = &self.body {
             if !headers.contains("content-length") {
-                headers.add("content-length", &body.len().to_string());
+                let length: usize = frames.iter().map(Vec::len).sum();
+                headers.add("content-length", &length.to_string());
             }
         }
         RequestSpec {

@@ -29,7 +29,14 @@ pub(crate) struct LocalResponse {
 #[derive(Debug, Default)]
 pub(crate) struct Stream {
     pub request_headers: Headers,
+    /// The body the filter sees now: data frames delivered and held (a body callback that
+    /// returned Pause buffers them, as Envoy's `StopIterationAndBuffer` does), not yet forwarded.
     pub request_body: Vec<u8>,
+    /// Data frames not yet delivered, in order.
+    pub pending_body: std::collections::VecDeque<Vec<u8>>,
+    /// The headers were held and then resumed: the frames that arrived meanwhile were buffered by
+    /// the host and come in one body callback.
+    pub coalesce_body: bool,
     pub request_trailers: Headers,
     pub response_headers: Headers,
     pub response_body: Vec<u8>,
@@ -38,7 +45,7 @@ pub(crate) struct Stream {
     pub properties: HashMap<String, Vec<u8>>,
     /// Snapshot of the headers when the filter let them go upstream.
     pub forwarded_headers: Option<Headers>,
-    /// Snapshot of the body when the filter let it go upstream.
+    /// The body the filter let go upstream, frame by frame (`None` until any was).
     pub forwarded_body: Option<Vec<u8>>,
     /// `proxy_continue_stream` was called during this stream's own callback.
     pub continue_requested: bool,
@@ -66,13 +73,19 @@ impl Stream {
         if self.forwarded_headers.is_none() {
             self.forwarded_headers = Some(self.request_headers.clone());
         }
-        if self.forwarded_body.is_none() {
-            self.forwarded_body = Some(self.request_body.clone());
-        }
+        self.forward_held_body();
         self.finished = true;
         self.paused = false;
         self.held = false;
         self.held_at_headers = false;
+    }
+
+    /// The held body goes upstream, after whatever went before it.
+    pub fn forward_held_body(&mut self) {
+        let held = std::mem::take(&mut self.request_body);
+        self.forwarded_body
+            .get_or_insert_with(Vec::new)
+            .extend(held);
     }
 }
 
