@@ -161,16 +161,17 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
         let mut seen = SeenKeys::default();
         while let Some(key) = access.next_key_seed(KeySeed)? {
             let is_field = key.as_str() == self.field;
-            let folds = !is_field && folds_to(key.as_str(), self.field);
-            if !seen.insert(key) || folds {
+            if !is_field && folds_to(key.as_str(), self.field) {
                 read.ambiguous = true;
             }
+            seen.push(key);
             if is_field {
                 read.model = Some(access.next_value::<Value>()?);
             } else {
                 access.next_value::<IgnoredAny>()?;
             }
         }
+        read.ambiguous |= seen.any_repeated();
         Ok(read)
     }
 }

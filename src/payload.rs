@@ -11,14 +11,10 @@
 
 use std::ops::Range;
 
-use hashbrown::HashSet;
 use serde_json::{Map, Value};
 
 use crate::bytes;
 use crate::strict_json::{self, Key};
-
-/// Objects with up to this many members are checked for a repeated name by a scan.
-const NAME_SCAN_LIMIT: usize = 32;
 
 /// One top-level member: its name and where its value's text lies.
 #[derive(Clone, Debug)]
@@ -167,7 +163,6 @@ fn member_name<'p>(json: &'p str, name: &'p Name) -> Option<&'p str> {
 fn index(json: &str) -> Option<Vec<Member>> {
     let bytes = json.as_bytes();
     let mut members: Vec<Member> = Vec::with_capacity(24);
-    let mut many_names: Option<HashSet<String>> = None;
     let mut at = skip_whitespace(bytes, 0);
     if bytes.get(at) != Some(&b'{') {
         return None;
@@ -203,24 +198,14 @@ fn index(json: &str) -> Option<Vec<Member>> {
             };
             let new_name = member_name(json, &name)?;
             let key = NameKey::of(new_name.as_bytes());
-            // A scan for the dozen-odd claims of a real token; past that, a hash set of the
-            // names, so thousands of distinct names cost linear time, not a comparison per pair.
-            let repeated = match &mut many_names {
-                Some(names) => !names.insert(new_name.to_string()),
-                None => members
+            // A repeat among the dozen-odd claims of a real token is found by a scan as each
+            // name is read; a larger object is checked once, sorted, when it is complete.
+            if members.len() < strict_json::SCAN_LIMIT
+                && members
                     .iter()
-                    .any(|seen| is_named(json, seen, key, new_name)),
-            };
-            if repeated {
+                    .any(|seen| is_named(json, seen, key, new_name))
+            {
                 return None;
-            }
-            if many_names.is_none() && members.len() >= NAME_SCAN_LIMIT {
-                let mut names: HashSet<String> = members
-                    .iter()
-                    .filter_map(|m| member_name(json, &m.name).map(str::to_string))
-                    .collect();
-                names.insert(new_name.to_string());
-                many_names = Some(names);
             }
             if kind == Kind::Other && !strict_json::has_unique_keys(json.get(value_at.clone())?) {
                 return None;
@@ -241,6 +226,15 @@ fn index(json: &str) -> Option<Vec<Member>> {
                 _ => return None,
             }
         }
+    }
+    if members.len() > strict_json::SCAN_LIMIT
+        && strict_json::any_repeated(
+            members
+                .iter()
+                .map(|m| member_name(json, &m.name).unwrap_or_default()),
+        )
+    {
+        return None;
     }
     (skip_whitespace(bytes, at) == bytes.len()).then_some(members)
 }

@@ -4,7 +4,6 @@
 //! [`crate::payload`] refuses a repeated top-level name itself and asks [`has_unique_keys`] about
 //! every nested object. Depth stays bounded by serde_json's recursion limit.
 
-use hashbrown::HashSet;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
@@ -74,42 +73,56 @@ impl<'de> Visitor<'de> for UniqueKeysVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<(), A::Error> {
         let mut keys = SeenKeys::default();
         while let Some(key) = access.next_key_seed(KeySeed)? {
-            if !keys.insert(key) {
-                return Err(de::Error::custom("duplicate key"));
-            }
+            keys.push(key);
             access.next_value_seed(UniqueKeys)?;
+        }
+        if keys.any_repeated() {
+            return Err(de::Error::custom("duplicate key"));
         }
         Ok(())
     }
 }
 
-/// The keys of one object seen so far: a short list scanned in place (no allocation for keys
-/// without escapes), then a hash set once the object is large, so an object of thousands of
-/// distinct keys costs linear time, not a comparison per pair.
+/// The keys of one object, collected to be checked for a repeat once the object is read: by a
+/// scan while the object is small (a token's claims: no allocation, no sorting), by sorting the
+/// keys once it is large, so thousands of distinct keys cost `n log n` comparisons, not one per
+/// pair. Sorting, not hashing: in the .wasm a sort of borrowed names is several times cheaper
+/// per key than hashing them into a set.
 #[derive(Default)]
 pub struct SeenKeys<'de> {
-    few: Vec<Key<'de>>,
-    many: Option<HashSet<String>>,
+    keys: Vec<Key<'de>>,
 }
 
 impl<'de> SeenKeys<'de> {
-    /// Objects up to this many keys are scanned: cheaper than hashing for a token's claims.
-    const SCAN_LIMIT: usize = 16;
-
-    /// False when `key` was seen before.
-    pub fn insert(&mut self, key: Key<'de>) -> bool {
-        if let Some(many) = &mut self.many {
-            return many.insert(key.as_str().to_string());
-        }
-        if self.few.iter().any(|seen| seen.as_str() == key.as_str()) {
-            return false;
-        }
-        self.few.push(key);
-        if self.few.len() > Self::SCAN_LIMIT {
-            self.many = Some(self.few.drain(..).map(|k| k.as_str().to_string()).collect());
-        }
-        true
+    pub fn push(&mut self, key: Key<'de>) {
+        self.keys.push(key);
     }
+
+    /// Whether any key was pushed twice.
+    pub fn any_repeated(&self) -> bool {
+        any_repeated(self.keys.iter().map(Key::as_str))
+    }
+}
+
+/// Up to this many names are checked for a repeat pair by pair.
+pub const SCAN_LIMIT: usize = 16;
+
+/// Whether `names` repeats a name: pair by pair for a few, sorted for many.
+pub fn any_repeated<'n>(names: impl ExactSizeIterator<Item = &'n str> + Clone) -> bool {
+    if names.len() <= SCAN_LIMIT {
+        let mut rest = names;
+        while let Some(name) = rest.next() {
+            if rest.clone().any(|other| other == name) {
+                return true;
+            }
+        }
+        return false;
+    }
+    let mut sorted: Vec<&str> = names.collect();
+    sorted.sort_unstable();
+    sorted
+        .windows(2)
+        .any(|pair| matches!(pair, [a, b] if a == b))
 }
 
 /// An object key, borrowed from the JSON text unless it had escapes.

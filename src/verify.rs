@@ -250,11 +250,10 @@ pub fn check_claims(
     check_issuer_and_tenant(&token.claims, rules, token.issuer()?)?;
     let exp = check_times(&token.claims, rules, now)?;
     check_audience(&token.claims, rules)?;
-    if !rules.accept_id_tokens
-        && ["nonce", "at_hash", "c_hash"]
-            .iter()
-            .any(|c| token.claims.contains(c))
-    {
+    let id_token = ["nonce", "at_hash", "c_hash"]
+        .iter()
+        .any(|claim| token.claims.contains(claim));
+    if id_token && !rules.accept_id_tokens {
         return Err(Reason::IdTokenNotAccepted);
     }
     Ok(exp)

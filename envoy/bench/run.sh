@@ -16,6 +16,7 @@
 #   b  a distinct valid token per request (cold verification)     -> 200
 #   c  forged tokens: valid header/payload, random signature       -> 401
 #   d  the repeated valid token on GET /admin (forbidden route)    -> 403
+#   e  forged tokens of ~1,700 distinct claims in 16 KiB           -> 401 (the duplicate-claim check's worst case)
 # Pass-through and the no-op floor check no tokens: they run scenario a only.
 #
 # Each round starts every chain afresh (in a rotating order), warms it up, runs its scenarios, reads its
@@ -96,7 +97,7 @@ mkdir -p "$OUT" "$TOK"
 
 # --- tokens: minted once, reused while they have hours left ------------------------------------------------
 # The stamp names the token format: change it when bench-tokens changes what it writes.
-STAMP="v2 count=$TOKENS"
+STAMP="v3 count=$TOKENS"
 if [ ! -s "$TOK/fresh.txt" ] || [ "$(cat "$TOK/stamp" 2>/dev/null)" != "$STAMP" ] \
     || [ -n "$(find "$TOK/fresh.txt" -mmin +240 2>/dev/null)" ]; then
     log "minting $TOKENS fresh + $TOKENS forged tokens"
@@ -135,7 +136,7 @@ done
 scenarios_of() {
     case "$1" in
         passthrough | noop-wasm) echo a ;;
-        *) echo a b c d ;;
+        *) echo a b c d e ;;
     esac
 }
 path_of() { [ "$1" = d ] && echo /admin || echo /score; }
@@ -143,13 +144,14 @@ tokens_of() {
     case "$1" in
         b) echo "$TOK/fresh.txt" ;;
         c) echo "$TOK/forged.txt" ;;
+        e) echo "$TOK/forged-wide.txt" ;;
         *) echo "$TOK/one.txt" ;;
     esac
 }
 want_of() {
     case "$1:$2" in
         passthrough:* | noop-wasm:*) echo 200 ;;
-        *:c) echo 401 ;;
+        *:c | *:e) echo 401 ;;
         *:d) echo 403 ;;
         *) echo 200 ;;
     esac

@@ -97,6 +97,28 @@ pub fn forged_tokens(count: usize, now: u64, ttl: u64) -> Vec<String> {
         .collect()
 }
 
+/// `count` distinct forgeries whose payload is one object of about 1,700 distinct short claims (16 KiB once
+/// encoded): the most names a token under mlgate's default `max_token_bytes` can make the duplicate-claim check
+/// compare before the signature is looked at.
+pub fn wide_forged_tokens(count: usize, now: u64, ttl: u64) -> Vec<String> {
+    let salt = rand::random::<u64>();
+    let key = TestKey::rsa_a();
+    let header =
+        URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "typ": "JWT", "kid": key.kid()}).to_string());
+    (0..count as u64)
+        .map(|i| {
+            let mut claims = claims(i, salt, now, ttl);
+            let mut k = 0;
+            while claims.to_string().len() < 11_500 {
+                claims[format!("c{k}")] = json!(k % 10);
+                k += 1;
+            }
+            let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+            forge(&format!("{header}.{payload}.{}", "A".repeat(342)))
+        })
+        .collect()
+}
+
 const HELP: &str = "usage: mlgate-harness bench-tokens --out DIR [--count N] [--ttl SECONDS]
 
 Writes the tokens `make bench` sends (one per line), for envoy/bench/mlgate-bench.json and the native
@@ -105,6 +127,7 @@ groups ml-scientists + llm-users):
   DIR/one.txt      one valid token (scenario a: the same token on every request; d: on a forbidden route)
   DIR/fresh.txt    N distinct valid tokens (scenario b: cold verification)
   DIR/forged.txt   N distinct tokens with random signatures (scenario c)
+  DIR/forged-wide.txt  min(N, 2000) distinct forgeries of ~1,700 claims each, 16 KiB (scenario e)
 options: --count N (default 20000), --ttl SECONDS (default 21600)
 ";
 
@@ -141,10 +164,12 @@ pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
     let fresh = valid_tokens(count, now, ttl);
     let one = valid_tokens(1, now, ttl);
     let forged = forged_tokens(count, now, ttl);
+    let wide = wide_forged_tokens(count.min(2000), now, ttl);
     for (name, tokens) in [
         ("one.txt", &one),
         ("fresh.txt", &fresh),
         ("forged.txt", &forged),
+        ("forged-wide.txt", &wide),
     ] {
         let path = out.join(name);
         let mut f = std::io::BufWriter::new(
@@ -190,5 +215,12 @@ mod tests {
             valid[0].rsplit_once('.').unwrap().0
         );
         assert_ne!(f, valid[0]);
+        for wide in wide_forged_tokens(2, now, 60) {
+            assert!(
+                wide.len() <= 16_384 && wide.len() > 15_000,
+                "{}",
+                wide.len()
+            );
+        }
     }
 }

@@ -729,7 +729,7 @@ fn standard_base64_alphabet_is_refused() {
     // A signature that uses '-' or '_' (found by varying a claim), rewritten to '+' and '/'.
     let mut nonce = 0;
     let token = loop {
-        let token = user_token(&h, |c| c["nonce"] = json!(nonce));
+        let token = user_token(&h, |c| c["seq"] = json!(nonce));
         let signature = token.rsplit_once('.').unwrap().1;
         if signature.contains(['-', '_']) {
             break token;
@@ -747,7 +747,7 @@ fn standard_base64_alphabet_is_refused() {
     let mut nonce = 0;
     let payload = loop {
         let mut claims = user_claims(&h);
-        claims["nonce"] = json!(format!("??>>{nonce}"));
+        claims["seq"] = json!(format!("??>>{nonce}"));
         let encoded = STANDARD_NO_PAD.encode(claims.to_string());
         if encoded.contains(['+', '/']) {
             break encoded;

@@ -176,14 +176,21 @@ fn a_repeated_or_missing_model_header_is_refused_through_envoy() {
     let a = score(
         &stack,
         "carl",
-        &[(deployment, "public-demo"), ("azureml_model_deployment", "finance-risk")],
+        &[
+            (deployment, "public-demo"),
+            ("azureml_model_deployment", "finance-risk"),
+        ],
     );
     assert_eq!(answered(&a), "mlgate 400 model_ambiguous", "{}", a.raw);
     // No header: Azure ML would route by its traffic split, possibly to finance.
     let a = score(&stack, "carl", &[]);
     assert_eq!(answered(&a), "mlgate 400 model_missing", "{}", a.raw);
     // One value: judged, and exactly that value reaches the upstream.
-    let a = score(&stack, "carl", &[("Azureml-Model-Deployment", "public-demo")]);
+    let a = score(
+        &stack,
+        "carl",
+        &[("Azureml-Model-Deployment", "public-demo")],
+    );
     assert_eq!(answered(&a), "backend 200", "{}", a.raw);
     assert_eq!(a.body["deployment"], "public-demo");
     assert_eq!(a.body["identity"]["x-mlgate-model"], "public-demo");
