@@ -132,6 +132,47 @@ fn a_body_with_trailers_that_waited_for_keys_is_judged_for_its_model() {
     assert_eq!(out.reason().as_deref(), Some("model_not_allowed"));
 }
 
+/// Envoy with `allow_on_headers_stop_iteration`: the body and trailers arrive while the request
+/// waits for keys. They are held, never released, and judged once the keys land.
+#[test]
+fn a_body_and_trailers_that_arrive_while_waiting_for_keys_are_held_and_judged() {
+    let mut config = entra_config();
+    waiting_for_keys(&mut config);
+    let h = Harness::builder()
+        .body_while_headers_held()
+        .load()
+        .unwrap()
+        .configure(config)
+        .unwrap();
+    let t = user_token(&h, |_| {});
+    let send = |model: &str, trailers: bool| {
+        let body = json!({"model": model, "messages": []}).to_string();
+        let (head, tail) = body.split_at(9);
+        let mut r = chat(&h, &t).body_frames([head, tail]);
+        if trailers {
+            r = r.trailer("x-checksum", "abc");
+        }
+        let out = r.send().unwrap();
+        assert!(out.is_paused(), "{out}");
+        out
+    };
+    let refused = send("gpt-4o", true);
+    let allowed = send("gpt-4o-mini", true);
+    let refused_at_end = send("gpt-4o", false);
+    assert!(h.pending_requests().len() == 3);
+    answer_keys(&h);
+    for waiting in [&refused, &refused_at_end] {
+        let out = h.outcome(waiting.context_id()).unwrap();
+        assert_eq!(out.status(), Some(403), "{out}");
+        assert_eq!(out.reason().as_deref(), Some("model_not_allowed"));
+    }
+    let out = h.outcome(allowed.context_id()).unwrap();
+    assert!(out.is_forwarded(), "{out}");
+    assert_eq!(out.body_json()["model"], "gpt-4o-mini");
+    assert_eq!(out.forwarded_header("x-mlgate-principal"), Some(ALICE));
+    assert_eq!(out.forwarded_header("x-mlgate-model"), Some("gpt-4o-mini"));
+}
+
 // --- 2. A model that cannot be read ---------------------------------------------------------
 
 #[test]

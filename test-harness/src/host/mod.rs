@@ -141,6 +141,7 @@ pub struct HarnessBuilder {
     clusters: Option<Vec<String>>,
     callback_timeout: Duration,
     count_operators: bool,
+    body_while_headers_held: bool,
 }
 
 /// The default seed of `random_get`; the n-th VM on one [`SharedData`] gets it mixed with n.
@@ -169,6 +170,7 @@ impl Default for HarnessBuilder {
             clusters: None,
             callback_timeout: Duration::from_secs(10),
             count_operators: false,
+            body_while_headers_held: false,
         }
     }
 }
@@ -261,6 +263,14 @@ impl HarnessBuilder {
         self
     }
 
+    /// Envoy with `allow_on_headers_stop_iteration` (wasm `PluginConfig`, Envoy ≥ 1.35): Pause at the request
+    /// headers stays `StopIteration`, so the body and trailer callbacks still arrive while the headers are held
+    /// (and the body is buffered while the filter pauses them), instead of waiting for the resume.
+    pub fn body_while_headers_held(mut self) -> Self {
+        self.body_while_headers_held = true;
+        self
+    }
+
     /// Counts the WebAssembly operators the filter executes ([`Harness::wasm_operators`]): wasmtime's fuel,
     /// about one unit per operator, host calls not included. The module is compiled with metering, which
     /// slows it: for counting, not timing.
@@ -314,6 +324,7 @@ impl HarnessBuilder {
             next_context_id: ROOT_CONTEXT_ID + 1,
             completed: BTreeMap::new(),
             timeout_ticks,
+            body_while_headers_held: self.body_while_headers_held,
         };
         let root = ROOT_CONTEXT_ID;
         if inner.has_export("_initialize") {
@@ -360,6 +371,7 @@ struct Inner {
     next_context_id: u32,
     completed: BTreeMap<u32, Outcome>,
     timeout_ticks: u64,
+    body_while_headers_held: bool,
 }
 
 #[derive(PartialEq)]
@@ -797,7 +809,7 @@ impl Inner {
                     s.forward_held_body();
                 }
             }
-            if s.held_at_headers {
+            if s.held_at_headers && !self.body_while_headers_held {
                 s.paused = true;
                 return Ok(());
             }
