@@ -5,6 +5,7 @@
 //! every nested object. Depth stays bounded by serde_json's recursion limit.
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize as _;
 use std::fmt;
 
 /// Whether `json` is one JSON value that repeats no object key at any depth. Allocates only for
@@ -12,6 +13,12 @@ use std::fmt;
 pub fn has_unique_keys(json: &str) -> bool {
     let mut deserializer = serde_json::Deserializer::from_slice(json.as_bytes());
     UniqueKeys.deserialize(&mut deserializer).is_ok() && deserializer.end().is_ok()
+}
+
+/// Whether `json` is one JSON value, read without recursion and without keeping any key.
+pub fn is_json(json: &str) -> bool {
+    let mut deserializer = serde_json::Deserializer::from_slice(json.as_bytes());
+    serde::de::IgnoredAny::deserialize(&mut deserializer).is_ok() && deserializer.end().is_ok()
 }
 
 /// The object key written as the JSON string `quoted`, or `None` when it is not exactly one.

@@ -97,6 +97,8 @@ pub mod unverified {
     pub struct Unverified<'t> {
         pub alg: Algorithm,
         pub kid: Option<String>,
+        /// The header has objects or arrays, whose keys are checked once the signature holds.
+        pub header_nested: bool,
         /// The claims, indexed; each decoded when a check or the identity reads it.
         pub claims: Payload,
         /// The `iss` claim, decoded once: provider selection and every issuer check read it.
@@ -134,6 +136,7 @@ pub mod unverified {
         segment: Box<str>,
         alg: Algorithm,
         kid: Option<String>,
+        nested: bool,
     }
 
     /// [`peek`], reusing `last` when the token's header segment is the same text, and keeping
@@ -148,20 +151,21 @@ pub mod unverified {
         else {
             return Err(Reason::MalformedToken);
         };
-        let (alg, kid) = match last {
+        let (alg, kid, header_nested) = match last {
             Some(seen)
                 if crate::bytes::same_bytes(seen.segment.as_bytes(), header_b64.as_bytes()) =>
             {
-                (seen.alg, seen.kid.clone())
+                (seen.alg, seen.kid.clone(), seen.nested)
             }
             _ => {
-                let (alg, kid) = read_header(header_b64)?;
+                let (alg, kid, nested) = read_header(header_b64)?;
                 *last = Some(LastHeader {
                     segment: header_b64.into(),
                     alg,
                     kid: kid.clone(),
+                    nested,
                 });
-                (alg, kid)
+                (alg, kid, nested)
             }
         };
         // After `alg`, so that an unsigned `alg: none` token is named for what it is.
@@ -180,6 +184,7 @@ pub mod unverified {
         Ok(Unverified {
             alg,
             kid,
+            header_nested,
             claims,
             iss,
             signing_input,
@@ -187,8 +192,8 @@ pub mod unverified {
         })
     }
 
-    /// `alg` and `kid` of a JWS header segment.
-    fn read_header(segment: &str) -> Result<(Algorithm, Option<String>), Reason> {
+    /// `alg` and `kid` of a JWS header segment, and whether it has objects or arrays in it.
+    fn read_header(segment: &str) -> Result<(Algorithm, Option<String>, bool), Reason> {
         let header = decode_object(segment)?;
         let alg = match header.get("alg") {
             Some(Value::String(name)) => parse_alg(&name)?,
@@ -203,7 +208,14 @@ pub mod unverified {
             Some(Value::String(kid)) => Some(kid),
             Some(_) => return Err(Reason::MalformedToken),
         };
-        Ok((alg, kid))
+        Ok((alg, kid, header.has_nested_values()))
+    }
+
+    /// Whether the header segment of `signing_input` repeats no key in its nested objects:
+    /// checked once the signature holds, as the payload's are (see `Payload::parse`).
+    pub(crate) fn header_nested_keys_unique(signing_input: &str) -> bool {
+        let segment = signing_input.split('.').next().unwrap_or_default();
+        decode_object(segment).is_ok_and(|header| header.nested_keys_unique())
     }
 
     fn decode_object(segment: &str) -> Result<Payload, Reason> {
@@ -440,6 +452,12 @@ pub fn verify_signature(
             token.signing_input.as_bytes(),
             &token.signature,
         ) {
+            // Signed, so now worth the check of its nested objects (see `Payload::parse`).
+            let header_ok =
+                !token.header_nested || unverified::header_nested_keys_unique(token.signing_input);
+            if !header_ok || !token.claims.nested_keys_unique() {
+                return Err(Reason::MalformedToken);
+            }
             return Ok(Verified {
                 claims: token.claims,
                 exp,

@@ -16,7 +16,7 @@
 #   b  a distinct valid token per request (cold verification)     -> 200
 #   c  forged tokens: valid header/payload, random signature       -> 401
 #   d  the repeated valid token on GET /admin (forbidden route)    -> 403
-#   e  forged tokens of ~1,700 distinct claims in 16 KiB           -> 401 (the duplicate-claim check's worst case)
+#   e  forged tokens of ~1,700 distinct claims in 16 KiB (200 top-level, the rest nested) -> 401
 # Pass-through and the no-op floor check no tokens: they run scenario a only.
 #
 # Each round starts every chain afresh (in a rotating order), warms it up, runs its scenarios, reads its
@@ -97,7 +97,7 @@ mkdir -p "$OUT" "$TOK"
 
 # --- tokens: minted once, reused while they have hours left ------------------------------------------------
 # The stamp names the token format: change it when bench-tokens changes what it writes.
-STAMP="v3 count=$TOKENS"
+STAMP="v4 count=$TOKENS"
 if [ ! -s "$TOK/fresh.txt" ] || [ "$(cat "$TOK/stamp" 2>/dev/null)" != "$STAMP" ] \
     || [ -n "$(find "$TOK/fresh.txt" -mmin +240 2>/dev/null)" ]; then
     log "minting $TOKENS fresh + $TOKENS forged tokens"

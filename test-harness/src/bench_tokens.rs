@@ -97,9 +97,9 @@ pub fn forged_tokens(count: usize, now: u64, ttl: u64) -> Vec<String> {
         .collect()
 }
 
-/// `count` distinct forgeries whose payload is one object of about 1,700 distinct short claims (16 KiB once
-/// encoded): the most names a token under mlgate's default `max_token_bytes` can make the duplicate-claim check
-/// compare before the signature is looked at.
+/// `count` distinct forgeries of ~1,700 distinct short claims in 16 KiB: 200 at the top level, the rest in
+/// one nested object — the most names a token under mlgate's default `max_token_bytes` (and its 256 claims per
+/// object) can bring to the duplicate-claim check before the signature is looked at.
 pub fn wide_forged_tokens(count: usize, now: u64, ttl: u64) -> Vec<String> {
     let salt = rand::random::<u64>();
     let key = TestKey::rsa_a();
@@ -108,11 +108,18 @@ pub fn wide_forged_tokens(count: usize, now: u64, ttl: u64) -> Vec<String> {
     (0..count as u64)
         .map(|i| {
             let mut claims = claims(i, salt, now, ttl);
-            let mut k = 0;
-            while claims.to_string().len() < 11_500 {
+            for k in 0..200 {
                 claims[format!("c{k}")] = json!(k % 10);
+            }
+            let mut nested = serde_json::Map::new();
+            let mut k = 200;
+            while claims.to_string().len() + Value::Object(nested.clone()).to_string().len()
+                < 11_400
+            {
+                nested.insert(format!("c{k}"), json!(k % 10));
                 k += 1;
             }
+            claims["ext"] = Value::Object(nested);
             let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
             forge(&format!("{header}.{payload}.{}", "A".repeat(342)))
         })
@@ -127,7 +134,7 @@ groups ml-scientists + llm-users):
   DIR/one.txt      one valid token (scenario a: the same token on every request; d: on a forbidden route)
   DIR/fresh.txt    N distinct valid tokens (scenario b: cold verification)
   DIR/forged.txt   N distinct tokens with random signatures (scenario c)
-  DIR/forged-wide.txt  min(N, 2000) distinct forgeries of ~1,700 claims each, 16 KiB (scenario e)
+  DIR/forged-wide.txt  min(N, 2000) distinct forgeries of ~1,700 claims each (200 top-level, the rest nested), 16 KiB (scenario e)
 options: --count N (default 20000), --ttl SECONDS (default 21600)
 ";
 

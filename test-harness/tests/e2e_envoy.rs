@@ -217,6 +217,9 @@ fn demo_scenarios_give_expected_status_reason_and_identity() {
             let want_error = match want_status {
                 401 => "unauthorized",
                 403 => "forbidden",
+                400 => "bad_request",
+                413 => "payload_too_large",
+                415 => "unsupported_media_type",
                 _ => "unavailable",
             };
             let b = &answer.body;
