@@ -141,7 +141,8 @@ pub fn fingerprint(digest: &[u8; 32]) -> String {
     out
 }
 
-/// Counter names. Envoy exposes them with its `wasmcustom.` prefix.
+/// Counter names, as Envoy's admin `/stats` shows them: Envoy files wasm metrics under an internal
+/// `wasmcustom.` scope and leaves that scope out of its stats output.
 pub mod metrics {
     pub const ALLOWED: &str = "mlgate.requests.allowed";
     pub const PASSED: &str = "mlgate.requests.passed";

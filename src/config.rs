@@ -1340,18 +1340,13 @@ fn compile_caller_type(
 
 /// Microsoft Entra ID's issuers (public and national clouds), exact or with `{tenant}`.
 fn is_entra_issuer(issuer: &IssuerPattern) -> bool {
-    const ENTRA: &[&str] = &[
-        "https://login.microsoftonline.com/",
-        "https://sts.windows.net/",
-        "https://login.microsoftonline.us/",
-        "https://login.partner.microsoftonline.cn/",
-        "https://sts.chinacloudapi.cn/",
-    ];
     let text = match issuer {
         IssuerPattern::Exact(exact) => exact,
         IssuerPattern::Tenant { prefix, .. } => prefix,
     };
-    ENTRA.iter().any(|host| text.starts_with(host))
+    crate::verify::ENTRA_ISSUER_HOSTS
+        .iter()
+        .any(|host| text.starts_with(host))
 }
 
 fn resolve_providers(

@@ -305,17 +305,22 @@ fn check_issuer_and_tenant(claims: &Payload, rules: &TokenRules, iss: &str) -> R
     }
 }
 
+/// Where Microsoft Entra ID's issuers begin: the public cloud (v2 and v1 forms) and the national
+/// clouds.
+pub const ENTRA_ISSUER_HOSTS: &[&str] = &[
+    "https://login.microsoftonline.com/",
+    "https://sts.windows.net/",
+    "https://login.microsoftonline.us/",
+    "https://login.partner.microsoftonline.cn/",
+    "https://sts.chinacloudapi.cn/",
+];
+
 /// The tenant an Entra issuer names (`https://login.microsoftonline.com/<tenant>/v2.0`,
 /// `https://sts.windows.net/<tenant>/`, and the national clouds' hosts); `None` for any other.
 fn entra_issuer_tenant(iss: &str) -> Option<&str> {
-    const ENTRA: &[&str] = &[
-        "https://login.microsoftonline.com/",
-        "https://sts.windows.net/",
-        "https://login.microsoftonline.us/",
-        "https://login.partner.microsoftonline.cn/",
-        "https://sts.chinacloudapi.cn/",
-    ];
-    let rest = ENTRA.iter().find_map(|host| iss.strip_prefix(host))?;
+    let rest = ENTRA_ISSUER_HOSTS
+        .iter()
+        .find_map(|host| iss.strip_prefix(host))?;
     let tenant = rest.split('/').next()?;
     (!tenant.is_empty()).then_some(tenant)
 }
