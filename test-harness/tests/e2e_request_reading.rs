@@ -197,3 +197,70 @@ fn a_repeated_or_missing_model_header_is_refused_through_envoy() {
     let a = score(&stack, "carl", &[(deployment, "finance-risk")]);
     assert_eq!(answered(&a), "mlgate 403 denied_by_rule", "{}", a.raw);
 }
+
+/// A request that waits for keys (a token with a kid the proxy has not fetched yet) with its body
+/// and trailers held by Envoy meanwhile: judged for its model once the keys land. And one that
+/// ended with its headers: no body to wait for, so no model.
+#[test]
+fn requests_that_wait_for_keys_are_judged_for_their_model_through_envoy() {
+    let Some(stack) = Stack::start("keys-wait", 1) else {
+        return;
+    };
+    let url = stack.envoy.url("/v1/chat/completions");
+    // Past min_refresh_interval_seconds (5 s in filters/demo.json) since the start-up fetch, so a
+    // token with a new kid refetches at once.
+    let warm = h2_post(
+        &url,
+        &stack.token("alice"),
+        r#"{"model":"gpt-4o-mini"}"#,
+        &[],
+    );
+    let Some((status, _)) = warm else {
+        return;
+    };
+    assert_eq!(status, 200, "{}", stack.envoy.log_tail());
+    std::thread::sleep(Duration::from_secs(6));
+    stack
+        .idp
+        .rotate(Some(Duration::ZERO))
+        .expect("rotate the IdP's key");
+    let refused = json!({"model": "gpt-4o", "messages": []}).to_string();
+    let (status, body) = h2_post(
+        &url,
+        &stack.token("alice"),
+        &refused,
+        &["x-checksum: c0ffee"],
+    )
+    .unwrap();
+    assert_eq!(
+        who(status, &body),
+        "mlgate 403 model_not_allowed",
+        "{}",
+        stack.envoy.log_tail()
+    );
+    assert!(
+        stack.envoy.log().contains("key(s) loaded"),
+        "{}",
+        stack.envoy.log_tail()
+    );
+    std::thread::sleep(Duration::from_secs(6));
+    stack
+        .idp
+        .rotate(Some(Duration::ZERO))
+        .expect("rotate the IdP's key");
+    let empty = send(
+        "POST",
+        &url,
+        &[
+            bearer(&stack.token("alice")),
+            ("content-type".into(), "application/json".into()),
+        ],
+        None,
+    );
+    assert_eq!(
+        (empty.status, empty.body["reason"].as_str()),
+        (400, Some("model_missing")),
+        "{}",
+        empty.raw
+    );
+}
