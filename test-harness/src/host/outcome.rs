@@ -218,11 +218,21 @@ impl std::fmt::Display for Outcome {
                 body,
                 ..
             } => {
-                write!(
-                    f,
-                    "forwarded (ctx {context_id}) with headers {:?}",
-                    request_headers.pairs()
-                )?;
+                // Credentials are shown by size only: test output never echoes a token.
+                let shown: Vec<(&str, String)> = request_headers
+                    .pairs()
+                    .iter()
+                    .map(|(name, value)| {
+                        let secret = matches!(name.as_str(), "authorization" | "cookie");
+                        let value = if secret {
+                            format!("<{} bytes>", value.len())
+                        } else {
+                            value.clone()
+                        };
+                        (name.as_str(), value)
+                    })
+                    .collect();
+                write!(f, "forwarded (ctx {context_id}) with headers {shown:?}")?;
                 if !body.is_empty() {
                     write!(f, " and a {}-byte body", body.len())?;
                 }
