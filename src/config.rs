@@ -17,6 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::claims::{Caller, CallerRule, ClaimMap, ClaimPath};
+use crate::crypto::Backend;
 use crate::json_path;
 use crate::jwks::{self, Key, KeyFamily, KeySet, Strictness};
 use crate::keyring::{FetchTarget, RemoteJwks, Url};
@@ -460,8 +461,9 @@ fn default_prefix() -> String {
 // Compile
 // ---------------------------------------------------------------------------------------------
 
-/// Parses and compiles a configuration document.
-pub fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
+/// Parses and compiles a configuration document for a signature backend: an algorithm that
+/// `backend` cannot check (ES384 on a host without P-384 verification) is refused here.
+pub fn compile(bytes: &[u8], backend: &Backend) -> Result<Policy, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return err("(root)", "the configuration is empty");
     }
@@ -470,7 +472,7 @@ pub fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
         path: json_path::error_path(bytes, &error),
         message: json_path::error_message(&error),
     })?;
-    Compiler::default().compile(config)
+    Compiler::new(backend).compile(config)
 }
 
 /// Builds the runtime form. Its larger steps are `#[inline(never)]`: Envoy's V8 compiles every
@@ -478,13 +480,21 @@ pub fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
 /// allocator afterwards) grows with the largest function; inlined into one another, these steps
 /// made one of ~25 KB of code and cost Envoy ~3 MiB of RSS, for nothing at run time (they run once
 /// per configuration).
-#[derive(Default)]
-struct Compiler {
+struct Compiler<'b> {
+    backend: &'b Backend,
     sources: Vec<TokenSource>,
     extra_claims: Vec<ClaimPath>,
 }
 
-impl Compiler {
+impl Compiler<'_> {
+    fn new(backend: &Backend) -> Compiler<'_> {
+        Compiler {
+            backend,
+            sources: Vec::new(),
+            extra_claims: Vec::new(),
+        }
+    }
+
     fn compile(mut self, config: Config) -> Result<Policy, ConfigError> {
         if config.providers.is_empty() {
             return err("providers", "at least one provider is required");
@@ -617,7 +627,7 @@ impl Compiler {
                 Some(list)
             }
         };
-        let algorithms = compile_algorithms(path, config.algorithms)?;
+        let algorithms = compile_algorithms(path, config.algorithms, self.backend)?;
         let hmac = algorithms
             .iter()
             .any(|a| KeyFamily::for_algorithm(*a) == Some(KeyFamily::Hmac));
@@ -1249,6 +1259,7 @@ fn check_provider_overlap(
 fn compile_algorithms(
     path: &str,
     names: Option<Vec<String>>,
+    backend: &Backend,
 ) -> Result<Vec<Algorithm>, ConfigError> {
     let names = names.unwrap_or_else(|| vec!["RS256".into()]);
     if names.is_empty() {
@@ -1268,6 +1279,12 @@ fn compile_algorithms(
         })?;
         if out.contains(&alg) {
             return err(at, format!("duplicate algorithm {name:?}"));
+        }
+        if !backend.verifies(alg) {
+            return err(
+                at,
+                format!("{name} signatures cannot be checked on this host: the filter verifies {name} with the host's verify_signature (Envoy), which did not verify P-384 here; build the portable module (make build-portable) for other proxy-wasm hosts"),
+            );
         }
         out.push(alg);
     }

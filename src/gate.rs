@@ -12,12 +12,13 @@ use crate::audit::{fingerprint, Audit, Outcome};
 use crate::bytes;
 use crate::cache::TokenCache;
 use crate::claims::{self, Identity};
+use crate::crypto::Backend;
 use crate::decision::{local_reply, LocalReply, Reason};
 use crate::jwks::KeySet;
 use crate::model::{self, ModelError};
 use crate::policy::{AuditLevel, Mode, ModelFrom, Policy, RequestParts, Route, Unmatched};
 use crate::token;
-use crate::verify::{self, unverified};
+use crate::verify::{self, dangerous};
 
 /// A request as the gate sees it.
 pub struct Request<'a> {
@@ -155,8 +156,10 @@ pub struct Gate {
     pub policy: Policy,
     cache: RefCell<TokenCache<Authenticated>>,
     /// The JWS header of the last token whose header was accepted, verified or not: only its
-    /// decoding is reused, never a verdict (see [`unverified::LastHeader`]).
-    last_header: RefCell<Option<unverified::LastHeader>>,
+    /// decoding is reused, never a verdict (see [`dangerous::LastHeader`]).
+    last_header: RefCell<Option<dangerous::LastHeader>>,
+    /// Who checks signatures: the host's verifier and the RustCrypto crates, as the adapter found.
+    backend: Backend,
     /// Per route: its name (for audit records) and its forwarded header, rendered once.
     route_names: Vec<Rc<str>>,
     route_headers: Vec<Rc<[(String, String)]>>,
@@ -167,7 +170,9 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(policy: Policy) -> Gate {
+    /// The gate for a compiled policy, checking signatures with `backend` (the one the policy
+    /// was compiled for: [`crate::config::compile`] refuses algorithms it cannot check).
+    pub fn new(policy: Policy, backend: Backend) -> Gate {
         let keys = policy
             .providers
             .iter()
@@ -199,6 +204,7 @@ impl Gate {
             policy,
             cache: RefCell::new(cache),
             last_header: RefCell::new(None),
+            backend,
             route_names,
             route_headers,
             provider_names,
@@ -514,8 +520,7 @@ impl Gate {
         now: i64,
         may_wait: bool,
     ) -> Result<(Identity, Option<i64>), AuthError> {
-        let peeked =
-            unverified::peek_remembering(&found.token, &mut self.last_header.borrow_mut())?;
+        let peeked = dangerous::peek_remembering(&found.token, &mut self.last_header.borrow_mut())?;
         let iss = peeked.issuer()?;
         let provider_index =
             verify::select_provider(self.policy.providers.iter().map(|p| &p.rules), iss)
@@ -528,7 +533,7 @@ impl Gate {
             .ok_or(Reason::UnknownIssuer)?;
         // Cheap checks before keys are even looked at: a forged token with a made-up kid and
         // wrong claims must not trigger a refetch.
-        let exp = verify::check_claims(&peeked, &provider.rules, now)?;
+        let checked = verify::check_claims(peeked, &provider.rules, now)?;
         let remote = provider.remote_keys.is_some();
         let Some(keys) = self.keys(provider_index) else {
             if remote && may_wait {
@@ -540,24 +545,22 @@ impl Gate {
             return Err(Reason::KeysUnavailable.into());
         };
         if remote && may_wait {
-            if let crate::jwks::Selection::UnknownKid =
-                keys.select(peeked.kid.as_deref(), peeked.alg)
-            {
+            if let crate::jwks::Selection::UnknownKid = keys.select(checked.kid(), checked.alg()) {
                 return Err(AuthError::NeedKeys {
                     provider: provider_index,
                     unknown_kid: true,
                 });
             }
         }
-        let verified = verify::verify_signature(peeked, &provider.rules, &keys, exp)?;
+        let verified = checked.verify_signature(&provider.rules, &keys, &self.backend)?;
         let identity = claims::identity(
             provider_index,
-            &verified.claims,
+            verified.claims(),
             &provider.claims,
             &provider.group_names,
             &self.policy.extra_claims,
         );
-        Ok((identity, verified.exp))
+        Ok((identity, verified.exp()))
     }
 
     /// Deny rules first, then allow rules.

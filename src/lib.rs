@@ -16,7 +16,6 @@ pub mod json_path;
 pub mod jwks;
 pub mod keyring;
 pub mod model;
-pub mod p384_verify;
 pub mod payload;
 pub mod policy;
 pub mod strict_json;

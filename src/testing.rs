@@ -86,3 +86,41 @@ pub fn entra_config() -> Value {
         ]
     })
 }
+
+/// A stand-in for Envoy's `verify_signature` (BoringSSL) in native tests, on the RustCrypto
+/// crates: PKCS#1 v1.5 with RSA keys, ECDSA with a DER signature with P-256 and P-384 keys.
+/// `None` (cannot judge) for any other key, as Envoy's answers with an error.
+pub fn reference_host(check: &crate::crypto::HostCheck<'_>) -> Option<bool> {
+    use p256::pkcs8::DecodePublicKey as _;
+    use sha2::Digest as _;
+    use signature::Verifier as _;
+    if let Ok(key) = p256::ecdsa::VerifyingKey::from_public_key_der(check.spki_der) {
+        let signature = p256::ecdsa::Signature::from_der(check.signature).ok()?;
+        return Some(key.verify(check.text, &signature).is_ok());
+    }
+    if let Ok(key) = p384::ecdsa::VerifyingKey::from_public_key_der(check.spki_der) {
+        let signature = p384::ecdsa::Signature::from_der(check.signature).ok()?;
+        return Some(key.verify(check.text, &signature).is_ok());
+    }
+    let key = rsa::RsaPublicKey::from_public_key_der(check.spki_der).ok()?;
+    let (scheme, digest) = match check.hash {
+        "sha256" => (
+            rsa::Pkcs1v15Sign::new::<sha2::Sha256>(),
+            sha2::Sha256::digest(check.text).to_vec(),
+        ),
+        "sha384" => (
+            rsa::Pkcs1v15Sign::new::<sha2::Sha384>(),
+            sha2::Sha384::digest(check.text).to_vec(),
+        ),
+        _ => (
+            rsa::Pkcs1v15Sign::new::<sha2::Sha512>(),
+            sha2::Sha512::digest(check.text).to_vec(),
+        ),
+    };
+    Some(key.verify(scheme, &digest, check.signature).is_ok())
+}
+
+/// The backend Envoy gives the filter: the host for RS*, ES256 and ES384 ([`reference_host`]).
+pub fn envoy_backend() -> crate::crypto::Backend {
+    crate::crypto::Backend::with_host(reference_host, true)
+}

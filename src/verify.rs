@@ -3,11 +3,14 @@
 //! Everything cheap is checked before the signature (size and shape were checked by `token`;
 //! here `alg`, `crit`, issuer, tenant, `exp`/`nbf`/`iat`, audience, `kid`), so garbage never
 //! reaches the expensive step. No token is ever accepted without a verified signature: the
-//! claims are only *trusted* once [`verify`] returns `Ok`.
+//! claims are only *trusted* once [`verify`] returns `Ok`. The steps are types:
+//! [`dangerous::peek`] gives an [`Unverified`] token, [`check_claims`] a [`Checked`] one, and only
+//! [`Checked::verify_signature`] a [`Verified`] one.
 
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
+use crate::crypto::Backend;
 use crate::decision::Reason;
 use crate::jwks::{KeySet, Selection};
 use crate::payload::Payload;
@@ -74,163 +77,65 @@ pub struct TokenRules {
     pub accept_id_tokens: bool,
 }
 
-/// A token whose signature verified and whose registered claims hold.
+/// A token whose signature verified and whose registered claims hold. Made only by
+/// [`Checked::verify_signature`]; its fields are private, so no other code can make one:
+///
+/// ```compile_fail
+/// let forged = mlgate::verify::Verified { claims: todo!(), exp: None };
+/// ```
 #[derive(Debug)]
 pub struct Verified {
-    pub claims: Payload,
-    pub exp: Option<i64>,
+    claims: Payload,
+    exp: Option<i64>,
 }
 
-/// Looking inside a token before it is verified. Quarantined here, as jsonwebtoken quarantines
-/// its `dangerous` decoding: nothing read by [`peek`] may be trusted until [`verify`] succeeds.
-pub mod unverified {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine as _;
-    use jsonwebtoken::Algorithm;
-    use serde_json::Value;
-
-    use crate::decision::Reason;
-    use crate::payload::Payload;
-
-    /// The parts of a compact JWS, decoded but NOT verified.
-    #[derive(Debug)]
-    pub struct Unverified<'t> {
-        pub alg: Algorithm,
-        pub kid: Option<String>,
-        /// The header has objects or arrays, whose keys are checked once the signature holds.
-        pub header_nested: bool,
-        /// The claims, indexed; each decoded when a check or the identity reads it.
-        pub claims: Payload,
-        /// The `iss` claim, decoded once: provider selection and every issuer check read it.
-        pub iss: Option<Value>,
-        /// `header.payload`, the bytes the signature covers.
-        pub signing_input: &'t str,
-        pub signature: Vec<u8>,
+impl Verified {
+    /// The claims, now trusted.
+    pub fn claims(&self) -> &Payload {
+        &self.claims
     }
 
-    impl Unverified<'_> {
-        /// The `iss` claim, if it is a string.
-        pub fn issuer(&self) -> Result<&str, Reason> {
-            match &self.iss {
-                Some(Value::String(iss)) => Ok(iss),
-                None => Err(Reason::UnknownIssuer),
-                Some(_) => Err(Reason::MalformedToken),
-            }
-        }
-    }
-
-    /// Splits and decodes a compact JWS. Refuses anything that is not exactly three non-empty,
-    /// canonical base64url segments; header and payload must be JSON objects without duplicate
-    /// keys; `alg` must name an algorithm mlgate implements (never `none`); `crit` is refused
-    /// because mlgate implements no JWS extension (RFC 7515 §4.1.11).
-    /// (Characters outside base64url fail the segments' decoding.)
-    pub fn peek(token: &str) -> Result<Unverified<'_>, Reason> {
-        peek_remembering(token, &mut None)
-    }
-
-    /// The last JWS header segment that was read and what it said. An issuer puts the same header
-    /// on every token it signs with one key (`alg`, `kid`, `typ`), so a gate that keeps this
-    /// decodes and parses a header once per key rather than once per token.
-    #[derive(Debug)]
-    pub struct LastHeader {
-        segment: Box<str>,
-        alg: Algorithm,
-        kid: Option<String>,
-        nested: bool,
-    }
-
-    /// [`peek`], reusing `last` when the token's header segment is the same text, and keeping
-    /// this token's header in it otherwise. Only a header that was accepted is kept.
-    pub fn peek_remembering<'t>(
-        token: &'t str,
-        last: &mut Option<LastHeader>,
-    ) -> Result<Unverified<'t>, Reason> {
-        let mut parts = token.split('.');
-        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(Reason::MalformedToken);
-        };
-        let (alg, kid, header_nested) = match last {
-            Some(seen)
-                if crate::bytes::same_bytes(seen.segment.as_bytes(), header_b64.as_bytes()) =>
-            {
-                (seen.alg, seen.kid.clone(), seen.nested)
-            }
-            _ => {
-                let (alg, kid, nested) = read_header(header_b64)?;
-                *last = Some(LastHeader {
-                    segment: header_b64.into(),
-                    alg,
-                    kid: kid.clone(),
-                    nested,
-                });
-                (alg, kid, nested)
-            }
-        };
-        // After `alg`, so that an unsigned `alg: none` token is named for what it is.
-        if signature_b64.is_empty() {
-            return Err(Reason::MalformedToken);
-        }
-        let claims = decode_object(payload_b64)?;
-        let iss = claims.get("iss");
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature_b64)
-            .map_err(|_| Reason::MalformedToken)?;
-        let signing_input_len = header_b64.len() + 1 + payload_b64.len();
-        let signing_input = token
-            .get(..signing_input_len)
-            .ok_or(Reason::MalformedToken)?;
-        Ok(Unverified {
-            alg,
-            kid,
-            header_nested,
-            claims,
-            iss,
-            signing_input,
-            signature,
-        })
-    }
-
-    /// `alg` and `kid` of a JWS header segment, and whether it has objects or arrays in it.
-    fn read_header(segment: &str) -> Result<(Algorithm, Option<String>, bool), Reason> {
-        let header = decode_object(segment)?;
-        let alg = match header.get("alg") {
-            Some(Value::String(name)) => parse_alg(&name)?,
-            None => return Err(Reason::MalformedToken),
-            Some(_) => return Err(Reason::UnsupportedAlgorithm),
-        };
-        if header.contains("crit") {
-            return Err(Reason::UnsupportedCriticalHeader);
-        }
-        let kid = match header.get("kid") {
-            None => None,
-            Some(Value::String(kid)) => Some(kid),
-            Some(_) => return Err(Reason::MalformedToken),
-        };
-        Ok((alg, kid, header.has_nested_values()))
-    }
-
-    /// Whether the header segment of `signing_input` repeats no key in its nested objects:
-    /// checked once the signature holds, as the payload's are (see `Payload::parse`).
-    pub(crate) fn header_nested_keys_unique(signing_input: &str) -> bool {
-        let segment = signing_input.split('.').next().unwrap_or_default();
-        decode_object(segment).is_ok_and(|header| header.nested_keys_unique())
-    }
-
-    fn decode_object(segment: &str) -> Result<Payload, Reason> {
-        let bytes = URL_SAFE_NO_PAD
-            .decode(segment)
-            .map_err(|_| Reason::MalformedToken)?;
-        Payload::parse(bytes).map_err(|_| Reason::MalformedToken)
-    }
-
-    /// Only the exact registered names; `none`, `None`, `NONE`, `""`, `HS256 ` … are refused.
-    fn parse_alg(name: &str) -> Result<Algorithm, Reason> {
-        name.parse::<Algorithm>()
-            .map_err(|_| Reason::UnsupportedAlgorithm)
+    /// The token's `exp`, when it has one.
+    pub fn exp(&self) -> Option<i64> {
+        self.exp
     }
 }
+
+/// A token whose registered claims hold under one provider's rules but whose signature is not
+/// yet checked: what [`check_claims`] returns and [`Checked::verify_signature`] consumes. Only
+/// [`check_claims`] makes one; an unverified token's claims cannot be reached from outside:
+///
+/// ```compile_fail
+/// fn trust(token: mlgate::verify::dangerous::Unverified<'_>) {
+///     let _claims = token.claims;
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Checked<'t> {
+    token: Unverified<'t>,
+    exp: Option<i64>,
+}
+
+impl Checked<'_> {
+    /// The header's `alg`.
+    pub fn alg(&self) -> Algorithm {
+        self.token.alg
+    }
+
+    /// The header's `kid`.
+    pub fn kid(&self) -> Option<&str> {
+        self.token.kid.as_deref()
+    }
+
+    /// The token's `exp`, when it has one.
+    pub fn exp(&self) -> Option<i64> {
+        self.exp
+    }
+}
+
+pub mod dangerous;
+
+use dangerous::Unverified;
 
 /// Which issuer pattern of which provider accepts `iss`; exact matches win over templates.
 pub fn select_provider<'r, I>(providers: I, iss: &str) -> Option<usize>
@@ -250,12 +155,13 @@ where
     })
 }
 
-/// Checks everything but the signature. Returns the token's `exp`.
-pub fn check_claims(
-    token: &unverified::Unverified<'_>,
+/// Checks everything but the signature, against the rules of the provider the token's issuer
+/// selected.
+pub fn check_claims<'t>(
+    token: Unverified<'t>,
     rules: &TokenRules,
     now: i64,
-) -> Result<Option<i64>, Reason> {
+) -> Result<Checked<'t>, Reason> {
     if !rules.algorithms.contains(&token.alg) {
         return Err(Reason::UnsupportedAlgorithm);
     }
@@ -268,7 +174,7 @@ pub fn check_claims(
     if id_token && !rules.accept_id_tokens {
         return Err(Reason::IdTokenNotAccepted);
     }
-    Ok(exp)
+    Ok(Checked { token, exp })
 }
 
 fn check_issuer_and_tenant(claims: &Payload, rules: &TokenRules, iss: &str) -> Result<(), Reason> {
@@ -406,73 +312,72 @@ fn check_audience(claims: &Payload, rules: &TokenRules) -> Result<(), Reason> {
 
 /// Full verification of a peeked token against one provider's rules and key set.
 pub fn verify(
-    token: unverified::Unverified<'_>,
+    token: Unverified<'_>,
     rules: &TokenRules,
     keys: &KeySet,
+    backend: &Backend,
     now: i64,
 ) -> Result<Verified, Reason> {
-    let exp = check_claims(&token, rules, now)?;
-    verify_signature(token, rules, keys, exp)
+    check_claims(token, rules, now)?.verify_signature(rules, keys, backend)
 }
 
-/// The signature step of [`verify`], for a token whose claims [`check_claims`] already passed
-/// (returning `exp`): the gate checks claims before it looks for keys.
-pub fn verify_signature(
-    token: unverified::Unverified<'_>,
-    rules: &TokenRules,
-    keys: &KeySet,
-    exp: Option<i64>,
-) -> Result<Verified, Reason> {
-    let candidates = match keys.select(token.kid.as_deref(), token.alg) {
-        Selection::Candidates(candidates) => candidates,
-        Selection::UnknownKid | Selection::NoFittingKey => return Err(Reason::UnknownKey),
-    };
-    let iss = token.issuer()?;
-    // Decoded only if a key names its issuer (Entra): claims are decoded when read.
-    let mut tenant: Option<Option<String>> = None;
-    let mut tried = 0;
-    for key in candidates {
-        if let Some(key_issuer) = &key.issuer {
-            // Entra's per-key issuer: a key published for one issuer verifies only its tokens.
-            let tenant =
-                tenant.get_or_insert_with(|| match token.claims.get(&rules.tenant_claim) {
-                    Some(Value::String(tid)) => Some(tid),
-                    _ => None,
+impl Checked<'_> {
+    /// The signature step: the claims already hold ([`check_claims`] made this value); a key of
+    /// `keys` that fits must verify the signature under `backend`.
+    pub fn verify_signature(
+        self,
+        rules: &TokenRules,
+        keys: &KeySet,
+        backend: &Backend,
+    ) -> Result<Verified, Reason> {
+        let Checked { token, exp } = self;
+        let candidates = match keys.select(token.kid.as_deref(), token.alg) {
+            Selection::Candidates(candidates) => candidates,
+            Selection::UnknownKid | Selection::NoFittingKey => return Err(Reason::UnknownKey),
+        };
+        let iss = token.issuer()?;
+        // Decoded only if a key names its issuer (Entra): claims are decoded when read.
+        let mut tenant: Option<Option<String>> = None;
+        let mut tried = 0;
+        for key in candidates {
+            if let Some(key_issuer) = &key.issuer {
+                // Entra's per-key issuer: a key published for one issuer verifies only its tokens.
+                let tenant =
+                    tenant.get_or_insert_with(|| match token.claims.get(&rules.tenant_claim) {
+                        Some(Value::String(tid)) => Some(tid),
+                        _ => None,
+                    });
+                let expected = match tenant.as_deref() {
+                    Some(tid) => key_issuer.replace("{tenantid}", tid),
+                    None => key_issuer.clone(),
+                };
+                if expected != iss {
+                    continue;
+                }
+            }
+            if tried == MAX_KEYS_TRIED {
+                break;
+            }
+            tried += 1;
+            let signing_input = token.signing_input.as_bytes();
+            if backend.verify(token.alg, &key.decoding, signing_input, &token.signature) {
+                // Signed, so now worth the check of its nested objects (see `Payload::parse`).
+                let header_ok = !token.header_nested
+                    || dangerous::header_nested_keys_unique(token.signing_input);
+                if !header_ok || !token.claims.nested_keys_unique() {
+                    return Err(Reason::MalformedToken);
+                }
+                return Ok(Verified {
+                    claims: token.claims,
+                    exp,
                 });
-            let expected = match tenant.as_deref() {
-                Some(tid) => key_issuer.replace("{tenantid}", tid),
-                None => key_issuer.clone(),
-            };
-            if expected != iss {
-                continue;
             }
         }
-        if tried == MAX_KEYS_TRIED {
-            break;
+        if tried == 0 {
+            return Err(Reason::UnknownKey);
         }
-        tried += 1;
-        if crate::crypto::verify(
-            token.alg,
-            &key.decoding,
-            token.signing_input.as_bytes(),
-            &token.signature,
-        ) {
-            // Signed, so now worth the check of its nested objects (see `Payload::parse`).
-            let header_ok =
-                !token.header_nested || unverified::header_nested_keys_unique(token.signing_input);
-            if !header_ok || !token.claims.nested_keys_unique() {
-                return Err(Reason::MalformedToken);
-            }
-            return Ok(Verified {
-                claims: token.claims,
-                exp,
-            });
-        }
+        Err(Reason::BadSignature)
     }
-    if tried == 0 {
-        return Err(Reason::UnknownKey);
-    }
-    Err(Reason::BadSignature)
 }
 
 #[cfg(test)]
@@ -604,7 +509,7 @@ mod tests {
             (&other, Algorithm::RS384, "k2", "c"),
             (&first, Algorithm::RS256, "k1", "a"),
         ] {
-            let peeked = unverified::peek_remembering(token, &mut last).unwrap();
+            let peeked = dangerous::peek_remembering(token, &mut last).unwrap();
             assert_eq!(
                 (peeked.alg, peeked.kid.as_deref(), peeked.issuer()),
                 (alg, Some(kid), Ok(iss))
@@ -618,18 +523,18 @@ mod tests {
         let good = compact(json!({"alg": "RS256", "kid": "k1"}), json!({"iss": "a"}));
         let unsigned = compact(json!({"alg": "none"}), json!({"iss": "a"}));
         let critical = compact(json!({"alg": "RS256", "crit": ["x"]}), json!({"iss": "a"}));
-        unverified::peek_remembering(&good, &mut last).unwrap();
+        dangerous::peek_remembering(&good, &mut last).unwrap();
         for _ in 0..2 {
             assert_eq!(
-                unverified::peek_remembering(&unsigned, &mut last).map(|p| p.alg),
+                dangerous::peek_remembering(&unsigned, &mut last).map(|p| p.alg),
                 Err(Reason::UnsupportedAlgorithm)
             );
             assert_eq!(
-                unverified::peek_remembering(&critical, &mut last).map(|p| p.alg),
+                dangerous::peek_remembering(&critical, &mut last).map(|p| p.alg),
                 Err(Reason::UnsupportedCriticalHeader)
             );
         }
-        let again = unverified::peek_remembering(&good, &mut last).unwrap();
+        let again = dangerous::peek_remembering(&good, &mut last).unwrap();
         assert_eq!(again.kid.as_deref(), Some("k1"));
     }
 }

@@ -4,6 +4,11 @@ use super::*;
 use crate::testing::{entra_config, test_jwks, TENANT};
 use serde_json::json;
 
+/// The configuration compiled for Envoy's backend (the host verifies ES384).
+fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {
+    super::compile(bytes, &crate::testing::envoy_backend())
+}
+
 fn compile_value(value: &Value) -> Result<Policy, ConfigError> {
     compile(value.to_string().as_bytes())
 }
@@ -124,6 +129,25 @@ fn none_algorithm_is_refused() {
     let mut config = entra_config();
     config["providers"][0]["algorithms"] = json!(["RS256", "none"]);
     assert_refused(config, "providers[0].algorithms[1]", "never accepted");
+}
+
+#[test]
+fn es384_is_refused_where_no_backend_checks_it() {
+    let mut config = entra_config();
+    config["providers"][0]["algorithms"] = json!(["RS256", "ES384"]);
+    let bytes = config.to_string();
+    let no_p384_host = crate::crypto::Backend::with_host(crate::testing::reference_host, false);
+    for backend in [crate::crypto::Backend::RUST, no_p384_host] {
+        let result = super::compile(bytes.as_bytes(), &backend);
+        if cfg!(feature = "portable") {
+            assert!(result.is_ok(), "the portable build checks ES384 itself");
+        } else {
+            let error = result.unwrap_err();
+            assert_eq!(error.path, "providers[0].algorithms[1]");
+            assert!(error.message.contains("make build-portable"), "{error}");
+        }
+    }
+    assert!(super::compile(bytes.as_bytes(), &crate::testing::envoy_backend()).is_ok());
 }
 
 #[test]
@@ -702,7 +726,7 @@ fn compile_with_path_to_error(bytes: &[u8]) -> Result<Policy, ConfigError> {
     if let Err(error) = deserializer.end() {
         return err("(root)", json_path::error_message(&error));
     }
-    Compiler::default().compile(config)
+    Compiler::new(&crate::testing::envoy_backend()).compile(config)
 }
 
 /// serde_path_to_error's path, where json_path names the object instead of its unknown next key

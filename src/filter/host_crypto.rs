@@ -8,24 +8,36 @@
 //! code generation and size for nothing. A result with an error string means the host could
 //! not judge (a key it cannot read): the pure-Rust backend decides then.
 
-use super::hostcalls::{self, LogLevel};
-use crate::crypto::HostCheck;
+use super::hostcalls;
+use crate::crypto::{Backend, HostCheck};
 
 const FUNCTION: &str = "verify_signature";
 
-/// A known-good signature: `rsa-a-rs256.sig` is RS256 over `PROBE_TEXT` by the repository's test
-/// key `rsa-a` (test-harness/keys/rsa-a.pem), whose public key is `rsa-a-spki.der`.
-const PROBE_SPKI: &[u8] = include_bytes!("probe/rsa-a-spki.der");
-const PROBE_SIGNATURE: &[u8] = include_bytes!("probe/rsa-a-rs256.sig");
+/// Known-good signatures over `PROBE_TEXT` by the repository's test keys
+/// (test-harness/keys/): RS256 by `rsa-a`, ES384 (DER, as the host reads it) by `ec-p384`;
+/// `*-spki.der` are their public keys.
 const PROBE_TEXT: &[u8] = b"mlgate host crypto probe";
+const PROBE_RSA_SPKI: &[u8] = include_bytes!("probe/rsa-a-spki.der");
+const PROBE_RSA_SIGNATURE: &[u8] = include_bytes!("probe/rsa-a-rs256.sig");
+const PROBE_P384_SPKI: &[u8] = include_bytes!("probe/ec-p384-spki.der");
+const PROBE_P384_SIGNATURE: &[u8] = include_bytes!("probe/ec-p384-es384.sig");
 
-/// Asks the host once, with a signature that must verify and one that must not. Only a host
-/// that gets both right is used.
-pub fn probe() -> bool {
+/// Asks the host, once when the filter configures, with a signature that must verify and one
+/// that must not, for RSA and for P-384: the backend uses the host only for what it got right.
+pub fn probe() -> Backend {
+    let rsa = judges_correctly("sha256", PROBE_RSA_SPKI, PROBE_RSA_SIGNATURE);
+    if !rsa {
+        return Backend::RUST;
+    }
+    let p384 = judges_correctly("sha384", PROBE_P384_SPKI, PROBE_P384_SIGNATURE);
+    Backend::with_host(verify, p384)
+}
+
+fn judges_correctly(hash: &'static str, spki_der: &[u8], signature: &[u8]) -> bool {
     let good = HostCheck {
-        hash: "sha256",
-        spki_der: PROBE_SPKI,
-        signature: PROBE_SIGNATURE,
+        hash,
+        spki_der,
+        signature,
         text: PROBE_TEXT,
     };
     let bad = HostCheck {
@@ -33,13 +45,13 @@ pub fn probe() -> bool {
         ..good
     };
     let answers = (verify(&good), verify(&bad));
-    if answers != (Some(true), Some(false)) {
-        hostcalls::log(
-            LogLevel::Info,
-            &format!("mlgate: host verify_signature not used (probe answered {answers:?})"),
+    let correct = answers == (Some(true), Some(false));
+    if !correct {
+        log::info!(
+            "mlgate: host verify_signature not used for {hash} (probe answered {answers:?})"
         );
     }
-    answers == (Some(true), Some(false))
+    correct
 }
 
 /// The [`crate::crypto::HostVerifier`].
@@ -60,10 +72,7 @@ pub fn verify(check: &HostCheck<'_>) -> Option<bool> {
         Ok(Some(result)) => result,
         Ok(None) => return None,
         Err(error) => {
-            hostcalls::log(
-                LogLevel::Info,
-                &format!("mlgate: verify_signature: host status {}", error.0),
-            );
+            log::info!("mlgate: verify_signature: host status {}", error.0);
             return None;
         }
     };
@@ -74,12 +83,9 @@ pub fn verify(check: &HostCheck<'_>) -> Option<bool> {
         return Some(false);
     }
     if !error.is_empty() {
-        hostcalls::log(
-            LogLevel::Warn,
-            &format!(
-                "mlgate: host verify_signature could not judge ({}); using rust_crypto",
-                String::from_utf8_lossy(error)
-            ),
+        log::warn!(
+            "mlgate: host verify_signature could not judge ({}); using rust_crypto",
+            String::from_utf8_lossy(error)
         );
         return None;
     }

@@ -39,6 +39,8 @@ pub enum BufferType {
 #[derive(Clone, Copy)]
 #[repr(u32)]
 pub enum LogLevel {
+    Trace = 0,
+    Debug = 1,
     Info = 2,
     Warn = 3,
     Error = 4,

@@ -280,10 +280,7 @@ pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>, con
     };
     if let Action::Continue = action {
         if hostcalls::resume_request().is_err() {
-            hostcalls::log(
-                LogLevel::Error,
-                "mlgate: could not resume a request after its keys arrived",
-            );
+            log::error!("mlgate: could not resume a request after its keys arrived");
         }
     }
 }
@@ -292,6 +289,8 @@ fn record(shared: &Shared, verdict: &Verdict) {
     let audit = &verdict.audit;
     shared.metrics.record(audit.decision, audit.reason);
     if shared.gate.logs(audit) {
+        // The audit trail straight to the host: the line is built already, and the `log`
+        // facade would format it into a second string.
         hostcalls::log(LogLevel::Info, &audit.line());
     }
 }
@@ -374,7 +373,7 @@ fn send_reply(reply: &crate::decision::LocalReply) -> Action {
 
 /// Fail closed when the host itself misbehaves.
 fn internal_error(what: &str) -> Action {
-    hostcalls::log(LogLevel::Error, &format!("mlgate: internal error: {what}"));
+    log::error!("mlgate: internal error: {what}");
     let body = br#"{"error":"internal","reason":"internal_error"}"#;
     let _ignored =
         hostcalls::send_local_response(500, &[("content-type", "application/json")], body);

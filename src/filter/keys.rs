@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use hashbrown::HashMap;
 
-use super::hostcalls::{self, BufferType, LogLevel};
+use super::hostcalls::{self, BufferType};
 use super::http::{self, RequestState};
 use super::root::Shared;
 use crate::jwks::{self, Strictness};
@@ -234,10 +234,7 @@ fn finish(shared: &Shared, provider: usize, progress: Progress, now: i64, body: 
             shared.metrics.fetch_ok(provider, count);
             publish(shared, provider, now, body);
             release_lock(shared, provider);
-            hostcalls::log(
-                LogLevel::Info,
-                &format!("mlgate: provider {name}: {count} key(s) loaded"),
-            );
+            log::info!("mlgate: provider {name}: {count} key(s) loaded");
             wake(shared, provider);
         }
         Progress::Failed(why) => {
@@ -246,17 +243,14 @@ fn finish(shared: &Shared, provider: usize, progress: Progress, now: i64, body: 
             let (stale, next) =
                 with_remote(shared, provider, |r| (r.ever_loaded(), r.next_attempt_at()))
                     .unwrap_or((false, now));
-            hostcalls::log(
-                LogLevel::Warn,
-                &format!(
-                    "mlgate: provider {name}: key fetch failed: {why}; {}; next attempt in {} s",
-                    if stale {
-                        "keeping the last good key set"
-                    } else {
-                        "no keys yet"
-                    },
-                    next - now
-                ),
+            log::warn!(
+                "mlgate: provider {name}: key fetch failed: {why}; {}; next attempt in {} s",
+                if stale {
+                    "keeping the last good key set"
+                } else {
+                    "no keys yet"
+                },
+                next - now
             );
             wake(shared, provider);
         }
@@ -342,13 +336,10 @@ pub fn on_tick(shared: &Shared, now: i64, claim: Claim) {
         adopt_shared(shared, provider, now);
         let current = with_remote(shared, provider, |r| r.keys(now).cloned()).flatten();
         if current.is_none() && shared.gate.keys(provider).is_some() {
-            hostcalls::log(
-                LogLevel::Warn,
-                &format!(
+            log::warn!(
                     "mlgate: provider {}: key set is older than max_stale_seconds; refusing tokens until a refresh succeeds",
                     provider_name(shared, provider)
-                ),
-            );
+                );
             shared.gate.set_keys(provider, None);
         }
         ensure_fetch(shared, provider, now, claim);

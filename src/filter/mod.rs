@@ -9,18 +9,18 @@ mod host_crypto;
 mod hostcalls;
 mod http;
 mod keys;
+mod logger;
 mod metrics;
 mod root;
 
 use proxy_wasm::traits::RootContext;
-use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Trace);
+    // Not the SDK's `set_log_level`: its logger and panic hook unwrap the host's answers.
+    logger::install();
     std::panic::set_hook(Box::new(|info| {
         // Reached only through a bug: say where, at the highest level, before the VM aborts.
         hostcalls::log(hostcalls::LogLevel::Critical, &format!("mlgate: panic: {info}"));
     }));
-    crate::crypto::install();
     proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(root::Root::new(id)) });
 }}

@@ -7,7 +7,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::ContextType;
 
 use super::host_crypto;
-use super::hostcalls::{self, BufferType, LogLevel};
+use super::hostcalls::{self, BufferType};
 use super::http::Request;
 use super::keys::{self, Fetcher};
 use super::metrics::Metrics;
@@ -61,55 +61,41 @@ impl RootContext for Root {
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(bytes) => bytes,
             Err(error) => {
-                hostcalls::log(
-                    LogLevel::Error,
-                    &format!("mlgate: invalid configuration: (root): the host gave no configuration ({error:?})"),
-                );
+                log::error!("mlgate: invalid configuration: (root): the host gave no configuration ({error:?})");
                 return false;
             }
         };
-        let policy = match crate::config::compile(&bytes) {
+        // The host first: the policy is compiled for what it can verify (ES384 needs it).
+        let backend = host_crypto::probe();
+        let policy = match crate::config::compile(&bytes, &backend) {
             Ok(policy) => policy,
             Err(error) => {
-                hostcalls::log(
-                    LogLevel::Error,
-                    &format!("mlgate: invalid configuration: {error}"),
-                );
+                log::error!("mlgate: invalid configuration: {error}");
                 return false;
             }
         };
-        let host_crypto = host_crypto::probe();
-        if host_crypto {
-            crate::crypto::use_host_verifier(host_crypto::verify);
-        }
         let names: Vec<String> = policy.providers.iter().map(|p| p.name.clone()).collect();
         let remotes: Vec<Option<RemoteKeys>> = policy
             .providers
             .iter()
             .map(|p| p.remote_keys.clone().map(RemoteKeys::new))
             .collect();
-        hostcalls::log(
-            LogLevel::Info,
-            &format!(
-                "mlgate: configured: {} provider(s), {} route(s), mode {:?}, signature backend {}",
-                policy.providers.len(),
-                policy.routes.len(),
-                policy.mode,
-                crate::crypto::backend()
-            ),
+        log::info!(
+            "mlgate: configured: {} provider(s), {} route(s), mode {:?}, signature backend {}",
+            policy.providers.len(),
+            policy.routes.len(),
+            policy.mode,
+            backend.name()
         );
         let shared = Rc::new(Shared {
-            gate: Gate::new(policy),
-            metrics: Metrics::define(&names, host_crypto),
+            gate: Gate::new(policy, backend),
+            metrics: Metrics::define(&names, backend.uses_host()),
             fetcher: Fetcher::new(remotes, &names),
             root_id: self.id,
         });
         if shared.fetcher.has_remote() {
             if hostcalls::set_tick_period(TICK_MILLISECONDS).is_err() {
-                hostcalls::log(
-                    LogLevel::Warn,
-                    "mlgate: no timer: remote keys refresh only on demand",
-                );
+                log::warn!("mlgate: no timer: remote keys refresh only on demand");
             }
             // Cold start: fetch now rather than at the first tick.
             keys::on_tick(&shared, hostcalls::now_seconds(), keys::Claim::Configure);

@@ -6,7 +6,6 @@ use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::config::compile;
 use crate::testing::*;
 
 struct Req {
@@ -40,8 +39,16 @@ fn chat() -> Req {
     req("POST", "/v1/chat/completions").header("content-type", "application/json")
 }
 
+/// The configuration compiled for Envoy's backend (the host verifies ES384).
+fn compile(bytes: &[u8]) -> Result<Policy, crate::config::ConfigError> {
+    crate::config::compile(bytes, &envoy_backend())
+}
+
 fn gate(config: &Value) -> Gate {
-    Gate::new(compile(config.to_string().as_bytes()).unwrap())
+    Gate::new(
+        compile(config.to_string().as_bytes()).unwrap(),
+        envoy_backend(),
+    )
 }
 
 fn step(gate: &Gate, r: &Req) -> Step {

@@ -12,7 +12,8 @@ use jsonwebtoken::Algorithm;
 use mlgate::gate::{Action, Gate, Request, Step};
 use mlgate::payload::Payload;
 use mlgate::token::{self, TokenSource};
-use mlgate::verify::unverified;
+use mlgate::verify::dangerous;
+use mlgate_harness::host::host_crypto::{self, VerifySignatureArguments};
 use mlgate_harness::mint::{self, TestKey};
 use proptest::prelude::*;
 use serde_json::{json, Value};
@@ -24,7 +25,34 @@ fn config() -> Value {
 }
 
 fn gate() -> Gate {
-    Gate::new(mlgate::config::compile(config().to_string().as_bytes()).expect("config compiles"))
+    let policy = compile(config().to_string().as_bytes()).expect("config compiles");
+    Gate::new(policy, envoy_backend())
+}
+
+/// The harness's `verify_signature` as the core's signature backend: what Envoy gives the filter.
+fn envoy_backend() -> mlgate::crypto::Backend {
+    mlgate::crypto::Backend::with_host(judge, true)
+}
+
+fn judge(check: &mlgate::crypto::HostCheck<'_>) -> Option<bool> {
+    let args = VerifySignatureArguments {
+        hash_function: check.hash.to_string(),
+        public_key: check.spki_der.to_vec(),
+        signature: check.signature.to_vec(),
+        text: check.text.to_vec(),
+        public_key_pem: String::new(),
+    };
+    let result = host_crypto::verify(&args).ok()?;
+    match result.error.as_str() {
+        "" => Some(result.result),
+        error if error.starts_with("Failed to verify digest") => Some(false),
+        _ => None,
+    }
+}
+
+/// Compiled for Envoy's backend (the host verifies ES384).
+fn compile(bytes: &[u8]) -> Result<mlgate::policy::Policy, mlgate::config::ConfigError> {
+    mlgate::config::compile(bytes, &envoy_backend())
 }
 
 fn claims() -> Value {
@@ -120,12 +148,12 @@ proptest! {
 
     #[test]
     fn peek_never_panics_on_any_string(token in ".{0,300}") {
-        let _ = unverified::peek(&token);
+        let _ = dangerous::peek(&token);
     }
 
     #[test]
     fn peek_never_panics_on_token_shaped_strings(token in "[A-Za-z0-9_=+/.-]{0,400}") {
-        let _ = unverified::peek(&token);
+        let _ = dangerous::peek(&token);
     }
 
     #[test]
@@ -136,11 +164,14 @@ proptest! {
             mint::b64_json(&payload).unwrap(),
             base64_url(&sig)
         );
-        if let Ok(peeked) = unverified::peek(&token) {
+        if let Ok(peeked) = dangerous::peek(&token) {
             // Whatever peek accepts names a real algorithm and no crit.
             prop_assert!(header.get("alg").and_then(Value::as_str).is_some());
             prop_assert!(header.get("crit").is_none());
-            prop_assert_eq!(Value::Object(peeked.claims.to_map()), payload);
+            // Its issuer is the payload's (its claims are out of reach until verified).
+            if let Some(Value::String(iss)) = payload.get("iss") {
+                prop_assert_eq!(peeked.issuer(), Ok(iss.as_str()));
+            }
         }
     }
 
@@ -214,12 +245,12 @@ proptest! {
 
     #[test]
     fn compile_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-        let _ = mlgate::config::compile(&bytes);
+        let _ = compile(&bytes);
     }
 
     #[test]
     fn compile_never_panics_on_arbitrary_json(doc in json_value()) {
-        let _ = mlgate::config::compile(doc.to_string().as_bytes());
+        let _ = compile(doc.to_string().as_bytes());
     }
 
     /// The valid configuration with one member replaced by arbitrary JSON: compiles or is
@@ -230,8 +261,8 @@ proptest! {
         let pointers = pointers(&doc, String::new());
         let at = &pointers[pick.index(pointers.len())];
         *doc.pointer_mut(at).unwrap() = value;
-        if let Ok(policy) = mlgate::config::compile(doc.to_string().as_bytes()) {
-            let gate = Gate::new(policy);
+        if let Ok(policy) = compile(doc.to_string().as_bytes()) {
+            let gate = Gate::new(policy, envoy_backend());
             let _ = decide(&gate, &path, &[]);
         }
     }
@@ -322,7 +353,7 @@ proptest! {
         let mut claims: serde_json::Map<String, Value> = claims.into_iter().collect();
         claims.insert("oid".into(), Value::from(oid));
         claims.insert("groups".into(), groups);
-        let policy = mlgate::config::compile(config().to_string().as_bytes()).unwrap();
+        let policy = compile(config().to_string().as_bytes()).unwrap();
         let provider = &policy.providers[0];
         let _ = mlgate::claims::identity(0, &claims, &provider.claims, &provider.group_names, &policy.extra_claims);
         // A token's payload is read member by member: the same identity as from the whole map

@@ -5,10 +5,11 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(policy) = mlgate::config::compile(data) else {
+    let backend = mlgate::crypto::Backend::RUST;
+    let Ok(policy) = mlgate::config::compile(data, &backend) else {
         return;
     };
-    let gate = mlgate::gate::Gate::new(policy);
+    let gate = mlgate::gate::Gate::new(policy, backend);
     for (method, path) in [
         ("GET", "/healthz"),
         ("POST", "/score"),

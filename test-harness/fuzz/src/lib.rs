@@ -2,6 +2,7 @@
 //! keys inline, score/infer/chat/health routes plus prefix, host and header routes) and a
 //! request runner around `mlgate::gate::Gate`. Invariants the targets check live here too.
 
+use mlgate::crypto::Backend;
 use mlgate::gate::{Action, Gate, Request, Step};
 use serde_json::{json, Value};
 
@@ -51,7 +52,12 @@ pub fn config() -> Value {
 }
 
 pub fn gate() -> Gate {
-    Gate::new(mlgate::config::compile(config().to_string().as_bytes()).expect("config compiles"))
+    Gate::new(policy(), Backend::RUST)
+}
+
+/// The configuration, compiled for the Rust backend (ES384 by the portable build's `p384`).
+pub fn policy() -> mlgate::policy::Policy {
+    mlgate::config::compile(config().to_string().as_bytes(), &Backend::RUST).expect("config compiles")
 }
 
 /// Runs one request (headers by lower-case name) and checks what the gate promises whatever
@@ -72,12 +78,14 @@ pub fn run(
         let first = values.next()?.to_string();
         Some(std::borrow::Cow::Owned(values.fold(first, |acc, v| acc + "," + v)))
     };
+    let names = |wanted: &dyn Fn(&str) -> bool| headers.iter().any(|(name, _)| wanted(name));
     let step = gate.decide(
         &Request {
             method,
             path,
             host,
             header: &lookup,
+            any_header_name: &names,
         },
         NOW,
         false,
