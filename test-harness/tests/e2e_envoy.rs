@@ -470,6 +470,47 @@ fn two_workers_enforce_the_same_decisions() {
     );
 }
 
+/// Envoy 1.40's `verify_signature` passes mlgate's P-384 probe, so the default module (which has no
+/// ES384 code of its own) accepts an ES384 provider and BoringSSL checks its tokens: a genuine one is
+/// judged by the rules (here: none of them allows this caller), a tampered one is a bad signature.
+#[test]
+fn envoy_verifies_es384_signatures_for_the_default_module() {
+    const ISSUER: &str = "https://p384.mlgate.test";
+    let Some(stack) = Stack::start_with("es384", 1, |config| {
+        config["providers"].as_array_mut().unwrap().push(json!({
+            "name": "p384-test",
+            "issuer": ISSUER,
+            "audiences": ["api://ml-scoring"],
+            "algorithms": ["ES384"],
+            "jwks": {"inline": mlgate_harness::mint::test_jwks()},
+            "caller_type": {"claim": {"path": "idtyp", "app": ["app"], "user": ["user"]}}
+        }));
+    }) else {
+        return;
+    };
+    let log = stack.envoy.log();
+    assert!(
+        log.contains("signature backend host (RS*, ES256, ES384)"),
+        "Envoy's verify_signature did not pass the P-384 probe\n{}",
+        stack.envoy.log_tail()
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims = json!({"iss": ISSUER, "aud": "api://ml-scoring", "sub": "p384-caller",
+                        "iat": now - 10, "exp": now + 600});
+    let token = mlgate_harness::mint::TestKey::ec_p384().sign(&claims, jsonwebtoken::Algorithm::ES384);
+    let url = stack.envoy.url("/v2/models/public-demo/infer");
+    let body = json!({"inputs": []});
+    let genuine = send("POST", &url, &[bearer(&token)], Some(&body));
+    assert_eq!(genuine.status, 403, "{}", genuine.raw);
+    assert_eq!(genuine.body["reason"], "no_rule_matched", "{}", genuine.raw);
+    let forged = send("POST", &url, &[bearer(&tamper(&token))], Some(&body));
+    assert_eq!(forged.status, 401, "{}", forged.raw);
+    assert_eq!(forged.body["reason"], "bad_signature", "{}", forged.raw);
+}
+
 /// Cold start in real Envoy: the very first request after Envoy is ready is paused until the key set
 /// lands (fetched through the demo_idp cluster), then allowed — never 401 or 503.
 #[test]
