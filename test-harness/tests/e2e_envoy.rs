@@ -500,7 +500,8 @@ fn envoy_verifies_es384_signatures_for_the_default_module() {
         .as_secs() as i64;
     let claims = json!({"iss": ISSUER, "aud": "api://ml-scoring", "sub": "p384-caller",
                         "iat": now - 10, "exp": now + 600});
-    let token = mlgate_harness::mint::TestKey::ec_p384().sign(&claims, jsonwebtoken::Algorithm::ES384);
+    let token =
+        mlgate_harness::mint::TestKey::ec_p384().sign(&claims, jsonwebtoken::Algorithm::ES384);
     let url = stack.envoy.url("/v2/models/public-demo/infer");
     let body = json!({"inputs": []});
     let genuine = send("POST", &url, &[bearer(&token)], Some(&body));

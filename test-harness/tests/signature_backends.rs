@@ -18,8 +18,14 @@ use serde_json::{json, Value};
 fn portable_wasm() -> PathBuf {
     let path = std::env::var_os("MLGATE_PORTABLE_WASM")
         .map(PathBuf::from)
-        .unwrap_or_else(|| mlgate_harness::host::workspace_root().join("target/mlgate-portable.wasm"));
-    assert!(path.is_file(), "{} is missing: run `make build-portable`", path.display());
+        .unwrap_or_else(|| {
+            mlgate_harness::host::workspace_root().join("target/mlgate-portable.wasm")
+        });
+    assert!(
+        path.is_file(),
+        "{} is missing: run `make build-portable`",
+        path.display()
+    );
     path
 }
 
@@ -31,10 +37,16 @@ fn with_es384() -> Value {
 
 /// Envoy's function, minus P-384: what a host whose crypto library has no such curve answers
 /// ("could not judge", as Envoy does for a key it cannot read).
-fn verify_signature_without_p384(arguments: &[u8]) -> Result<Vec<u8>, mlgate_harness::host::Status> {
+fn verify_signature_without_p384(
+    arguments: &[u8],
+) -> Result<Vec<u8>, mlgate_harness::host::Status> {
     let secp384r1 = [0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22];
     let args = VerifySignatureArguments::decode(arguments);
-    let p384_key = args.is_some_and(|a| a.public_key.windows(secp384r1.len()).any(|w| w == secp384r1));
+    let p384_key = args.is_some_and(|a| {
+        a.public_key
+            .windows(secp384r1.len())
+            .any(|w| w == secp384r1)
+    });
     if p384_key {
         let result = VerifySignatureResult {
             result: false,
@@ -46,7 +58,11 @@ fn verify_signature_without_p384(arguments: &[u8]) -> Result<Vec<u8>, mlgate_har
 }
 
 fn configure(builder: HarnessBuilder, config: &Value) -> Result<Harness, String> {
-    builder.load().unwrap().configure(config.clone()).map_err(|e| e.to_string())
+    builder
+        .load()
+        .unwrap()
+        .configure(config.clone())
+        .map_err(|e| e.to_string())
 }
 
 fn es384_token(h: &Harness) -> String {
@@ -56,7 +72,12 @@ fn es384_token(h: &Harness) -> String {
 #[test]
 fn default_module_verifies_es384_with_the_hosts_verifier() {
     let h = configure(Harness::builder(), &with_es384()).unwrap();
-    assert!(h.log_text().contains("signature backend host (RS*, ES256, ES384)"), "{}", h.log_text());
+    assert!(
+        h.log_text()
+            .contains("signature backend host (RS*, ES256, ES384)"),
+        "{}",
+        h.log_text()
+    );
     assert_eq!(verdict(&score(&h, &es384_token(&h))), "forwarded");
 }
 
@@ -82,10 +103,18 @@ fn default_module_refuses_es384_at_configure_when_the_host_cannot_verify_p384() 
 #[test]
 fn default_module_without_host_crypto_still_verifies_rsa_in_rust() {
     let h = configure(Harness::builder().without_host_crypto(), &entra_config()).unwrap();
-    assert!(h.log_text().contains("signature backend rust_crypto; no ES384"), "{}", h.log_text());
+    assert!(
+        h.log_text()
+            .contains("signature backend rust_crypto; no ES384"),
+        "{}",
+        h.log_text()
+    );
     assert_eq!(verdict(&score(&h, &user_token(&h, |_| {}))), "forwarded");
     let forged = user_token(&h, |c| c["oid"] = json!("someone-else"));
-    let (signed, _) = user_token(&h, |_| {}).rsplit_once('.').map(|(a, b)| (a.to_string(), b.to_string())).unwrap();
+    let (signed, _) = user_token(&h, |_| {})
+        .rsplit_once('.')
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .unwrap();
     let (_, other_signature) = forged.rsplit_once('.').unwrap();
     let spliced = format!("{signed}.{other_signature}");
     assert_eq!(verdict(&score(&h, &spliced)), "bad_signature");
@@ -93,9 +122,15 @@ fn default_module_without_host_crypto_still_verifies_rsa_in_rust() {
 
 #[test]
 fn portable_module_verifies_es384_without_host_crypto() {
-    let builder = Harness::builder().wasm(portable_wasm()).without_host_crypto();
+    let builder = Harness::builder()
+        .wasm(portable_wasm())
+        .without_host_crypto();
     let h = configure(builder, &with_es384()).unwrap();
-    assert!(h.log_text().contains("signature backend rust_crypto"), "{}", h.log_text());
+    assert!(
+        h.log_text().contains("signature backend rust_crypto"),
+        "{}",
+        h.log_text()
+    );
     let token = es384_token(&h);
     assert_eq!(verdict(&score(&h, &token)), "forwarded");
     let mut tampered = token.into_bytes();
@@ -113,7 +148,9 @@ fn portable_module_refuses_a_p384_key_off_the_curve_at_configure() {
         "x": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEB",
         "y": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgIC"
     }]}});
-    let builder = Harness::builder().wasm(portable_wasm()).without_host_crypto();
+    let builder = Harness::builder()
+        .wasm(portable_wasm())
+        .without_host_crypto();
     let error = configure(builder, &config).unwrap_err();
     assert!(error.contains("providers[0].jwks"), "{error}");
     assert!(error.contains("not on the curve"), "{error}");
