@@ -15,318 +15,19 @@
 //! and `"authorization": true|false`. Tests read it to check that only verified identity headers
 //! got through.
 //!
-//! This module also holds the tiny threaded server ([`HttpServer`]) that the demo IdP uses.
+//! It serves on [`crate::http_server`], as the demo IdP does.
 
 use std::collections::BTreeMap;
-use std::io::Read;
-use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::Result;
 use serde_json::{json, Value};
 
-/// Largest request body the demo servers read.
-const MAX_BODY: u64 = 1 << 20;
-
-/// One request, read completely.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub method: String,
-    /// Path without the query string.
-    pub path: String,
-    /// Decoded query parameters, in order.
-    pub query: Vec<(String, String)>,
-    /// Header names in lower case, in order (a repeated header appears more than once).
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Request {
-    /// First value of a header (name in lower case).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// First value of a query parameter.
-    pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One response.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn json(status: u16, value: &Value) -> Response {
-        let mut body = serde_json::to_vec_pretty(value).unwrap_or_default();
-        body.push(b'\n');
-        Response {
-            status,
-            content_type: "application/json",
-            headers: Vec::new(),
-            body,
-        }
-    }
-
-    pub fn text(status: u16, text: impl Into<String>) -> Response {
-        Response {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            headers: Vec::new(),
-            body: text.into().into_bytes(),
-        }
-    }
-
-    pub fn with_header(mut self, name: &str, value: &str) -> Response {
-        self.headers.push((name.to_string(), value.to_string()));
-        self
-    }
-}
-
-type Handler = dyn Fn(&Request) -> Response + Send + Sync + 'static;
-
-/// A small threaded HTTP/1.1 server on 127.0.0.1 (tiny_http). Stops on [`HttpServer::shutdown`] or drop.
-pub struct HttpServer {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    server: Arc<tiny_http::Server>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-impl HttpServer {
-    /// Binds 127.0.0.1:`port` (0 picks a free port) and serves `handler` on `threads` worker threads.
-    pub fn start(
-        name: &'static str,
-        port: u16,
-        threads: usize,
-        handler: Arc<Handler>,
-    ) -> Result<HttpServer> {
-        let server = tiny_http::Server::http(("127.0.0.1", port))
-            .map_err(|e| anyhow!("{name}: cannot listen on 127.0.0.1:{port}: {e}"))?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| anyhow!("{name}: not an IP listener"))?;
-        let server = Arc::new(server);
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut workers = Vec::new();
-        for i in 0..threads.max(1) {
-            let server = Arc::clone(&server);
-            let stop = Arc::clone(&stop);
-            let handler = Arc::clone(&handler);
-            let worker = std::thread::Builder::new()
-                .name(format!("{name}-{i}"))
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        match server.recv_timeout(Duration::from_millis(200)) {
-                            Ok(Some(request)) => serve_one(name, request, handler.as_ref()),
-                            Ok(None) => {}
-                            Err(err) => {
-                                if !stop.load(Ordering::Relaxed) {
-                                    eprintln!("{name}: accept failed: {err}");
-                                    std::thread::sleep(Duration::from_millis(50));
-                                }
-                            }
-                        }
-                    }
-                })
-                .context("spawn worker thread")?;
-            workers.push(worker);
-        }
-        Ok(HttpServer {
-            addr,
-            stop,
-            server,
-            workers,
-        })
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    /// Stops accepting, lets the workers finish their current request, joins them.
-    pub fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for _ in 0..self.workers.len() {
-            self.server.unblock();
-        }
-        for worker in self.workers.drain(..) {
-            let _ = worker.join();
-        }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn serve_one(name: &str, mut request: tiny_http::Request, handler: &Handler) {
-    let url = request.url().to_string();
-    let (path, query) = match url.split_once('?') {
-        Some((p, q)) => (p.to_string(), parse_query(q)),
-        None => (url.clone(), Vec::new()),
-    };
-    let headers: Vec<(String, String)> = request
-        .headers()
-        .iter()
-        .map(|h| {
-            (
-                h.field.as_str().as_str().to_ascii_lowercase(),
-                h.value.as_str().to_string(),
-            )
-        })
-        .collect();
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(MAX_BODY + 1)
-        .read_to_end(&mut body);
-    let response = if read.is_err() {
-        Response::text(400, "cannot read request body\n")
-    } else if body.len() as u64 > MAX_BODY {
-        Response::text(413, "request body too large\n")
-    } else {
-        let req = Request {
-            method: request.method().as_str().to_ascii_uppercase(),
-            path,
-            query,
-            headers,
-            body,
-        };
-        handler(&req)
-    };
-    let mut out = tiny_http::Response::from_data(response.body).with_status_code(response.status);
-    let mut all_headers = vec![(
-        "content-type".to_string(),
-        response.content_type.to_string(),
-    )];
-    all_headers.extend(response.headers);
-    for (n, v) in all_headers {
-        if let Ok(h) = tiny_http::Header::from_bytes(n.as_bytes(), v.as_bytes()) {
-            out.add_header(h);
-        }
-    }
-    if let Err(err) = request.respond(out) {
-        eprintln!("{name}: cannot send response: {err}");
-    }
-}
-
-/// Splits and percent-decodes a query string (`+` is a space).
-pub fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(pair), String::new()),
-        })
-        .collect()
-}
-
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes.get(i) {
-            Some(b'+') => out.push(b' '),
-            Some(b'%') => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            Some(&b) => out.push(b),
-            None => {}
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Installs a Ctrl-C / SIGTERM handler and returns a receiver that fires once on the first signal.
-pub(crate) fn stop_signal() -> Result<mpsc::Receiver<()>> {
-    let (tx, rx) = mpsc::channel();
-    ctrlc::set_handler(move || {
-        let _ = tx.send(());
-    })
-    .context("install signal handler")?;
-    Ok(rx)
-}
-
-/// Parses `--port N` (and nothing else unknown) for the demo programs; returns (port, rest).
-pub(crate) fn parse_flags(
-    args: &[String],
-    default_port: u16,
-    known: &[&str],
-) -> Result<(u16, BTreeMap<String, String>)> {
-    let mut port = default_port;
-    let mut flags = BTreeMap::new();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (name, inline) = match arg.split_once('=') {
-            Some((n, v)) => (n.to_string(), Some(v.to_string())),
-            None => (arg.clone(), None),
-        };
-        if name == "-h" || name == "--help" {
-            flags.insert("help".to_string(), String::new());
-            continue;
-        }
-        let Some(stripped) = name.strip_prefix("--") else {
-            bail!("unexpected argument {arg:?}");
-        };
-        if stripped != "port" && !known.contains(&stripped) {
-            bail!("unknown option {name}");
-        }
-        let value = match inline {
-            Some(v) => v,
-            None => it
-                .next()
-                .cloned()
-                .ok_or_else(|| anyhow!("{name} needs a value"))?,
-        };
-        if stripped == "port" {
-            port = value
-                .parse()
-                .with_context(|| format!("--port {value:?} is not a port number"))?;
-        } else {
-            flags.insert(stripped.to_string(), value);
-        }
-    }
-    Ok((port, flags))
-}
-
-// ---------------------------------------------------------------------------------------------
-// The backend itself.
+use crate::demo_cli::{parse_flags, stop_signal};
+use crate::http_server::{Handler, HttpServer, ReceivedRequest, Response};
 
 /// The models the demo backend pretends to serve.
 pub const MODELS: &[&str] = &[
@@ -352,7 +53,7 @@ impl Backend {
     }
 
     fn start_with(port: u16, log: bool) -> Result<Backend> {
-        let handler: Arc<Handler> = Arc::new(move |req: &Request| {
+        let handler: Arc<Handler> = Arc::new(move |req: &ReceivedRequest| {
             let resp = handle(req);
             if log {
                 let principal = req.header("x-mlgate-principal").unwrap_or("-");
@@ -386,7 +87,7 @@ impl Backend {
 }
 
 /// What reached the upstream: every `x-mlgate-*` header and whether `authorization` arrived.
-pub fn identity(req: &Request) -> Value {
+pub fn identity(req: &ReceivedRequest) -> Value {
     let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in &req.headers {
         if name.starts_with("x-mlgate-") {
@@ -425,7 +126,7 @@ fn score_of(bytes: &[u8]) -> f64 {
 }
 
 /// Routes one request of the demo backend.
-pub fn handle(req: &Request) -> Response {
+pub fn handle(req: &ReceivedRequest) -> Response {
     let ident = identity(req);
     let segments: Vec<&str> = req.path.split('/').skip(1).collect();
     let seq = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -577,8 +278,8 @@ pub fn cli(args: &[String]) -> Result<ExitCode> {
 mod tests {
     use super::*;
 
-    fn req(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Request {
-        Request {
+    fn req(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> ReceivedRequest {
+        ReceivedRequest {
             method: method.to_string(),
             path: path.to_string(),
             query: Vec::new(),
@@ -628,18 +329,5 @@ mod tests {
         let v: Value = serde_json::from_slice(&chat.body).unwrap();
         assert_eq!(v["model"], "llama-3-8b");
         assert_eq!(v["identity"]["authorization"], false);
-    }
-
-    #[test]
-    fn query_decoding() {
-        assert_eq!(
-            parse_query("a=1&aud=api%3A%2F%2Fx&b=c+d&e"),
-            vec![
-                ("a".into(), "1".into()),
-                ("aud".into(), "api://x".into()),
-                ("b".into(), "c d".into()),
-                ("e".into(), String::new())
-            ]
-        );
     }
 }

@@ -18,4 +18,7 @@ pub mod bench;
 pub mod bench_tokens;
 
 pub mod backend;
+pub mod http_server;
 pub mod idp;
+
+mod demo_cli;
