@@ -15,6 +15,7 @@ use crate::claims::{self, Identity};
 use crate::crypto::Backend;
 use crate::decision::{local_reply, LocalReply, Reason};
 use crate::jwks::KeySet;
+use crate::keystore::{KeyStore, Wait};
 use crate::model::{self, ModelError};
 use crate::policy::{AuditLevel, Mode, ModelFrom, Policy, RequestParts, Route, Unmatched};
 use crate::token;
@@ -103,18 +104,20 @@ pub enum Step {
         pending: Box<Pending>,
         headers: Headers,
     },
-    /// The token's provider has no keys yet, or does not know the token's `kid`: fetch the
-    /// provider's keys, then decide again (or decide again with `may_wait = false`).
+    /// The token's provider has no keys yet, or does not know the token's `kid`, and the key
+    /// store lets the request wait (see [`KeyStore::may_wait`]): hold it, record it with
+    /// [`KeyStore::wait`], and decide again with `may_wait = false` when the store wakes it.
     NeedKeys {
         provider: usize,
-        unknown_kid: bool,
+        /// This request's unknown `kid` started a refetch (for the metric; once per refetch).
+        refetch: bool,
     },
 }
 
 /// Why authentication stopped.
 enum AuthError {
     Refuse(Reason),
-    NeedKeys { provider: usize, unknown_kid: bool },
+    NeedKeys { provider: usize, refetch: bool },
 }
 
 impl From<Reason> for AuthError {
@@ -164,20 +167,17 @@ pub struct Gate {
     route_names: Vec<Rc<str>>,
     route_headers: Vec<Rc<[(String, String)]>>,
     provider_names: Vec<Rc<str>>,
-    /// Current key set per provider. A `RefCell` because remote refreshes replace sets while
-    /// requests share the gate; single-threaded, as every proxy-wasm VM is.
-    keys: RefCell<Vec<Option<Rc<KeySet>>>>,
+    /// Every provider's keys, their fetch schedules and the requests waiting for them. A
+    /// `RefCell` because remote refreshes replace sets while requests share the gate;
+    /// single-threaded, as every proxy-wasm VM is.
+    keys: RefCell<KeyStore>,
 }
 
 impl Gate {
     /// The gate for a compiled policy, checking signatures with `backend` (the one the policy
     /// was compiled for: [`crate::config::compile`] refuses algorithms it cannot check).
     pub fn new(policy: Policy, backend: Backend) -> Gate {
-        let keys = policy
-            .providers
-            .iter()
-            .map(|p| p.initial_keys.clone().map(Rc::new))
-            .collect();
+        let keys = KeyStore::new(&policy);
         let cache = TokenCache::new(policy.cache_entries, policy.providers.len());
         let route_names = policy
             .routes
@@ -212,12 +212,20 @@ impl Gate {
         }
     }
 
-    /// Replaces (or, with `None`, withdraws) a provider's key set: remote refreshes.
-    pub fn set_keys(&self, provider: usize, keys: Option<Rc<KeySet>>) {
-        if let Some(slot) = self.keys.borrow_mut().get_mut(provider) {
-            *slot = keys;
+    /// Lets the adapter drive the key store (fetches, answers, adoptions, waiters). Identities
+    /// verified with a set that `f` replaced or withdrew leave the cache.
+    pub fn with_keys<T>(&self, f: impl FnOnce(&mut KeyStore) -> T) -> T {
+        let mut store = self.keys.borrow_mut();
+        let before: Vec<u64> = (0..store.provider_count())
+            .map(|p| store.generation(p))
+            .collect();
+        let result = f(&mut store);
+        for (provider, generation) in before.into_iter().enumerate() {
+            if store.generation(provider) != generation {
+                self.cache.borrow_mut().flush_provider(provider);
+            }
         }
-        self.cache.borrow_mut().flush_provider(provider);
+        result
     }
 
     /// Identities currently cached.
@@ -226,12 +234,13 @@ impl Gate {
     }
 
     pub fn keys(&self, provider: usize) -> Option<Rc<KeySet>> {
-        self.keys.borrow().get(provider).cloned().flatten()
+        self.keys.borrow().current(provider)
     }
 
     /// Decides on the request headers. `now` is Unix seconds from the host clock. With
-    /// `may_wait`, a token whose remote provider lacks keys (or its `kid`) yields
-    /// [`Step::NeedKeys`]; without, it is refused (`keys_unavailable` / `unknown_key`).
+    /// `may_wait` (the adapter can hold the request), a token whose provider lacks keys (or its
+    /// `kid`) yields [`Step::NeedKeys`] when the key store lets it wait; otherwise it is refused
+    /// (`keys_unavailable` / `unknown_key`).
     pub fn decide(&self, req: &Request<'_>, now: i64, may_wait: bool) -> Step {
         let request_id = (req.header)("x-request-id").map(Cow::into_owned);
         let (path, query) = match req.path.split_once('?') {
@@ -329,14 +338,8 @@ impl Gate {
         };
         let caller = match self.authenticate(route, found, now, may_wait) {
             Ok(caller) => caller,
-            Err(AuthError::NeedKeys {
-                provider,
-                unknown_kid,
-            }) => {
-                return Step::NeedKeys {
-                    provider,
-                    unknown_kid,
-                }
+            Err(AuthError::NeedKeys { provider, refetch }) => {
+                return Step::NeedKeys { provider, refetch }
             }
             Err(AuthError::Refuse(reason)) => {
                 return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
@@ -534,24 +537,29 @@ impl Gate {
         // Cheap checks before keys are even looked at: a forged token with a made-up kid and
         // wrong claims must not trigger a refetch.
         let checked = verify::check_claims(peeked, &provider.rules, now)?;
-        let remote = provider.remote_keys.is_some();
-        let Some(keys) = self.keys(provider_index) else {
-            if remote && may_wait {
-                return Err(AuthError::NeedKeys {
-                    provider: provider_index,
-                    unknown_kid: false,
-                });
-            }
-            return Err(Reason::KeysUnavailable.into());
+        let keys = self.keys(provider_index);
+        let wanted = match &keys {
+            None => Some(false),
+            Some(set) => match set.select(checked.kid(), checked.alg()) {
+                crate::jwks::Selection::UnknownKid => Some(true),
+                _ => None,
+            },
         };
-        if remote && may_wait {
-            if let crate::jwks::Selection::UnknownKid = keys.select(checked.kid(), checked.alg()) {
+        if let (Some(unknown_kid), true) = (wanted, may_wait) {
+            let wait = self
+                .keys
+                .borrow_mut()
+                .may_wait(provider_index, unknown_kid, now);
+            if let Wait::Yes { refetch } = wait {
                 return Err(AuthError::NeedKeys {
                     provider: provider_index,
-                    unknown_kid: true,
+                    refetch,
                 });
             }
         }
+        let Some(keys) = keys else {
+            return Err(Reason::KeysUnavailable.into());
+        };
         let verified = checked.verify_signature(&provider.rules, &keys, &self.backend)?;
         let identity = claims::identity(
             provider_index,

@@ -15,6 +15,7 @@ pub mod gate;
 pub mod json_path;
 pub mod jwks;
 pub mod keyring;
+pub mod keystore;
 pub mod model;
 pub mod payload;
 pub mod policy;

@@ -1,8 +1,10 @@
 //! Configuration: every file in filters/ compiles; every mistake is refused with its field path.
 
 use super::*;
+use crate::policy::ModelFrom;
 use crate::testing::{entra_config, test_jwks, TENANT};
-use serde_json::json;
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
 
 /// The configuration compiled for Envoy's backend (the host verifies ES384).
 fn compile(bytes: &[u8]) -> Result<Policy, ConfigError> {

@@ -17,35 +17,9 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
 use super::hostcalls::{self, BufferType, HeaderMap, LogLevel, MapType};
-use super::keys::{self, Waiter};
-use super::root::Shared;
+use super::request_state::{Phase, RequestState};
+use super::shared::Shared;
 use crate::gate::{self, Pending, Step, Verdict};
-
-/// What a request is waiting for.
-#[derive(Default)]
-pub enum Phase {
-    #[default]
-    Deciding,
-    /// Paused at the headers until keys arrive; the headers are kept to decide again.
-    WaitingForKeys {
-        headers: HeaderMap,
-        /// The headers ended the request (no body, no trailers).
-        end_of_stream: bool,
-        /// A host that hands over the body while the headers are held (Envoy with
-        /// `allow_on_headers_stop_iteration`) delivered some of it: held, not yet judged.
-        body_seen: bool,
-        /// ... and all of it (its last data frame, or the trailers).
-        body_ended: bool,
-    },
-    /// Headers forwarded; the body is held until the model in it is judged.
-    WaitingForBody(Box<Pending>),
-    Decided,
-}
-
-#[derive(Default)]
-pub struct RequestState {
-    pub phase: Phase,
-}
 
 pub struct Request {
     shared: Option<Rc<Shared>>,
@@ -67,7 +41,7 @@ impl Drop for Request {
     fn drop(&mut self) {
         // A client that hung up while its request waited for keys.
         if let Some(shared) = &self.shared {
-            shared.fetcher.remove_waiter(self.context_id);
+            shared.release(self.context_id);
         }
     }
 }
@@ -85,28 +59,19 @@ impl HttpContext for Request {
         };
         let now = hostcalls::now_seconds();
         match decide(&shared, &headers, now, true) {
-            Step::NeedKeys {
-                provider,
-                unknown_kid,
-            } => {
-                if keys::request_keys(&shared, provider, unknown_kid, now, self.context_id) {
-                    shared.metrics.paused_for_keys();
-                    self.state.borrow_mut().phase = Phase::WaitingForKeys {
-                        headers,
-                        end_of_stream,
-                        body_seen: false,
-                        body_ended: false,
-                    };
-                    shared.fetcher.add_waiter(Waiter {
-                        context_id: self.context_id,
-                        provider,
-                        since: now,
-                        state: self.state.clone(),
-                    });
-                    return Action::Pause;
+            Step::NeedKeys { provider, refetch } => {
+                if refetch {
+                    shared.metrics.unknown_kid_refetch();
                 }
-                let step = decide(&shared, &headers, now, false);
-                apply_headers_step(&shared, &self.state, step, &headers, end_of_stream)
+                shared.metrics.paused_for_keys();
+                self.state.borrow_mut().phase = Phase::WaitingForKeys {
+                    headers,
+                    end_of_stream,
+                    body_seen: false,
+                    body_ended: false,
+                };
+                shared.hold_for_keys(self.context_id, provider, now, self.state.clone());
+                Action::Pause
             }
             step => apply_headers_step(&shared, &self.state, step, &headers, end_of_stream),
         }
@@ -250,7 +215,7 @@ fn apply_headers_step(
 
 /// Called from the root context, with this request's context made effective, once the keys it
 /// waited for arrived (or will not): decide again and let the request go on or answer it.
-pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>, context_id: u32) {
+pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>) {
     let phase = std::mem::take(&mut state.borrow_mut().phase);
     let Phase::WaitingForKeys {
         headers,
@@ -262,7 +227,6 @@ pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>, con
         state.borrow_mut().phase = phase;
         return;
     };
-    let _ = context_id;
     let step = decide(shared, &headers, hostcalls::now_seconds(), false);
     let action = match step {
         // The host already handed over the whole body while the headers were held: judge it

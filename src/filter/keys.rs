@@ -1,94 +1,70 @@
-//! Remote key sets on the host: dispatching fetches, sharing the result with the other worker
-//! VMs, and waking the requests that waited for keys.
+//! Remote key sets on the host: dispatching the key store's fetches, sharing their results with
+//! the other worker VMs, and telling the root context which waiting requests to resume.
 //!
-//! The schedule itself (when, what, backoff, staleness) is the core's `keyring::RemoteKeys`.
-//! Here: one fetch per proxy — a CAS lock in shared data elects the VM that fetches, and the
-//! fetched JWKS is published in shared data for the others to adopt on their next tick.
+//! What to fetch and when, which set is in use and which requests may wait are the core's
+//! `keystore::KeyStore` (owned by the gate). Here: I/O only — the callouts, and one fetch per
+//! proxy: a CAS lock in shared data elects the VM that fetches, and the fetched JWKS is
+//! published in shared data for the others to adopt on their next tick.
 
 use std::cell::RefCell;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::rc::Rc;
 use std::time::Duration;
 
 use hashbrown::HashMap;
 
 use super::hostcalls::{self, BufferType};
-use super::http::{self, RequestState};
-use super::root::Shared;
+use super::shared::Shared;
 use crate::jwks::{self, Strictness};
-use crate::keyring::{FetchRequest, Progress, RemoteKeys};
+use crate::keyring::{FetchRequest, Progress};
 
 /// Largest JWKS or discovery document read.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
-/// A request paused until its provider's keys arrive.
-pub struct Waiter {
-    pub context_id: u32,
-    pub provider: usize,
-    pub since: i64,
-    pub state: Rc<RefCell<RequestState>>,
-}
-
-#[derive(Default)]
+/// The host side of remote keys: callouts in flight and the shared-data names and versions.
 pub struct Fetcher {
-    remotes: RefCell<Vec<Option<RemoteKeys>>>,
     /// Callout token → provider.
     calls: RefCell<HashMap<u32, usize>>,
-    waiters: RefCell<Vec<Waiter>>,
     /// Shared-data CAS of the key set last adopted or published, per provider.
     seen: RefCell<Vec<u32>>,
-    /// Shared-data key names per provider: (key set, lock).
-    names: Vec<(String, String)>,
+    /// Shared-data key names per provider: (key set, lock); `None` for providers without
+    /// remote keys.
+    names: Vec<Option<(String, String)>>,
     /// This VM's identity in the fetch lock.
     nonce: String,
 }
 
 impl Fetcher {
-    pub fn new(remotes: Vec<Option<RemoteKeys>>, provider_names: &[String]) -> Fetcher {
-        let names = remotes
+    /// `targets`: per provider, where its remote keys come from (`None`: not remote), which keeps
+    /// two configurations' shared key sets apart.
+    pub fn new(targets: &[Option<String>], provider_names: &[String]) -> Fetcher {
+        let names = targets
             .iter()
             .zip(provider_names)
-            .map(|(remote, name)| {
-                let target = remote
-                    .as_ref()
-                    .map(|r| format!("{:?}", r.config.target))
-                    .unwrap_or_default();
+            .map(|(target, name)| {
                 // Not for security: only to keep two configurations' key sets apart.
-                let tag = fnv1a(target.as_bytes());
-                (
+                let tag = fnv1a(target.as_ref()?.as_bytes());
+                Some((
                     format!("mlgate.jwks.{name}.{tag:016x}"),
                     format!("mlgate.jwks-lock.{name}.{tag:016x}"),
-                )
+                ))
             })
             .collect();
         let nonce = format!("{:016x}", RandomState::new().hash_one(provider_names.len()));
         Fetcher {
-            seen: RefCell::new(vec![0; remotes.len()]),
-            remotes: RefCell::new(remotes),
             calls: RefCell::new(HashMap::new()),
-            waiters: RefCell::new(Vec::new()),
+            seen: RefCell::new(vec![0; targets.len()]),
             names,
             nonce,
         }
     }
 
-    pub fn has_remote(&self) -> bool {
-        self.remotes.borrow().iter().any(Option::is_some)
+    fn key_name(&self, provider: usize) -> Option<&str> {
+        Some(self.names.get(provider)?.as_ref()?.0.as_str())
     }
 
-    fn provider_count(&self) -> usize {
-        self.remotes.borrow().len()
-    }
-
-    pub fn add_waiter(&self, waiter: Waiter) {
-        self.waiters.borrow_mut().push(waiter);
-    }
-
-    pub fn remove_waiter(&self, context_id: u32) {
-        self.waiters
-            .borrow_mut()
-            .retain(|w| w.context_id != context_id);
+    fn lock_name(&self, provider: usize) -> Option<&str> {
+        Some(self.names.get(provider)?.as_ref()?.1.as_str())
     }
 }
 
@@ -99,76 +75,71 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A request needs keys of `provider`: may it wait? Marks a fetch as wanted when one is allowed;
-/// the root context dispatches it on its next tick (at most a second away).
-///
-/// Why not dispatch here: the SDK's dispatcher routes every `on_http_call_response` by token to
-/// the context that was active (in the SDK's own bookkeeping) when the call was registered, and
-/// `proxy_set_effective_context` does not change that. A call made from a request's callback
-/// would be answered to that request (whose `on_http_call_response` does nothing, and which may
-/// be gone by then), leaving the fetch in flight forever. Calls made from root callbacks
-/// (configure, tick, call response) are answered to the root.
-pub fn request_keys(
-    shared: &Shared,
-    provider: usize,
-    unknown_kid: bool,
-    now: i64,
-    _current: u32,
-) -> bool {
-    let mut remotes = shared.fetcher.remotes.borrow_mut();
-    let Some(Some(remote)) = remotes.get_mut(provider) else {
-        return false;
-    };
-    let joining = remote.in_flight() || remote.refetch_pending();
-    let wait = if unknown_kid {
-        remote.want_unknown_kid(now)
-    } else {
-        remote.cold_start_possible(now)
-    };
-    // Counted once per refetch, not per request that waits for it.
-    if wait && unknown_kid && !joining && remote.refetch_pending() {
-        shared.metrics.unknown_kid_refetch();
-    }
-    wait
-}
-
 /// How long a VM's claim to fetch lasts.
 #[derive(Clone, Copy)]
-pub enum Claim {
+pub enum LockHold {
     /// At configure: one second. In Envoy the main thread's VMs are configured before the cluster
-    /// manager is up and their first fetch never lands; a short claim lets a worker take over at
+    /// manager is up and their first fetch never lands; a short hold lets a worker take over at
     /// its next tick instead of waiting out a whole fetch timeout.
     Configure,
     /// From ticks: the fetch timeout plus a second.
     Tick,
 }
 
-/// Starts a fetch for `provider` if one is due and this VM wins the lock. Root callbacks only
-/// (see `request_keys`).
-fn ensure_fetch(shared: &Shared, provider: usize, now: i64, claim: Claim) {
-    let request = {
-        let mut remotes = shared.fetcher.remotes.borrow_mut();
-        let Some(Some(remote)) = remotes.get_mut(provider) else {
-            return;
-        };
-        if !remote.due(now) {
-            return;
+/// Requests to resume, by context id: their provider's keys arrived, or will not.
+pub type Woken = Vec<u32>;
+
+/// The root context's tick (and its configure): adopt key sets other VMs published, withdraw
+/// sets past their staleness bound, start due fetches, and name the requests that waited too
+/// long.
+///
+/// Fetches start from root callbacks only: the SDK's dispatcher routes every
+/// `on_http_call_response` by token to the context that was active (in the SDK's own
+/// bookkeeping) when the call was registered, and `proxy_set_effective_context` does not change
+/// that. A call made from a request's callback would be answered to that request (which may be
+/// gone by then), leaving the fetch in flight forever. A request that needs keys waits for the
+/// next tick, at most a second away.
+pub fn on_tick(shared: &Shared, now: i64, hold: LockHold) -> Woken {
+    let mut woken = Woken::new();
+    for provider in 0..shared.fetcher.names.len() {
+        if shared
+            .fetcher
+            .names
+            .get(provider)
+            .is_none_or(Option::is_none)
+        {
+            continue;
         }
-        let hold = match claim {
-            Claim::Configure => 1,
-            Claim::Tick => i64::from(remote.config.timeout_ms.div_ceil(1000)) + 1,
-        };
-        if !acquire_lock(shared, provider, now, hold) {
-            // Another VM is fetching; its result arrives through shared data.
-            remote.defer(now, 1);
-            return;
-        }
-        remote.start(now)
-    };
-    dispatch(shared, provider, &request, now);
+        woken.extend(adopt_shared(shared, provider, now));
+        start_fetch(shared, provider, now, hold, &mut woken);
+    }
+    for provider in shared.gate.with_keys(|store| store.withdraw_stale(now)) {
+        log::warn!(
+            "mlgate: provider {}: key set is older than max_stale_seconds; refusing tokens until a refresh succeeds",
+            provider_name(shared, provider)
+        );
+    }
+    woken.extend(shared.gate.with_keys(|store| store.take_overdue(now)));
+    woken
 }
 
-fn dispatch(shared: &Shared, provider: usize, request: &FetchRequest, now: i64) {
+/// Starts `provider`'s fetch if the store says one is due and this VM wins the lock.
+fn start_fetch(shared: &Shared, provider: usize, now: i64, hold: LockHold, woken: &mut Woken) {
+    let request = shared.gate.with_keys(|store| {
+        store.start_fetch(provider, now, |remote| {
+            let seconds = match hold {
+                LockHold::Configure => 1,
+                LockHold::Tick => i64::from(remote.config.timeout_ms.div_ceil(1000)) + 1,
+            };
+            acquire_lock(shared, provider, now, seconds)
+        })
+    });
+    if let Some(request) = request {
+        dispatch(shared, provider, &request, now, woken);
+    }
+}
+
+fn dispatch(shared: &Shared, provider: usize, request: &FetchRequest, now: i64, woken: &mut Woken) {
     let headers = vec![
         (":method", "GET"),
         (":path", request.url.path.as_str()),
@@ -192,19 +163,27 @@ fn dispatch(shared: &Shared, provider: usize, request: &FetchRequest, now: i64) 
         }
         Err(error) => {
             let message = format!("cluster {:?}: host status {error:?}", request.cluster);
-            let progress = match shared.fetcher.remotes.borrow_mut().get_mut(provider) {
-                Some(Some(remote)) => remote.dispatch_failed(now, &message),
-                _ => return,
-            };
-            finish(shared, provider, progress, now, &[]);
+            let progress = shared
+                .gate
+                .with_keys(|store| store.dispatch_failed(provider, now, &message));
+            if let Some(progress) = progress {
+                finish(shared, provider, progress, now, &[], woken);
+            }
         }
     }
 }
 
 /// The root context's `on_http_call_response`.
-pub fn on_response(shared: &Shared, token: u32, num_headers: usize, body_size: usize, now: i64) {
+pub fn on_response(
+    shared: &Shared,
+    token: u32,
+    num_headers: usize,
+    body_size: usize,
+    now: i64,
+) -> Woken {
+    let mut woken = Woken::new();
     let Some(provider) = shared.fetcher.calls.borrow_mut().remove(&token) else {
-        return;
+        return woken;
     };
     let status = if num_headers == 0 {
         None
@@ -216,33 +195,42 @@ pub fn on_response(shared: &Shared, token: u32, num_headers: usize, body_size: u
     } else {
         hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
     };
-    let progress = match shared.fetcher.remotes.borrow_mut().get_mut(provider) {
-        Some(Some(remote)) => remote.on_response(now, status, &body),
-        _ => return,
-    };
-    finish(shared, provider, progress, now, &body);
+    let progress = shared
+        .gate
+        .with_keys(|store| store.on_response(provider, now, status, &body));
+    if let Some(progress) = progress {
+        finish(shared, provider, progress, now, &body, &mut woken);
+    }
+    woken
 }
 
-fn finish(shared: &Shared, provider: usize, progress: Progress, now: i64, body: &[u8]) {
+fn finish(
+    shared: &Shared,
+    provider: usize,
+    progress: Progress,
+    now: i64,
+    body: &[u8],
+    woken: &mut Woken,
+) {
     let name = provider_name(shared, provider);
     match progress {
-        Progress::Next(request) => dispatch(shared, provider, &request, now),
+        Progress::Next(request) => dispatch(shared, provider, &request, now, woken),
         Progress::Loaded => {
-            let keys = with_remote(shared, provider, |r| r.keys(now).cloned()).flatten();
-            let count = keys.as_ref().map_or(0, |k| k.len());
-            shared.gate.set_keys(provider, keys);
+            let count = shared.gate.keys(provider).map_or(0, |k| k.len());
             shared.metrics.fetch_ok(provider, count);
             publish(shared, provider, now, body);
             release_lock(shared, provider);
             log::info!("mlgate: provider {name}: {count} key(s) loaded");
-            wake(shared, provider);
+            woken.extend(shared.gate.with_keys(|store| store.take_waiting(provider)));
         }
         Progress::Failed(why) => {
             shared.metrics.fetch_failed();
             release_lock(shared, provider);
-            let (stale, next) =
-                with_remote(shared, provider, |r| (r.ever_loaded(), r.next_attempt_at()))
-                    .unwrap_or((false, now));
+            let (stale, next) = shared.gate.with_keys(|store| {
+                store
+                    .remote(provider)
+                    .map_or((false, now), |r| (r.ever_loaded(), r.next_attempt_at()))
+            });
             log::warn!(
                 "mlgate: provider {name}: key fetch failed: {why}; {}; next attempt in {} s",
                 if stale {
@@ -252,19 +240,9 @@ fn finish(shared: &Shared, provider: usize, progress: Progress, now: i64, body: 
                 },
                 next - now
             );
-            wake(shared, provider);
+            woken.extend(shared.gate.with_keys(|store| store.take_waiting(provider)));
         }
     }
-}
-
-fn with_remote<T>(shared: &Shared, provider: usize, f: impl FnOnce(&RemoteKeys) -> T) -> Option<T> {
-    shared
-        .fetcher
-        .remotes
-        .borrow()
-        .get(provider)
-        .and_then(Option::as_ref)
-        .map(f)
 }
 
 fn provider_name(shared: &Shared, provider: usize) -> String {
@@ -278,7 +256,7 @@ fn provider_name(shared: &Shared, provider: usize) -> String {
 
 /// Publishes a fetched JWKS for the other VMs: `<fetched_at>\n<jwks>`.
 fn publish(shared: &Shared, provider: usize, now: i64, body: &[u8]) {
-    let Some((key, _)) = shared.fetcher.names.get(provider) else {
+    let Some(key) = shared.fetcher.key_name(provider) else {
         return;
     };
     let mut value = format!("{now}\n").into_bytes();
@@ -293,7 +271,7 @@ fn publish(shared: &Shared, provider: usize, now: i64, body: &[u8]) {
 }
 
 fn acquire_lock(shared: &Shared, provider: usize, now: i64, hold_seconds: i64) -> bool {
-    let Some((_, lock)) = shared.fetcher.names.get(provider) else {
+    let Some(lock) = shared.fetcher.lock_name(provider) else {
         return false;
     };
     let (current, cas) = match hostcalls::get_shared_data(lock) {
@@ -309,14 +287,14 @@ fn acquire_lock(shared: &Shared, provider: usize, now: i64, hold_seconds: i64) -
         }
     }
     // Bounded, so that a VM whose fetch never answers holds the others up for `hold_seconds` only
-    // (see `Claim`).
+    // (see `LockHold`).
     let expires = now + hold_seconds;
     let value = format!("{} {expires}", shared.fetcher.nonce);
     hostcalls::set_shared_data(lock, value.as_bytes(), cas).unwrap_or(true)
 }
 
 fn release_lock(shared: &Shared, provider: usize) {
-    let Some((_, lock)) = shared.fetcher.names.get(provider) else {
+    let Some(lock) = shared.fetcher.lock_name(provider) else {
         return;
     };
     if let Ok(Some((value, cas))) = hostcalls::get_shared_data(lock) {
@@ -326,53 +304,13 @@ fn release_lock(shared: &Shared, provider: usize) {
     }
 }
 
-/// The root context's tick: adopt key sets other VMs published, withdraw sets past their
-/// staleness bound, start due refreshes, and answer requests that waited too long.
-pub fn on_tick(shared: &Shared, now: i64, claim: Claim) {
-    for provider in 0..shared.fetcher.provider_count() {
-        if with_remote(shared, provider, |_| ()).is_none() {
-            continue;
-        }
-        adopt_shared(shared, provider, now);
-        let current = with_remote(shared, provider, |r| r.keys(now).cloned()).flatten();
-        if current.is_none() && shared.gate.keys(provider).is_some() {
-            log::warn!(
-                    "mlgate: provider {}: key set is older than max_stale_seconds; refusing tokens until a refresh succeeds",
-                    provider_name(shared, provider)
-                );
-            shared.gate.set_keys(provider, None);
-        }
-        ensure_fetch(shared, provider, now, claim);
-    }
-    let overdue: Vec<usize> = {
-        let remotes = shared.fetcher.remotes.borrow();
-        shared
-            .fetcher
-            .waiters
-            .borrow()
-            .iter()
-            .filter(|w| {
-                let limit = remotes
-                    .get(w.provider)
-                    .and_then(Option::as_ref)
-                    // Long enough for the lock holder's attempt and then our own.
-                    .map_or(5, |r| 2 * i64::from(r.config.timeout_ms.div_ceil(1000)) + 3);
-                now - w.since > limit
-            })
-            .map(|w| w.provider)
-            .collect()
-    };
-    for provider in overdue {
-        wake(shared, provider);
-    }
-}
-
-fn adopt_shared(shared: &Shared, provider: usize, now: i64) {
-    let Some((key, _)) = shared.fetcher.names.get(provider) else {
-        return;
+/// Adopts the key set another VM published for `provider`, if it is new to this VM.
+fn adopt_shared(shared: &Shared, provider: usize, now: i64) -> Woken {
+    let Some(key) = shared.fetcher.key_name(provider) else {
+        return Woken::new();
     };
     let Ok(Some((value, cas))) = hostcalls::get_shared_data(key) else {
-        return;
+        return Woken::new();
     };
     let seen = shared
         .fetcher
@@ -382,60 +320,32 @@ fn adopt_shared(shared: &Shared, provider: usize, now: i64) {
         .copied()
         .unwrap_or(0);
     if cas == seen || value.is_empty() {
-        return;
+        return Woken::new();
     }
     if let Some(slot) = shared.fetcher.seen.borrow_mut().get_mut(provider) {
         *slot = cas;
     }
-    let Some(newline) = value.iter().position(|b| *b == b'\n') else {
-        return;
+    let Some((fetched_at, set)) = read_published(&value) else {
+        return Woken::new();
     };
-    let (head, rest) = value.split_at(newline);
-    let Some(fetched_at) = std::str::from_utf8(head)
-        .ok()
-        .and_then(|t| t.parse::<i64>().ok())
-    else {
-        return;
-    };
-    let Some(document) = rest
-        .get(1..)
-        .and_then(|body| serde_json::from_slice(body).ok())
-    else {
-        return;
-    };
-    let Ok(set) = jwks::parse_jwks(&document, Strictness::Lenient) else {
-        return;
-    };
-    let keys = {
-        let mut remotes = shared.fetcher.remotes.borrow_mut();
-        let Some(Some(remote)) = remotes.get_mut(provider) else {
-            return;
-        };
-        remote.adopt(set, fetched_at, now);
-        remote.keys(now).cloned()
-    };
-    let count = keys.as_ref().map_or(0, |k| k.len());
-    shared.gate.set_keys(provider, keys);
+    let changed = shared
+        .gate
+        .with_keys(|store| store.adopt(provider, set, fetched_at, now));
+    if !changed {
+        return Woken::new();
+    }
+    let count = shared.gate.keys(provider).map_or(0, |k| k.len());
     shared.metrics.keys_loaded(provider, count);
-    wake(shared, provider);
+    shared.gate.with_keys(|store| store.take_waiting(provider))
 }
 
-/// Decides again, for every request waiting on `provider`, now that keys arrived or will not.
-fn wake(shared: &Shared, provider: usize) {
-    let waiting: Vec<Waiter> = {
-        let mut waiters = shared.fetcher.waiters.borrow_mut();
-        let (mine, others): (Vec<Waiter>, Vec<Waiter>) =
-            waiters.drain(..).partition(|w| w.provider == provider);
-        *waiters = others;
-        mine
-    };
-    if waiting.is_empty() {
-        return;
-    }
-    for waiter in waiting {
-        if hostcalls::set_effective_context(waiter.context_id).is_ok() {
-            http::resume_after_keys(shared, &waiter.state, waiter.context_id);
-        }
-    }
-    let _ = hostcalls::set_effective_context(shared.root_id);
+/// `<fetched_at>\n<jwks>`, as [`publish`] writes it.
+fn read_published(value: &[u8]) -> Option<(i64, jwks::KeySet)> {
+    let newline = value.iter().position(|b| *b == b'\n')?;
+    let (head, rest) = value.split_at(newline);
+    let fetched_at = std::str::from_utf8(head).ok()?.parse::<i64>().ok()?;
+    let document = serde_json::from_slice(rest.get(1..)?).ok()?;
+    jwks::parse_jwks(&document, Strictness::Lenient)
+        .ok()
+        .map(|set| (fetched_at, set))
 }

@@ -11,7 +11,9 @@ mod http;
 mod keys;
 mod logger;
 mod metrics;
+mod request_state;
 mod root;
+mod shared;
 
 use proxy_wasm::traits::RootContext;
 

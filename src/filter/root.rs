@@ -8,22 +8,14 @@ use proxy_wasm::types::ContextType;
 
 use super::host_crypto;
 use super::hostcalls::{self, BufferType};
-use super::http::Request;
-use super::keys::{self, Fetcher};
+use super::http::{self, Request};
+use super::keys::{self, Fetcher, LockHold, Woken};
 use super::metrics::Metrics;
+use super::shared::Shared;
 use crate::gate::Gate;
-use crate::keyring::RemoteKeys;
 
 /// How often the root context looks at remote key sets.
 const TICK_MILLISECONDS: u32 = 1000;
-
-/// What every request of this VM shares.
-pub struct Shared {
-    pub gate: Gate,
-    pub metrics: Metrics,
-    pub fetcher: Fetcher,
-    pub root_id: u32,
-}
 
 pub struct Root {
     id: u32,
@@ -45,13 +37,9 @@ impl Context for Root {
         _num_trailers: usize,
     ) {
         if let Some(shared) = &self.shared {
-            keys::on_response(
-                shared,
-                token,
-                num_headers,
-                body_size,
-                hostcalls::now_seconds(),
-            );
+            let now = hostcalls::now_seconds();
+            let woken = keys::on_response(shared, token, num_headers, body_size, now);
+            resume(shared, woken);
         }
     }
 }
@@ -75,10 +63,10 @@ impl RootContext for Root {
             }
         };
         let names: Vec<String> = policy.providers.iter().map(|p| p.name.clone()).collect();
-        let remotes: Vec<Option<RemoteKeys>> = policy
+        let remote_targets: Vec<Option<String>> = policy
             .providers
             .iter()
-            .map(|p| p.remote_keys.clone().map(RemoteKeys::new))
+            .map(|p| p.remote_keys.as_ref().map(|r| format!("{:?}", r.target)))
             .collect();
         log::info!(
             "mlgate: configured: {} provider(s), {} route(s), mode {:?}, signature backend {}",
@@ -90,15 +78,17 @@ impl RootContext for Root {
         let shared = Rc::new(Shared {
             gate: Gate::new(policy, backend),
             metrics: Metrics::define(&names, backend.uses_host()),
-            fetcher: Fetcher::new(remotes, &names),
+            fetcher: Fetcher::new(&remote_targets, &names),
             root_id: self.id,
+            held: Default::default(),
         });
-        if shared.fetcher.has_remote() {
+        if remote_targets.iter().any(Option::is_some) {
             if hostcalls::set_tick_period(TICK_MILLISECONDS).is_err() {
                 log::warn!("mlgate: no timer: remote keys refresh only on demand");
             }
             // Cold start: fetch now rather than at the first tick.
-            keys::on_tick(&shared, hostcalls::now_seconds(), keys::Claim::Configure);
+            let woken = keys::on_tick(&shared, hostcalls::now_seconds(), LockHold::Configure);
+            resume(&shared, woken);
         }
         self.shared = Some(shared);
         true
@@ -106,7 +96,8 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(shared) = &self.shared {
-            keys::on_tick(shared, hostcalls::now_seconds(), keys::Claim::Tick);
+            let woken = keys::on_tick(shared, hostcalls::now_seconds(), LockHold::Tick);
+            resume(shared, woken);
         }
     }
 
@@ -117,4 +108,21 @@ impl RootContext for Root {
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Request::new(self.shared.clone(), context_id)))
     }
+}
+
+/// Decides again, in its own context, each request the key store woke (its keys arrived or
+/// will not), then makes the root context effective again.
+fn resume(shared: &Shared, woken: Woken) {
+    if woken.is_empty() {
+        return;
+    }
+    for context_id in woken {
+        let Some(state) = shared.take_held(context_id) else {
+            continue;
+        };
+        if hostcalls::set_effective_context(context_id).is_ok() {
+            http::resume_after_keys(shared, &state);
+        }
+    }
+    let _ = hostcalls::set_effective_context(shared.root_id);
 }

@@ -722,6 +722,12 @@ fn body_route_refuses_at_headers_when_no_model_could_help() {
     assert_eq!(outcome(&g, &chat().bearer(&t)), "no_rule_matched");
 }
 
+/// A key set as if another VM had fetched it at `fetched_at`.
+fn adopt(g: &Gate, jwks: &Value, fetched_at: i64) {
+    let set = crate::jwks::parse_jwks(jwks, crate::jwks::Strictness::Strict).unwrap();
+    assert!(g.with_keys(|store| store.adopt(0, set, fetched_at, NOW)));
+}
+
 fn remote_config() -> Value {
     let mut config = entra_config();
     config["providers"][0]["jwks"] = json!({"uri": "https://login.microsoftonline.com/t/discovery/v2.0/keys", "cluster": "entra"});
@@ -736,7 +742,7 @@ fn remote_provider_without_keys_asks_for_them() {
         step(&g, &score(&t)),
         Step::NeedKeys {
             provider: 0,
-            unknown_kid: false
+            refetch: false
         }
     ));
 }
@@ -776,8 +782,8 @@ fn remote_provider_without_keys_and_no_wait_is_keys_unavailable() {
 #[test]
 fn remote_provider_with_unknown_kid_asks_for_a_refetch() {
     let g = gate(&remote_config());
-    let keys = crate::jwks::parse_jwks(&test_jwks(), crate::jwks::Strictness::Strict).unwrap();
-    g.set_keys(0, Some(std::rc::Rc::new(keys)));
+    // Fetched long enough ago that an unknown kid may force a refetch.
+    adopt(&g, &test_jwks(), NOW - 600);
     assert_eq!(outcome(&g, &score(&user_token(|_| {}))), "allowed");
     let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
     header.kid = Some("new-key".into());
@@ -785,10 +791,7 @@ fn remote_provider_with_unknown_kid_asks_for_a_refetch() {
     let t = jsonwebtoken::encode(&header, &entra_user(), &key).unwrap();
     assert!(matches!(
         step(&g, &score(&t)),
-        Step::NeedKeys {
-            unknown_kid: true,
-            ..
-        }
+        Step::NeedKeys { refetch: true, .. }
     ));
 }
 
@@ -891,13 +894,14 @@ fn cached_token_still_expires() {
 
 #[test]
 fn key_set_change_drops_cached_identities() {
-    let g = gate(&entra_config());
+    let g = gate(&remote_config());
+    adopt(&g, &test_jwks(), NOW - 10);
     let t = user_token(|_| {});
     cache(&g, &t);
     let mut jwks = test_jwks();
     jwks["keys"].as_array_mut().unwrap().remove(0);
-    let keys = crate::jwks::parse_jwks(&jwks, crate::jwks::Strictness::Strict).unwrap();
-    g.set_keys(0, Some(std::rc::Rc::new(keys)));
+    adopt(&g, &jwks, NOW);
+    // Refetched a moment ago: the unknown kid cannot force another refetch.
     assert_eq!(outcome(&g, &score(&t)), "unknown_key");
 }
 

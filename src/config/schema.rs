@@ -1,0 +1,414 @@
+//! The configuration's input form: the serde structs and enums (`deny_unknown_fields` on every
+//! object), their hand-written visitors and their defaults. Only `compile` and its parts read them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+
+// The three either-or fields below (string or list, bool or string) have hand-written visitors
+// rather than `#[serde(untagged)]`: untagged buffers the whole value and then reports only "data
+// did not match any variant", after the value, and after its object's closing brace when it is
+// the last member, so no position tells which field it was (json_path names fields from
+// serde_json's position). A visitor is refused where it stands, with the element that is wrong
+// (issuer[1]: invalid type: integer `1`, expected a string), and takes less code.
+
+#[derive(Debug)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct OneOrManyVisitor;
+        impl<'de> Visitor<'de> for OneOrManyVisitor {
+            type Value = OneOrMany;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, one: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(one.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut many = Vec::new();
+                while let Some(one) = seq.next_element::<String>()? {
+                    many.push(one);
+                }
+                Ok(OneOrMany::Many(many))
+            }
+        }
+        deserializer.deserialize_any(OneOrManyVisitor)
+    }
+}
+
+/// `true`, `false` or a string: [`DiscoveryConfig`] and [`ForwardField`].
+fn bool_or_string<'de, D, T>(
+    deserializer: D,
+    expecting: &'static str,
+    from_bool: fn(bool) -> T,
+    from_string: fn(String) -> T,
+) -> Result<T, D::Error>
+where
+    D: de::Deserializer<'de>,
+{
+    struct BoolOrString<T> {
+        expecting: &'static str,
+        from_bool: fn(bool) -> T,
+        from_string: fn(String) -> T,
+    }
+    impl<T> Visitor<'_> for BoolOrString<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.expecting)
+        }
+        fn visit_bool<E: de::Error>(self, value: bool) -> Result<T, E> {
+            Ok((self.from_bool)(value))
+        }
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
+            Ok((self.from_string)(value.to_string()))
+        }
+    }
+    deserializer.deserialize_any(BoolOrString {
+        expecting,
+        from_bool,
+        from_string,
+    })
+}
+
+impl OneOrMany {
+    pub(super) fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(one) => vec![one],
+            OneOrMany::Many(many) => many,
+        }
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Config {
+    pub(super) providers: Vec<ProviderConfig>,
+    pub(super) routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub(super) unmatched: UnmatchedConfig,
+    #[serde(default)]
+    pub(super) forward: ForwardConfig,
+    #[serde(default)]
+    pub(super) mode: ModeConfig,
+    #[serde(default = "default_max_token_bytes")]
+    pub(super) max_token_bytes: usize,
+    #[serde(default = "default_max_body_bytes")]
+    pub(super) max_body_bytes: usize,
+    #[serde(default = "default_cache_entries")]
+    pub(super) cache_entries: usize,
+    #[serde(default = "default_realm")]
+    pub(super) realm: String,
+    #[serde(default)]
+    pub(super) audit: AuditConfig,
+}
+
+fn default_max_token_bytes() -> usize {
+    16 * 1024
+}
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_cache_entries() -> usize {
+    crate::cache::DEFAULT_ENTRIES
+}
+fn default_realm() -> String {
+    "mlgate".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_skew() -> i64 {
+    60
+}
+
+#[derive(Deserialize, Debug, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum UnmatchedConfig {
+    #[default]
+    Deny,
+    Allow,
+}
+
+#[derive(Deserialize, Debug, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ModeConfig {
+    #[default]
+    Enforce,
+    DryRun,
+}
+
+#[derive(Deserialize, Debug, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum AuditConfig {
+    #[default]
+    All,
+    Denied,
+    Off,
+}
+
+#[derive(Deserialize, Debug, Default, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum OverageConfig {
+    #[default]
+    Deny,
+    Ignore,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ProviderConfig {
+    pub(super) name: String,
+    pub(super) issuer: OneOrMany,
+    pub(super) tenants: Option<Vec<String>>,
+    pub(super) audiences: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) allow_any_audience: bool,
+    pub(super) algorithms: Option<Vec<String>>,
+    pub(super) jwks: Option<JwksConfig>,
+    pub(super) shared_secret: Option<String>,
+    #[serde(default = "default_true")]
+    pub(super) require_exp: bool,
+    pub(super) max_lifetime_seconds: Option<i64>,
+    #[serde(default = "default_skew")]
+    pub(super) clock_skew_seconds: i64,
+    pub(super) token_from: Option<Vec<TokenFromConfig>>,
+    #[serde(default)]
+    pub(super) claims: ClaimsConfig,
+    #[serde(default)]
+    pub(super) group_names: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) on_groups_overage: OverageConfig,
+    pub(super) caller_type: Option<CallerTypeConfig>,
+    #[serde(default)]
+    pub(super) accept_id_tokens: bool,
+}
+
+/// `"entra"`, or `{"claim": {"path": "<claim path>", "app": [...], "user": [...]}}`.
+#[derive(Deserialize, Debug)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum CallerTypeConfig {
+    Entra,
+    Claim(CallerClaimConfig),
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CallerClaimConfig {
+    pub(super) path: String,
+    #[serde(default)]
+    pub(super) app: Vec<String>,
+    #[serde(default)]
+    pub(super) user: Vec<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct JwksConfig {
+    pub(super) inline: Option<Value>,
+    pub(super) uri: Option<String>,
+    pub(super) discovery: Option<DiscoveryConfig>,
+    pub(super) cluster: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub(super) timeout_ms: u32,
+    #[serde(default = "default_refresh")]
+    pub(super) refresh_seconds: i64,
+    #[serde(default = "default_min_refresh")]
+    pub(super) min_refresh_interval_seconds: i64,
+    #[serde(default = "default_max_stale")]
+    pub(super) max_stale_seconds: i64,
+}
+
+#[derive(Debug)]
+pub(super) enum DiscoveryConfig {
+    FromIssuer(bool),
+    Url(String),
+}
+
+impl<'de> Deserialize<'de> for DiscoveryConfig {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        bool_or_string(
+            deserializer,
+            "true, false or a discovery document URL",
+            DiscoveryConfig::FromIssuer,
+            DiscoveryConfig::Url,
+        )
+    }
+}
+
+fn default_timeout_ms() -> u32 {
+    5000
+}
+fn default_refresh() -> i64 {
+    3600
+}
+fn default_min_refresh() -> i64 {
+    300
+}
+fn default_max_stale() -> i64 {
+    86400
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct TokenFromConfig {
+    pub(super) header: Option<String>,
+    pub(super) scheme: Option<String>,
+    pub(super) query: Option<String>,
+    pub(super) cookie: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClaimsConfig {
+    pub(super) principal: Option<OneOrMany>,
+    pub(super) tenant: Option<OneOrMany>,
+    pub(super) app: Option<OneOrMany>,
+    pub(super) groups: Option<OneOrMany>,
+    pub(super) roles: Option<OneOrMany>,
+    pub(super) scopes: Option<OneOrMany>,
+}
+
+#[derive(Deserialize, Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum AuthConfig {
+    #[default]
+    Required,
+    Anonymous,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteConfig {
+    pub(super) name: String,
+    #[serde(rename = "match")]
+    pub(super) matcher: MatchConfig,
+    #[serde(default)]
+    pub(super) auth: AuthConfig,
+    #[serde(default)]
+    pub(super) allow_anonymous_models: bool,
+    #[serde(default)]
+    pub(super) allow_missing_model: bool,
+    pub(super) providers: Option<Vec<String>>,
+    pub(super) model_from: Option<ModelFromConfig>,
+    #[serde(default)]
+    pub(super) deny: Vec<RuleConfig>,
+    #[serde(default)]
+    pub(super) allow: Vec<RuleConfig>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MatchConfig {
+    pub(super) hosts: Option<Vec<String>>,
+    pub(super) methods: Option<Vec<String>>,
+    pub(super) path: Option<String>,
+    pub(super) path_prefix: Option<String>,
+    pub(super) path_template: Option<String>,
+    pub(super) headers: Option<Vec<HeaderMatchConfig>>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct HeaderMatchConfig {
+    pub(super) name: String,
+    pub(super) present: Option<bool>,
+    pub(super) exact: Option<String>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ModelFromConfig {
+    pub(super) path_param: Option<String>,
+    pub(super) header: Option<String>,
+    pub(super) json_body: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum CallerConfig {
+    User,
+    App,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RuleConfig {
+    pub(super) groups: Option<Vec<String>>,
+    pub(super) all_groups: Option<Vec<String>>,
+    pub(super) roles: Option<Vec<String>>,
+    pub(super) scopes: Option<Vec<String>>,
+    pub(super) principals: Option<Vec<String>>,
+    pub(super) apps: Option<Vec<String>>,
+    pub(super) tenants: Option<Vec<String>>,
+    pub(super) providers: Option<Vec<String>>,
+    pub(super) caller: Option<CallerConfig>,
+    pub(super) models: Option<Vec<String>>,
+    pub(super) claims: Option<BTreeMap<String, OneOrMany>>,
+}
+
+#[derive(Debug)]
+pub(super) enum ForwardField {
+    Enabled(bool),
+    Named(String),
+}
+
+impl<'de> Deserialize<'de> for ForwardField {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        bool_or_string(
+            deserializer,
+            "true, false or a header name",
+            ForwardField::Enabled,
+            ForwardField::Named,
+        )
+    }
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ForwardConfig {
+    #[serde(default = "default_prefix")]
+    pub(super) prefix: String,
+    pub(super) principal: Option<ForwardField>,
+    pub(super) tenant: Option<ForwardField>,
+    pub(super) app: Option<ForwardField>,
+    pub(super) caller: Option<ForwardField>,
+    pub(super) groups: Option<ForwardField>,
+    pub(super) roles: Option<ForwardField>,
+    pub(super) scopes: Option<ForwardField>,
+    pub(super) route: Option<ForwardField>,
+    pub(super) model: Option<ForwardField>,
+    pub(super) provider: Option<ForwardField>,
+    #[serde(default)]
+    pub(super) strip_authorization: bool,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> ForwardConfig {
+        ForwardConfig {
+            prefix: default_prefix(),
+            principal: None,
+            tenant: None,
+            app: None,
+            caller: None,
+            groups: None,
+            roles: None,
+            scopes: None,
+            route: None,
+            model: None,
+            provider: None,
+            strip_authorization: false,
+        }
+    }
+}
+
+fn default_prefix() -> String {
+    "x-mlgate-".into()
+}

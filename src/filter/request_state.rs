@@ -1,0 +1,30 @@
+//! Where a request is in its life: deciding, held for keys, held for its body, decided.
+
+use super::hostcalls::HeaderMap;
+use crate::gate::Pending;
+
+/// What a request is waiting for.
+#[derive(Default)]
+pub enum Phase {
+    #[default]
+    Deciding,
+    /// Paused at the headers until keys arrive; the headers are kept to decide again.
+    WaitingForKeys {
+        headers: HeaderMap,
+        /// The headers ended the request (no body, no trailers).
+        end_of_stream: bool,
+        /// A host that hands over the body while the headers are held (Envoy with
+        /// `allow_on_headers_stop_iteration`) delivered some of it: held, not yet judged.
+        body_seen: bool,
+        /// ... and all of it (its last data frame, or the trailers).
+        body_ended: bool,
+    },
+    /// Headers forwarded; the body is held until the model in it is judged.
+    WaitingForBody(Box<Pending>),
+    Decided,
+}
+
+#[derive(Default)]
+pub struct RequestState {
+    pub phase: Phase,
+}
