@@ -14,7 +14,7 @@ use crate::decision::Reason;
 /// What became of the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum Decision {
     /// A valid token satisfied the route's rules.
     Allowed,
     /// The route is anonymous, or unmatched requests are let through.
@@ -25,13 +25,13 @@ pub enum Outcome {
     WouldDeny,
 }
 
-impl Outcome {
+impl Decision {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Allowed => "allowed",
-            Outcome::Passed => "passed",
-            Outcome::Denied => "denied",
-            Outcome::WouldDeny => "would_deny",
+            Decision::Allowed => "allowed",
+            Decision::Passed => "passed",
+            Decision::Denied => "denied",
+            Decision::WouldDeny => "would_deny",
         }
     }
 }
@@ -40,7 +40,7 @@ impl Outcome {
 /// route's name and the caller's identity rather than copying them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Audit {
-    pub decision: Outcome,
+    pub decision: Decision,
     pub reason: Option<&'static str>,
     pub route: Option<Rc<str>>,
     pub provider: Option<Rc<str>>,
@@ -54,7 +54,7 @@ pub struct Audit {
 /// The logged form of an [`Audit`].
 #[derive(Serialize)]
 struct Line<'a> {
-    decision: Outcome,
+    decision: Decision,
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,7 +78,7 @@ struct Line<'a> {
 }
 
 impl Audit {
-    pub fn new(decision: Outcome) -> Audit {
+    pub fn new(decision: Decision) -> Audit {
         Audit {
             decision,
             reason: None,
@@ -180,7 +180,7 @@ mod tests {
 
     #[test]
     fn line_is_json_after_prefix() {
-        let mut audit = Audit::new(Outcome::Denied).with_reason(Reason::TokenExpired);
+        let mut audit = Audit::new(Decision::Denied).with_reason(Reason::TokenExpired);
         audit.route = Some("score".into());
         let line = audit.line();
         let json: serde_json::Value =

@@ -1,6 +1,9 @@
 //! The decision pipeline for one request: route → token → provider → verification → identity →
 //! rules → verdict. Pure: the adapter hands in the request and the time, and carries out the
 //! verdict (forward with these headers, or answer with this reply).
+//!
+//! Who the caller is (cache, verification, keys) is in `authenticate`; what a forwarded request
+//! carries, in `headers`.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -8,21 +11,31 @@ use std::rc::Rc;
 
 use sha2::{Digest, Sha256};
 
-use crate::audit::{fingerprint, Audit, Outcome};
-use crate::bytes;
+use crate::audit::{fingerprint, Audit, Decision};
 use crate::cache::TokenCache;
-use crate::claims::{self, Identity};
+use crate::claims::Identity;
 use crate::crypto::Backend;
 use crate::decision::{local_reply, LocalReply, Reason};
 use crate::jwks::KeySet;
-use crate::keystore::{KeyStore, Wait};
+use crate::keystore::KeyStore;
 use crate::model::{self, ModelError};
-use crate::policy::{AuditLevel, Mode, ModelFrom, Policy, RequestParts, Route, Unmatched};
+use crate::policy::{
+    path_is_unambiguous, AuditLevel, Mode, ModelFrom, Policy, RequestParts, Route, Unmatched,
+};
 use crate::token;
-use crate::verify::{self, dangerous};
+use crate::verify::dangerous;
 
-/// A request as the gate sees it.
-pub struct Request<'a> {
+mod authenticate;
+mod headers;
+
+use authenticate::AuthError;
+pub use authenticate::Authenticated;
+use headers::header_safe;
+pub use headers::Headers;
+
+/// A request's head as the gate sees it: method, path, host and headers. The body, when a
+/// route's model is in it, comes later ([`Gate::decide_with_body`]).
+pub struct RequestHead<'a> {
     pub method: &'a str,
     /// `:path`, query string included.
     pub path: &'a str,
@@ -35,12 +48,12 @@ pub struct Request<'a> {
     pub any_header_name: &'a HeaderNames<'a>,
 }
 
-/// See [`Request::any_header_name`].
+/// See [`RequestHead::any_header_name`].
 pub type HeaderNames<'a> = dyn Fn(&dyn Fn(&str) -> bool) -> bool + 'a;
 
 /// What to do with the request.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
+pub enum Disposition {
     /// Let it through, after removing every client-sent header under the identity prefix
     /// (and `authorization` when `strip_authorization`), adding these headers.
     Forward(Headers),
@@ -48,44 +61,9 @@ pub enum Action {
     Reply(LocalReply),
 }
 
-/// The headers a forwarded request gets. The route's and the identity's are rendered once (per
-/// route; per verified token) and shared by every request: a cache hit builds no header.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers {
-    route: Option<Rc<[(String, String)]>>,
-    identity: Option<Rc<[(String, String)]>>,
-    /// The model and the dry-run verdict: per request.
-    request: Vec<(String, String)>,
-}
-
-impl Headers {
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.route
-            .iter()
-            .chain(self.identity.iter())
-            .flat_map(|part| part.iter())
-            .chain(self.request.iter())
-            .map(|(name, value)| (name.as_str(), value.as_str()))
-    }
-
-    pub fn to_vec(&self) -> Vec<(String, String)> {
-        self.iter()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect()
-    }
-}
-
-/// A verified token's identity and the headers it forwards, rendered once: what the
-/// verified-token cache keeps.
-#[derive(Clone, Debug)]
-pub struct Authenticated {
-    pub identity: Rc<Identity>,
-    headers: Rc<[(String, String)]>,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Verdict {
-    pub action: Action,
+    pub action: Disposition,
     pub audit: Audit,
 }
 
@@ -112,18 +90,6 @@ pub enum Step {
         /// This request's unknown `kid` started a refetch (for the metric; once per refetch).
         refetch: bool,
     },
-}
-
-/// Why authentication stopped.
-enum AuthError {
-    Refuse(Reason),
-    NeedKeys { provider: usize, refetch: bool },
-}
-
-impl From<Reason> for AuthError {
-    fn from(reason: Reason) -> AuthError {
-        AuthError::Refuse(reason)
-    }
 }
 
 /// A request whose token is verified and whose rules wait for the model in the body.
@@ -241,13 +207,13 @@ impl Gate {
     /// `may_wait` (the adapter can hold the request), a token whose provider lacks keys (or its
     /// `kid`) yields [`Step::NeedKeys`] when the key store lets it wait; otherwise it is refused
     /// (`keys_unavailable` / `unknown_key`).
-    pub fn decide(&self, req: &Request<'_>, now: i64, may_wait: bool) -> Step {
+    pub fn decide(&self, req: &RequestHead<'_>, now: i64, may_wait: bool) -> Step {
         let request_id = (req.header)("x-request-id").map(Cow::into_owned);
         let (path, query) = match req.path.split_once('?') {
             Some((path, query)) => (path, Some(query)),
             None => (req.path, None),
         };
-        let mut audit = Audit::new(Outcome::Allowed);
+        let mut audit = Audit::new(Decision::Allowed);
         audit.request_id = request_id;
         if !path_is_unambiguous(path) {
             return Step::Done(self.refuse(Refusal::new(Reason::InvalidPath, None), audit));
@@ -316,7 +282,7 @@ impl Gate {
     pub fn logs(&self, audit: &Audit) -> bool {
         match self.policy.audit {
             AuditLevel::All => true,
-            AuditLevel::Denied => matches!(audit.decision, Outcome::Denied | Outcome::WouldDeny),
+            AuditLevel::Denied => matches!(audit.decision, Decision::Denied | Decision::WouldDeny),
             AuditLevel::Off => false,
         }
     }
@@ -325,7 +291,7 @@ impl Gate {
     #[allow(clippy::too_many_arguments)]
     fn decide_token(
         &self,
-        req: &Request<'_>,
+        req: &RequestHead<'_>,
         found: &token::FoundToken<'_>,
         route_index: usize,
         captures: &[&str],
@@ -379,7 +345,7 @@ impl Gate {
             Some(ModelFrom::JsonBody(field)) => {
                 // Refuse now what no model can change: a matching deny rule without `models`,
                 // or allow rules none of which the identity satisfies.
-                if decided_without_model(route, identity) {
+                if model::decided_without_model(route, identity) {
                     return Step::Done(self.judge(route_index, caller, None, audit));
                 }
                 if route.model_decides {
@@ -453,7 +419,8 @@ impl Gate {
         error: ModelError,
     ) -> Option<Reason> {
         let missing_allowed = error == ModelError::Missing && route.allow_missing_model;
-        if !route.model_decides || missing_allowed || decided_without_model(route, identity) {
+        if !route.model_decides || missing_allowed || model::decided_without_model(route, identity)
+        {
             return None;
         }
         Some(error.reason())
@@ -462,113 +429,6 @@ impl Gate {
     /// The largest body read for a `json_body` model.
     pub fn max_body_bytes(&self) -> usize {
         self.policy.max_body_bytes
-    }
-
-    /// The token's identity: from the cache, or verified (and then cached).
-    fn authenticate(
-        &self,
-        route: &Route,
-        found: &token::FoundToken<'_>,
-        now: i64,
-        may_wait: bool,
-    ) -> Result<Authenticated, AuthError> {
-        let cached = self.cache.borrow_mut().get(found.token.as_bytes(), now);
-        if let Some(caller) = cached {
-            self.admit(route, caller.identity.provider, found.source)?;
-            return Ok(caller);
-        }
-        let (identity, exp) = self.verify_token(route, found, now, may_wait)?;
-        let provider = identity.provider;
-        let caller = Authenticated {
-            headers: self.identity_headers(&identity).into(),
-            identity: Rc::new(identity),
-        };
-        let skew = self
-            .policy
-            .providers
-            .get(provider)
-            .map_or(0, |p| p.rules.clock_skew_seconds);
-        self.cache.borrow_mut().insert(
-            found.token.as_bytes(),
-            caller.clone(),
-            provider,
-            (exp, skew),
-            now,
-        );
-        Ok(caller)
-    }
-
-    /// Whether this route takes tokens of this provider, carried in this source.
-    fn admit(&self, route: &Route, provider: usize, source: usize) -> Result<(), Reason> {
-        if let Some(allowed) = &route.providers {
-            if !allowed.contains(&provider) {
-                return Err(Reason::UnknownIssuer);
-            }
-        }
-        let provider = self
-            .policy
-            .providers
-            .get(provider)
-            .ok_or(Reason::UnknownIssuer)?;
-        if !provider.sources.contains(&source) {
-            return Err(Reason::TokenSourceNotAllowed);
-        }
-        Ok(())
-    }
-
-    fn verify_token(
-        &self,
-        route: &Route,
-        found: &token::FoundToken<'_>,
-        now: i64,
-        may_wait: bool,
-    ) -> Result<(Identity, Option<i64>), AuthError> {
-        let peeked = dangerous::peek_remembering(&found.token, &mut self.last_header.borrow_mut())?;
-        let iss = peeked.issuer()?;
-        let provider_index =
-            verify::select_provider(self.policy.providers.iter().map(|p| &p.rules), iss)
-                .ok_or(Reason::UnknownIssuer)?;
-        self.admit(route, provider_index, found.source)?;
-        let provider = self
-            .policy
-            .providers
-            .get(provider_index)
-            .ok_or(Reason::UnknownIssuer)?;
-        // Cheap checks before keys are even looked at: a forged token with a made-up kid and
-        // wrong claims must not trigger a refetch.
-        let checked = verify::check_claims(peeked, &provider.rules, now)?;
-        let keys = self.keys(provider_index);
-        let wanted = match &keys {
-            None => Some(false),
-            Some(set) => match set.select(checked.kid(), checked.alg()) {
-                crate::jwks::Selection::UnknownKid => Some(true),
-                _ => None,
-            },
-        };
-        if let (Some(unknown_kid), true) = (wanted, may_wait) {
-            let wait = self
-                .keys
-                .borrow_mut()
-                .may_wait(provider_index, unknown_kid, now);
-            if let Wait::Yes { refetch } = wait {
-                return Err(AuthError::NeedKeys {
-                    provider: provider_index,
-                    refetch,
-                });
-            }
-        }
-        let Some(keys) = keys else {
-            return Err(Reason::KeysUnavailable.into());
-        };
-        let verified = checked.verify_signature(&provider.rules, &keys, &self.backend)?;
-        let identity = claims::identity(
-            provider_index,
-            verified.claims(),
-            &provider.claims,
-            &provider.group_names,
-            &self.policy.extra_claims,
-        );
-        Ok((identity, verified.exp()))
     }
 
     /// Deny rules first, then allow rules.
@@ -621,7 +481,7 @@ impl Gate {
                     self.forward_headers(Some(route_index), Some(&caller), model.as_deref(), None);
                 audit.model = model;
                 Verdict {
-                    action: Action::Forward(headers),
+                    action: Disposition::Forward(headers),
                     audit,
                 }
             }
@@ -629,9 +489,9 @@ impl Gate {
     }
 
     fn pass(&self, mut audit: Audit, route: Option<usize>) -> Verdict {
-        audit.decision = Outcome::Passed;
+        audit.decision = Decision::Passed;
         Verdict {
-            action: Action::Forward(self.forward_headers(route, None, None, None)),
+            action: Disposition::Forward(self.forward_headers(route, None, None, None)),
             audit,
         }
     }
@@ -640,7 +500,7 @@ impl Gate {
         audit.reason = Some(refusal.reason.as_str());
         audit.model.clone_from(&refusal.model);
         if self.policy.mode == Mode::DryRun {
-            audit.decision = Outcome::WouldDeny;
+            audit.decision = Decision::WouldDeny;
             let headers = self.forward_headers(
                 refusal.route,
                 refusal.caller.as_ref(),
@@ -648,11 +508,11 @@ impl Gate {
                 Some(refusal.reason),
             );
             return Verdict {
-                action: Action::Forward(headers),
+                action: Disposition::Forward(headers),
                 audit,
             };
         }
-        audit.decision = Outcome::Denied;
+        audit.decision = Decision::Denied;
         let route = refusal.route.and_then(|i| self.policy.routes.get(i));
         let reply = local_reply(
             refusal.reason,
@@ -661,7 +521,7 @@ impl Gate {
             audit.request_id.as_deref(),
         );
         Verdict {
-            action: Action::Reply(reply),
+            action: Disposition::Reply(reply),
             audit,
         }
     }
@@ -670,146 +530,6 @@ impl Gate {
         audit.provider = self.provider_names.get(identity.provider).cloned();
         audit.identity = Some(identity.clone());
     }
-
-    /// What a forwarded request carries: the route's header, the caller's, and the model and
-    /// dry-run verdict of this request.
-    fn forward_headers(
-        &self,
-        route: Option<usize>,
-        caller: Option<&Authenticated>,
-        model: Option<&str>,
-        dry_run: Option<Reason>,
-    ) -> Headers {
-        let forward = &self.policy.forward;
-        let mut request = Vec::new();
-        if let (Some(name), Some(model)) = (&forward.model, model) {
-            if !model.is_empty() {
-                request.push((name.clone(), header_safe(model)));
-            }
-        }
-        if self.policy.mode == Mode::DryRun {
-            let value = dry_run.map_or("allow", Reason::as_str);
-            request.push((forward.dry_run.clone(), value.to_string()));
-        }
-        Headers {
-            route: route.and_then(|i| self.route_headers.get(i)).cloned(),
-            identity: caller.map(|c| c.headers.clone()),
-            request,
-        }
-    }
-
-    /// The headers naming a verified caller, rendered once per token.
-    fn identity_headers(&self, id: &Identity) -> Vec<(String, String)> {
-        let forward = &self.policy.forward;
-        let mut headers = Vec::with_capacity(8);
-        // Values are borrowed from the identity, or joined lists owned already: either is
-        // forwarded without another copy when it is clean.
-        let mut add = |name: &Option<String>, value: Option<Cow<'_, str>>| {
-            if let (Some(name), Some(value)) = (name, value) {
-                if !value.is_empty() {
-                    let value = match value {
-                        Cow::Borrowed(value) => header_safe(value),
-                        Cow::Owned(value) => into_header_safe(value),
-                    };
-                    headers.push((name.clone(), value));
-                }
-            }
-        };
-        // A list is joined only when its header is forwarded.
-        let joined = |name: &Option<String>, items: &[String]| {
-            name.as_ref().map(|_| Cow::Owned(join_list(items)))
-        };
-        add(
-            &forward.principal,
-            id.principal.as_deref().map(Cow::Borrowed),
-        );
-        add(&forward.tenant, id.tenant.as_deref().map(Cow::Borrowed));
-        add(&forward.app, id.app.as_deref().map(Cow::Borrowed));
-        add(&forward.caller, Some(Cow::Borrowed(id.caller.as_str())));
-        add(&forward.groups, joined(&forward.groups, &id.groups));
-        add(&forward.roles, joined(&forward.roles, &id.roles));
-        add(&forward.scopes, joined(&forward.scopes, &id.scopes));
-        let provider = self.provider_names.get(id.provider);
-        add(&forward.provider, provider.map(|p| Cow::Borrowed(&**p)));
-        headers
-    }
-}
-
-/// Whether a path means the same thing to mlgate's matcher and to any upstream. Refused: dot
-/// segments, empty segments (`//`), backslashes, `;` parameters, control characters, and any
-/// percent-encoding — `%2F` would hide a slash, and `/v2/models/%66inance-x/infer` would dodge
-/// a `finance-*` rule while the model server decodes it to `finance-x`. Envoy's
-/// `normalize_path`/`merge_slashes` fix most of these before the filter runs; this is the
-/// filter's own guarantee for hosts that do not.
-fn path_is_unambiguous(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    if rest.starts_with('/') {
-        return false;
-    }
-    let bytes_ok = path
-        .bytes()
-        .all(|b| b > 0x20 && b < 0x7f && !matches!(b, b'%' | b'\\' | b';' | b'#'));
-    // One trailing slash is fine; anything else must be plain, non-empty segments.
-    let body = rest.strip_suffix('/').unwrap_or(rest);
-    bytes_ok && (body.is_empty() || body.split('/').all(|s| !matches!(s, "" | "." | "..")))
-}
-
-/// Whether the identity alone settles the request on this route: a deny rule without `models`
-/// matches it, or no allow rule could match it whatever the model.
-fn decided_without_model(route: &Route, identity: &Identity) -> bool {
-    let denied_outright = route
-        .deny
-        .iter()
-        .any(|rule| rule.models.is_empty() && rule.matches_identity(identity));
-    let hopeless = !route.allow.is_empty()
-        && !route
-            .allow
-            .iter()
-            .any(|rule| rule.matches_identity(identity));
-    denied_outright || hopeless
-}
-
-/// List headers are comma-separated; a `,` or `%` inside an item is percent-encoded so the
-/// upstream can split unambiguously.
-fn join_list(items: &[String]) -> String {
-    let mut joined = String::with_capacity(items.iter().map(|item| item.len() + 1).sum());
-    for (at, item) in items.iter().enumerate() {
-        if at > 0 {
-            joined.push(',');
-        }
-        let bytes = item.as_bytes();
-        if bytes::contains_byte(bytes, b'%') || bytes::contains_byte(bytes, b',') {
-            joined.push_str(&item.replace('%', "%25").replace(',', "%2C"));
-        } else {
-            joined.push_str(item);
-        }
-    }
-    joined
-}
-
-/// Header values must not carry control characters (CR/LF would split headers).
-fn header_safe(value: &str) -> String {
-    if bytes::is_printable_ascii(value.as_bytes()) {
-        return value.to_owned();
-    }
-    replace_controls(value)
-}
-
-/// [`header_safe`] for a value already owned: kept as it is when it is clean (nearly always).
-fn into_header_safe(value: String) -> String {
-    if bytes::is_printable_ascii(value.as_bytes()) {
-        return value;
-    }
-    replace_controls(&value)
-}
-
-fn replace_controls(value: &str) -> String {
-    value
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
 }
 
 #[cfg(test)]

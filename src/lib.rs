@@ -26,5 +26,4 @@ pub mod verify;
 #[cfg(test)]
 mod testing;
 
-#[cfg(target_arch = "wasm32")]
 mod filter;

@@ -15,7 +15,9 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 use serde_json::Value;
 
+use crate::claims::Identity;
 use crate::decision::Reason;
+use crate::policy::Route;
 use crate::strict_json::{KeySeed, SeenKeys};
 
 /// Why a request's model cannot be judged.
@@ -41,6 +43,22 @@ impl ModelError {
             ModelError::UnsupportedMediaType => Reason::UnsupportedMediaType,
         }
     }
+}
+
+/// Whether the identity alone settles the request on this route: a deny rule without `models`
+/// matches it, or no allow rule could match it whatever the model. Then no model can change the
+/// verdict, and one that cannot be read is no reason to refuse.
+pub(crate) fn decided_without_model(route: &Route, identity: &Identity) -> bool {
+    let denied_outright = route
+        .deny
+        .iter()
+        .any(|rule| rule.models.is_empty() && rule.matches_identity(identity));
+    let hopeless = !route.allow.is_empty()
+        && !route
+            .allow
+            .iter()
+            .any(|rule| rule.matches_identity(identity));
+    denied_outright || hopeless
 }
 
 /// The model named by a request header. `value` is the header's value as the host gives it (a

@@ -129,6 +129,27 @@ pub struct RequestParts<'a> {
     pub header: &'a crate::token::HeaderLookup<'a>,
 }
 
+/// Whether a path means the same thing to mlgate's matcher and to any upstream. Refused: dot
+/// segments, empty segments (`//`), backslashes, `;` parameters, control characters, and any
+/// percent-encoding — `%2F` would hide a slash, and `/v2/models/%66inance-x/infer` would dodge
+/// a `finance-*` rule while the model server decodes it to `finance-x`. Envoy's
+/// `normalize_path`/`merge_slashes` fix most of these before the filter runs; this is the
+/// filter's own guarantee for hosts that do not.
+pub(crate) fn path_is_unambiguous(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if rest.starts_with('/') {
+        return false;
+    }
+    let bytes_ok = path
+        .bytes()
+        .all(|b| b > 0x20 && b < 0x7f && !matches!(b, b'%' | b'\\' | b';' | b'#'));
+    // One trailing slash is fine; anything else must be plain, non-empty segments.
+    let body = rest.strip_suffix('/').unwrap_or(rest);
+    bytes_ok && (body.is_empty() || body.split('/').all(|s| !matches!(s, "" | "." | "..")))
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct RouteMatch {
     pub hosts: Vec<HostPattern>,

@@ -1,5 +1,7 @@
 //! Test support for the core's native tests: tokens minted at test time from the repository's
-//! test keys (`test-harness/keys/`), and a base configuration to vary.
+//! test keys (`test-harness/keys/`), one named function per token shape (the `tokens` section,
+//! as Envoy's jwt_authn tests keep `kGoodToken`, `ExpiredToken`, … in one `test_common.h`), and
+//! a base configuration to vary.
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -36,9 +38,14 @@ fn encoding_key(kid: &str, alg: Algorithm) -> EncodingKey {
 
 /// Signs `claims` with the test key `kid`, naming it in the header.
 pub fn sign(kid: &str, alg: Algorithm, claims: &Value) -> String {
+    sign_naming(kid, kid, alg, claims)
+}
+
+/// Signs `claims` with the test key `key`, naming `kid` in the header (which need not be `key`).
+fn sign_naming(kid: &str, key: &str, alg: Algorithm, claims: &Value) -> String {
     let mut header = Header::new(alg);
     header.kid = Some(kid.to_string());
-    jsonwebtoken::encode(&header, claims, &encoding_key(kid, alg)).unwrap()
+    jsonwebtoken::encode(&header, claims, &encoding_key(key, alg)).unwrap()
 }
 
 /// Signs without a `kid` in the header.
@@ -60,6 +67,155 @@ pub fn entra_user() -> Value {
         "tid": TENANT,
         "ver": "2.0"
     })
+}
+
+// --- Tokens: one function per shape ------------------------------------------------------------
+//
+// Each is `entra_user()` with its difference written out, signed with `rsa-a` (RS256, published in
+// the test JWKS) unless its name says otherwise.
+
+/// `entra_user()` changed by `change`, signed as [`good_token`] is: for a test whose subject is
+/// that one change.
+pub fn user_token(change: impl FnOnce(&mut Value)) -> String {
+    let mut claims = entra_user();
+    change(&mut claims);
+    sign("rsa-a", Algorithm::RS256, &claims)
+}
+
+/// A valid user token: an ml-scientist of [`TENANT`] with delegated scopes.
+pub fn good_token() -> String {
+    user_token(|_| {})
+}
+
+/// An hour's token that expired 61 s ago: one second past the default 60 s clock skew.
+pub fn expired_token() -> String {
+    user_token(|c| {
+        c["iat"] = json!(NOW - 3661);
+        c["nbf"] = json!(NOW - 3661);
+        c["exp"] = json!(NOW - 61);
+    })
+}
+
+/// Valid only from two minutes from now (`nbf`): past the default 60 s clock skew.
+pub fn not_yet_valid_token() -> String {
+    user_token(|c| c["nbf"] = json!(NOW + 120))
+}
+
+/// Issued two minutes from now (`iat`): past the default 60 s clock skew.
+pub fn issued_in_future_token() -> String {
+    user_token(|c| c["iat"] = json!(NOW + 120))
+}
+
+/// No `exp`: a token that never expires.
+pub fn no_exp_token() -> String {
+    user_token(|c| {
+        c.as_object_mut().unwrap().remove("exp");
+    })
+}
+
+/// Issued for another API.
+pub fn wrong_audience_token() -> String {
+    user_token(|c| c["aud"] = json!("api://other"))
+}
+
+/// Issued by an issuer no provider names.
+pub fn unknown_issuer_token() -> String {
+    user_token(|c| c["iss"] = json!("https://evil.example/v2.0"))
+}
+
+/// A user of another tenant calling the same (multi-tenant) app: `iss` and `tid` both name
+/// [`OTHER_TENANT`].
+pub fn other_tenant_token() -> String {
+    user_token(|c| {
+        c["iss"] = json!(format!(
+            "https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"
+        ));
+        c["tid"] = json!(OTHER_TENANT);
+    })
+}
+
+/// A user in the contractors group only.
+pub fn contractor_token() -> String {
+    user_token(|c| c["groups"] = json!([CONTRACTORS]))
+}
+
+/// A user who is both an ml-scientist and a contractor.
+pub fn contractor_scientist_token() -> String {
+    user_token(|c| c["groups"] = json!([ML_SCIENTISTS, CONTRACTORS]))
+}
+
+/// A user in no group.
+pub fn no_groups_token() -> String {
+    user_token(|c| c["groups"] = json!([]))
+}
+
+/// Entra app-only (client credentials; here a managed identity): `idtyp: app`, an app role, no
+/// `scp` and no groups; `oid` and `sub` are the service principal's, `azp` its client id.
+pub fn app_only_token() -> String {
+    user_token(|c| {
+        let claims = c.as_object_mut().unwrap();
+        claims.remove("scp");
+        claims.remove("groups");
+        c["idtyp"] = json!("app");
+        c["roles"] = json!(["Scoring.Invoke"]);
+        c["oid"] = json!("9d8c7b6a-5f4e-4d3c-b2a1-0f9e8d7c6b5a");
+        c["sub"] = json!("9d8c7b6a-5f4e-4d3c-b2a1-0f9e8d7c6b5a");
+        c["azp"] = json!("5e6f7a8b-9c0d-4e1f-a2b3-c4d5e6f7a8b9");
+    })
+}
+
+/// A user in more groups than Entra lists (over 200 in a JWT): `groups` replaced by a pointer
+/// to Microsoft Graph.
+pub fn groups_overage_token() -> String {
+    user_token(|c| {
+        c.as_object_mut().unwrap().remove("groups");
+        c["_claim_names"] = json!({"groups": "src1"});
+        c["_claim_sources"] = json!({"src1": {"endpoint": format!(
+            "https://graph.windows.net/{TENANT}/users/8f1d2c3b-4a5e-4f6d-9a8b-7c6d5e4f3a2b/getMemberObjects"
+        )}});
+    })
+}
+
+/// No `kid` in the header; signed by `rsa-b`, which the test JWKS publishes.
+pub fn no_kid_token() -> String {
+    sign_without_kid("rsa-b", Algorithm::RS256, &entra_user())
+}
+
+/// Names a `kid` the test JWKS does not publish (signed by `rsa-a`): rotated in after the keys
+/// were fetched, or made up.
+pub fn unknown_kid_token() -> String {
+    sign_naming("unpublished", "rsa-a", Algorithm::RS256, &entra_user())
+}
+
+/// Names `rsa-a` but is signed by `rsa-b`.
+pub fn wrong_key_token() -> String {
+    sign_naming("rsa-a", "rsa-b", Algorithm::RS256, &entra_user())
+}
+
+/// [`good_token`]'s header and signature around other claims: the user added to the
+/// contractors group.
+pub fn tampered_token() -> String {
+    let good = good_token();
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let mut claims = entra_user();
+    claims["groups"] = json!([ML_SCIENTISTS, CONTRACTORS]);
+    let payload = base64::Engine::encode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        claims.to_string(),
+    );
+    parts[1] = &payload;
+    parts.join(".")
+}
+
+/// HS256 keyed with `rsa-a`'s PEM text: the algorithm-confusion attack (with the published public
+/// key in the wild) on a verifier that lets the token choose the algorithm.
+pub fn rsa_pem_as_hmac_secret_token() -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &entra_user(),
+        &EncodingKey::from_secret(key_pem("rsa-a").as_bytes()),
+    )
+    .unwrap()
 }
 
 /// A single-tenant Entra configuration with score, infer and chat routes.

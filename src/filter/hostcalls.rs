@@ -7,8 +7,9 @@
 //! for every call it makes.
 #![allow(unsafe_code)]
 
-use std::borrow::Cow;
 use std::ptr::{null, null_mut};
+
+use super::headers::HeaderMap;
 
 /// A host status other than `Ok` (and `NotFound` where absence is an answer).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,130 +177,6 @@ pub fn get_headers(map: MapType) -> HostResult<HeaderMap> {
         OK => Ok(HeaderMap::decode(take_buffer(data, size))),
         NOT_FOUND => Ok(HeaderMap::decode(Vec::new())),
         other => Err(HostError(other)),
-    }
-}
-
-/// A header map as the host serialised it, kept as one string (names and values side by side)
-/// with spans into it: no string per header, and UTF-8 checked once.
-pub struct HeaderMap {
-    text: String,
-    pairs: Vec<(Span, Span)>,
-}
-
-/// `start..end` in [`HeaderMap::text`].
-type Span = (usize, usize);
-
-impl HeaderMap {
-    /// Decodes the ABI's map serialisation: u32 count, count × (u32 name size, u32 value size),
-    /// then each name and value followed by a NUL. Malformed input yields what could be read; a
-    /// name or value that is not UTF-8 is kept lossily.
-    fn decode(mut bytes: Vec<u8>) -> HeaderMap {
-        let read_u32 = |bytes: &[u8], at: usize| -> Option<usize> {
-            let raw: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
-            Some(u32::from_le_bytes(raw) as usize)
-        };
-        let count = read_u32(&bytes, 0).unwrap_or(0);
-        let mut pairs = Vec::with_capacity(count.min(64));
-        let sizes_end = 4usize.saturating_add(count.saturating_mul(8));
-        let mut cursor = sizes_end;
-        let mut span = |size: usize, len: usize| -> Option<Span> {
-            let start = cursor;
-            let end = start.checked_add(size)?;
-            (end <= len).then_some(())?;
-            cursor = end.saturating_add(1);
-            Some((start, end))
-        };
-        for index in 0..count {
-            let sizes = 4 + index * 8;
-            let (Some(name_size), Some(value_size)) =
-                (read_u32(&bytes, sizes), read_u32(&bytes, sizes + 4))
-            else {
-                break;
-            };
-            let (Some(name), Some(value)) =
-                (span(name_size, bytes.len()), span(value_size, bytes.len()))
-            else {
-                break;
-            };
-            pairs.push((name, value));
-        }
-        // The sizes are binary; with them zeroed the whole buffer is text (NUL separators are
-        // UTF-8), so it becomes the map's string without a copy. Only a map with a header that
-        // is not UTF-8 is rebuilt, lossily.
-        let text_start = sizes_end.min(bytes.len());
-        if let Some(sizes) = bytes.get_mut(..text_start) {
-            sizes.fill(0);
-        }
-        if crate::bytes::is_ascii(&bytes) {
-            // SAFETY: every byte is ASCII (checked just above), and ASCII is UTF-8.
-            let text = unsafe { String::from_utf8_unchecked(bytes) };
-            return HeaderMap { text, pairs };
-        }
-        match String::from_utf8(bytes) {
-            Ok(text) => HeaderMap { text, pairs },
-            Err(error) => Self::lossy(error.as_bytes(), &pairs),
-        }
-    }
-
-    fn lossy(bytes: &[u8], raw_pairs: &[(Span, Span)]) -> HeaderMap {
-        let mut map = HeaderMap {
-            text: String::with_capacity(bytes.len()),
-            pairs: Vec::with_capacity(raw_pairs.len()),
-        };
-        let push = |map: &mut HeaderMap, (start, end): Span| -> Span {
-            let raw = bytes.get(start..end).unwrap_or_default();
-            let from = map.text.len();
-            map.text.push_str(&String::from_utf8_lossy(raw));
-            (from, map.text.len())
-        };
-        for (name, value) in raw_pairs {
-            let name = push(&mut map, *name);
-            let value = push(&mut map, *value);
-            map.pairs.push((name, value));
-        }
-        map
-    }
-
-    fn str(&self, (start, end): Span) -> &str {
-        self.text.get(start..end).unwrap_or_default()
-    }
-
-    /// A name as bytes, for comparing: no UTF-8 boundary checks for the names that do not match.
-    fn name_bytes(&self, (start, end): Span) -> &[u8] {
-        self.text.as_bytes().get(start..end).unwrap_or_default()
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.pairs
-            .iter()
-            .map(|(name, value)| (self.str(*name), self.str(*value)))
-    }
-
-    /// A header's value, borrowed; repeated headers are joined with `,` as HTTP allows.
-    pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
-        let mut values = self
-            .pairs
-            .iter()
-            .filter(|(n, _)| self.name_bytes(*n).eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, v)| self.str(*v));
-        let first = values.next()?;
-        let Some(second) = values.next() else {
-            return Some(Cow::Borrowed(first));
-        };
-        let mut joined = format!("{first},{second}");
-        for more in values {
-            joined.push(',');
-            joined.push_str(more);
-        }
-        Some(Cow::Owned(joined))
-    }
-
-    /// The first value of a header (pseudo-headers are never repeated).
-    pub fn first(&self, name: &str) -> &str {
-        self.pairs
-            .iter()
-            .find(|(n, _)| self.name_bytes(*n) == name.as_bytes())
-            .map_or("", |(_, v)| self.str(*v))
     }
 }
 

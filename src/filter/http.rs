@@ -16,7 +16,8 @@ use std::rc::Rc;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::Action;
 
-use super::hostcalls::{self, BufferType, HeaderMap, LogLevel, MapType};
+use super::headers::{self, HeaderHost, HeaderMap, HostRefused};
+use super::hostcalls::{self, BufferType, LogLevel, MapType};
 use super::request_state::{Phase, RequestState};
 use super::shared::Shared;
 use crate::gate::{self, Pending, Step, Verdict};
@@ -172,7 +173,7 @@ fn decide(shared: &Shared, headers: &HeaderMap, now: i64, may_wait: bool) -> Ste
     let lookup = |name: &str| headers.get(name);
     let any_name = |wanted: &dyn Fn(&str) -> bool| headers.iter().any(|(name, _)| wanted(name));
     shared.gate.decide(
-        &gate::Request {
+        &gate::RequestHead {
             method: headers.first(":method"),
             path: headers.first(":path"),
             host: headers.first(":authority"),
@@ -263,13 +264,13 @@ fn record(shared: &Shared, verdict: &Verdict) {
 fn carry_out(shared: &Shared, verdict: Verdict, request_headers: &HeaderMap) -> Action {
     record(shared, &verdict);
     match verdict.action {
-        gate::Action::Forward(forward) => {
+        gate::Disposition::Forward(forward) => {
             match rewrite_headers(shared, request_headers, &forward) {
                 Ok(()) => Action::Continue,
                 Err(action) => action,
             }
         }
-        gate::Action::Reply(reply) => send_reply(&reply),
+        gate::Disposition::Reply(reply) => send_reply(&reply),
     }
 }
 
@@ -278,41 +279,40 @@ fn carry_out(shared: &Shared, verdict: Verdict, request_headers: &HeaderMap) -> 
 fn finish_body(shared: &Shared, verdict: Verdict) -> Action {
     record(shared, &verdict);
     match verdict.action {
-        gate::Action::Forward(_) => Action::Continue,
-        gate::Action::Reply(reply) => send_reply(&reply),
+        gate::Disposition::Forward(_) => Action::Continue,
+        gate::Disposition::Reply(reply) => send_reply(&reply),
     }
 }
 
-/// Removes client-sent identity headers (and `authorization` when configured), then adds the
-/// verified ones. Any host error fails closed.
+/// The request's headers on the host, for [`headers::rewrite`].
+struct RequestHeaders;
+
+impl HeaderHost for RequestHeaders {
+    fn remove_header(&mut self, name: &str) -> Result<(), HostRefused> {
+        hostcalls::remove_header(MapType::HttpRequestHeaders, name)
+            .map_err(|_| HostRefused("remove_header"))
+    }
+
+    fn add_header(&mut self, name: &str, value: &str) -> Result<(), HostRefused> {
+        hostcalls::add_header(MapType::HttpRequestHeaders, name, value)
+            .map_err(|_| HostRefused("add_header"))
+    }
+}
+
+/// Removes client-sent identity headers, adds the verified ones; any host error fails closed.
 fn rewrite_headers(
     shared: &Shared,
     request_headers: &HeaderMap,
     forward_headers: &gate::Headers,
 ) -> Result<(), Action> {
     let forward = &shared.gate.policy.forward;
-    let prefix = forward.prefix.as_str();
-    for (name, _) in request_headers.iter() {
-        // `x_mlgate_principal` too: CGI/WSGI servers read `_` and `-` as the same character.
-        let spoofable = name.get(..prefix.len()).is_some_and(|head| {
-            head.bytes()
-                .zip(prefix.bytes())
-                .all(|(h, p)| h.to_ascii_lowercase() == p || (h == b'_' && p == b'-'))
-        });
-        let strip = spoofable
-            || (forward.strip_authorization && name.eq_ignore_ascii_case("authorization"));
-        if strip && hostcalls::remove_header(MapType::HttpRequestHeaders, name).is_err() {
-            return Err(internal_error("cannot strip identity headers"));
-        }
-    }
-    // Every forwarded name starts with the prefix (the configuration insists), so any client
-    // copy is gone by now: adding is enough, and cheaper for the host than replacing.
-    for (name, value) in forward_headers.iter() {
-        if hostcalls::add_header(MapType::HttpRequestHeaders, name, value).is_err() {
-            return Err(internal_error("cannot set identity headers"));
-        }
-    }
-    Ok(())
+    headers::rewrite(
+        &mut RequestHeaders,
+        forward,
+        request_headers,
+        forward_headers.iter(),
+    )
+    .map_err(|HostRefused(what)| internal_error(what))
 }
 
 fn send_reply(reply: &crate::decision::LocalReply) -> Action {

@@ -3,7 +3,7 @@
 use hashbrown::HashMap;
 
 use super::hostcalls;
-use crate::audit::{metrics as names, Outcome};
+use crate::audit::{metrics as names, Decision};
 use crate::decision::Reason;
 
 #[derive(Default)]
@@ -23,10 +23,10 @@ impl Metrics {
     pub fn define(provider_names: &[String], host_crypto: bool) -> Metrics {
         let mut metrics = Metrics::default();
         for (outcome, name) in [
-            (Outcome::Allowed, names::ALLOWED),
-            (Outcome::Passed, names::PASSED),
-            (Outcome::Denied, names::DENIED),
-            (Outcome::WouldDeny, names::WOULD_DENY),
+            (Decision::Allowed, names::ALLOWED),
+            (Decision::Passed, names::PASSED),
+            (Decision::Denied, names::DENIED),
+            (Decision::WouldDeny, names::WOULD_DENY),
         ] {
             if let Ok(id) = hostcalls::define_counter(name) {
                 metrics.outcomes.insert(outcome.as_str(), id);
@@ -52,7 +52,7 @@ impl Metrics {
         metrics
     }
 
-    pub fn record(&self, outcome: Outcome, reason: Option<&str>) {
+    pub fn record(&self, outcome: Decision, reason: Option<&str>) {
         if let Some(id) = self.outcomes.get(outcome.as_str()) {
             hostcalls::increment(*id);
         }

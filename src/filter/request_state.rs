@@ -1,6 +1,6 @@
 //! Where a request is in its life: deciding, held for keys, held for its body, decided.
 
-use super::hostcalls::HeaderMap;
+use super::headers::HeaderMap;
 use crate::gate::Pending;
 
 /// What a request is waiting for.

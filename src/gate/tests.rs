@@ -55,7 +55,7 @@ fn step(gate: &Gate, r: &Req) -> Step {
     let lookup = |name: &str| r.headers.get(name).map(|v| Cow::Borrowed(v.as_str()));
     let names = |wanted: &dyn Fn(&str) -> bool| r.headers.keys().any(|name| wanted(name));
     gate.decide(
-        &Request {
+        &RequestHead {
             method: r.method,
             path: &r.path,
             host: r.host,
@@ -78,8 +78,8 @@ fn verdict(gate: &Gate, r: &Req) -> Verdict {
 fn outcome(gate: &Gate, r: &Req) -> String {
     let v = verdict(gate, r);
     match v.action {
-        Action::Forward(_) => "allowed".into(),
-        Action::Reply(reply) => {
+        Disposition::Forward(_) => "allowed".into(),
+        Disposition::Reply(reply) => {
             let body: Value = serde_json::from_str(&reply.body).unwrap();
             body["reason"].as_str().unwrap().to_string()
         }
@@ -88,15 +88,9 @@ fn outcome(gate: &Gate, r: &Req) -> String {
 
 fn forwarded(gate: &Gate, r: &Req) -> HashMap<String, String> {
     match verdict(gate, r).action {
-        Action::Forward(headers) => headers.to_vec().into_iter().collect(),
-        Action::Reply(reply) => panic!("refused: {}", reply.body),
+        Disposition::Forward(headers) => headers.to_vec().into_iter().collect(),
+        Disposition::Reply(reply) => panic!("refused: {}", reply.body),
     }
-}
-
-fn user_token(mutate: impl FnOnce(&mut Value)) -> String {
-    let mut claims = entra_user();
-    mutate(&mut claims);
-    sign("rsa-a", Algorithm::RS256, &claims)
 }
 
 fn score(token: &str) -> Req {
@@ -108,7 +102,7 @@ fn valid_user_in_group_is_allowed_with_identity_headers() {
     let g = gate(&entra_config());
     let h = forwarded(
         &g,
-        &score(&user_token(|_| {})).header("azureml-model-deployment", "blue"),
+        &score(&good_token()).header("azureml-model-deployment", "blue"),
     );
     assert_eq!(
         h["x-mlgate-principal"],
@@ -134,7 +128,7 @@ fn anonymous_route_passes_without_token() {
 #[test]
 fn missing_token_is_401_without_error_code() {
     let v = verdict(&gate(&entra_config()), &req("POST", "/score"));
-    let Action::Reply(reply) = v.action else {
+    let Disposition::Reply(reply) = v.action else {
         panic!()
     };
     assert_eq!(reply.status, 401);
@@ -160,14 +154,14 @@ fn unmatched_request_passes_when_configured() {
 fn method_mismatch_falls_through_to_unmatched() {
     let g = gate(&entra_config());
     assert_eq!(
-        outcome(&g, &req("GET", "/score").bearer(&user_token(|_| {}))),
+        outcome(&g, &req("GET", "/score").bearer(&good_token())),
         "no_matching_route"
     );
 }
 
 #[test]
 fn expired_token_is_refused() {
-    let t = user_token(|c| c["exp"] = json!(NOW - 61));
+    let t = expired_token();
     assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "token_expired");
 }
 
@@ -179,7 +173,7 @@ fn expiry_within_clock_skew_is_accepted() {
 
 #[test]
 fn not_yet_valid_token_is_refused() {
-    let t = user_token(|c| c["nbf"] = json!(NOW + 120));
+    let t = not_yet_valid_token();
     assert_eq!(
         outcome(&gate(&entra_config()), &score(&t)),
         "token_not_yet_valid"
@@ -188,7 +182,7 @@ fn not_yet_valid_token_is_refused() {
 
 #[test]
 fn token_issued_in_future_is_refused() {
-    let t = user_token(|c| c["iat"] = json!(NOW + 120));
+    let t = issued_in_future_token();
     assert_eq!(
         outcome(&gate(&entra_config()), &score(&t)),
         "token_issued_in_future"
@@ -197,9 +191,7 @@ fn token_issued_in_future_is_refused() {
 
 #[test]
 fn missing_exp_is_refused_by_default() {
-    let t = user_token(|c| {
-        c.as_object_mut().unwrap().remove("exp");
-    });
+    let t = no_exp_token();
     assert_eq!(
         outcome(&gate(&entra_config()), &score(&t)),
         "missing_expiry"
@@ -210,9 +202,7 @@ fn missing_exp_is_refused_by_default() {
 fn missing_exp_is_accepted_when_not_required() {
     let mut config = entra_config();
     config["providers"][0]["require_exp"] = json!(false);
-    let t = user_token(|c| {
-        c.as_object_mut().unwrap().remove("exp");
-    });
+    let t = no_exp_token();
     assert_eq!(outcome(&gate(&config), &score(&t)), "allowed");
 }
 
@@ -220,7 +210,7 @@ fn missing_exp_is_accepted_when_not_required() {
 fn lifetime_over_maximum_is_refused() {
     let mut config = entra_config();
     config["providers"][0]["max_lifetime_seconds"] = json!(600);
-    let t = user_token(|_| {});
+    let t = good_token();
     assert_eq!(
         outcome(&gate(&config), &score(&t)),
         "token_lifetime_too_long"
@@ -246,7 +236,7 @@ fn fractional_exp_is_accepted_and_floored() {
 
 #[test]
 fn wrong_audience_is_refused() {
-    let t = user_token(|c| c["aud"] = json!("api://other"));
+    let t = wrong_audience_token();
     assert_eq!(
         outcome(&gate(&entra_config()), &score(&t)),
         "audience_mismatch"
@@ -270,7 +260,7 @@ fn audience_object_is_malformed() {
 
 #[test]
 fn unknown_issuer_is_refused() {
-    let t = user_token(|c| c["iss"] = json!("https://evil.example/v2.0"));
+    let t = unknown_issuer_token();
     assert_eq!(
         outcome(&gate(&entra_config()), &score(&t)),
         "unknown_issuer"
@@ -290,42 +280,25 @@ fn issuer_with_extra_suffix_is_unknown() {
 
 #[test]
 fn signature_from_another_key_with_claimed_kid_is_bad_signature() {
-    // Signed by rsa-b but claims to be rsa-a.
-    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
-    header.kid = Some("rsa-a".into());
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem("rsa-b").as_bytes()).unwrap();
-    let t = jsonwebtoken::encode(&header, &entra_user(), &key).unwrap();
+    let t = wrong_key_token();
     assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "bad_signature");
 }
 
 #[test]
 fn tampered_payload_is_bad_signature() {
-    let t = user_token(|_| {});
-    let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
-    let mut claims = entra_user();
-    claims["groups"] = json!([ML_SCIENTISTS, CONTRACTORS]);
-    parts[1] = base64::Engine::encode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        claims.to_string(),
-    );
-    assert_eq!(
-        outcome(&gate(&entra_config()), &score(&parts.join("."))),
-        "bad_signature"
-    );
+    let t = tampered_token();
+    assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "bad_signature");
 }
 
 #[test]
 fn unknown_kid_is_refused() {
-    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
-    header.kid = Some("rotated-away".into());
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem("rsa-a").as_bytes()).unwrap();
-    let t = jsonwebtoken::encode(&header, &entra_user(), &key).unwrap();
+    let t = unknown_kid_token();
     assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "unknown_key");
 }
 
 #[test]
 fn token_without_kid_tries_keys_of_the_right_type() {
-    let t = sign_without_kid("rsa-b", Algorithm::RS256, &entra_user());
+    let t = no_kid_token();
     assert_eq!(outcome(&gate(&entra_config()), &score(&t)), "allowed");
 }
 
@@ -399,12 +372,7 @@ fn hmac_provider_verifies_hs256() {
 
 #[test]
 fn hs256_signed_with_public_key_is_refused() {
-    let t = jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(Algorithm::HS256),
-        &entra_user(),
-        &jsonwebtoken::EncodingKey::from_secret(key_pem("rsa-a").as_bytes()),
-    )
-    .unwrap();
+    let t = rsa_pem_as_hmac_secret_token();
     assert_eq!(
         outcome(&gate(&entra_config()), &score(&t)),
         "unsupported_algorithm"
@@ -413,7 +381,7 @@ fn hs256_signed_with_public_key_is_refused() {
 
 #[test]
 fn user_outside_every_allow_rule_is_refused() {
-    let t = user_token(|c| c["groups"] = json!([]));
+    let t = no_groups_token();
     assert_eq!(
         outcome(&gate(&entra_config()), &score(&t)),
         "no_rule_matched"
@@ -422,12 +390,7 @@ fn user_outside_every_allow_rule_is_refused() {
 
 #[test]
 fn app_role_satisfies_second_allow_rule() {
-    let t = user_token(|c| {
-        c["groups"] = json!([]);
-        c["roles"] = json!(["Scoring.Invoke"]);
-        c["idtyp"] = json!("app");
-        c.as_object_mut().unwrap().remove("scp");
-    });
+    let t = app_only_token();
     let h = forwarded(&gate(&entra_config()), &score(&t));
     assert_eq!(h["x-mlgate-caller"], "app");
     assert_eq!(h["x-mlgate-roles"], "Scoring.Invoke");
@@ -436,7 +399,7 @@ fn app_role_satisfies_second_allow_rule() {
 #[test]
 fn deny_rule_wins_over_allow_for_model() {
     let g = gate(&entra_config());
-    let t = user_token(|c| c["groups"] = json!([CONTRACTORS]));
+    let t = contractor_token();
     assert_eq!(
         outcome(&g, &req("POST", "/v2/models/finance-risk/infer").bearer(&t)),
         "denied_by_rule"
@@ -450,13 +413,13 @@ fn deny_rule_wins_over_allow_for_model() {
 #[test]
 fn model_outside_allowed_globs_is_model_not_allowed() {
     let g = gate(&entra_config());
-    let t = user_token(|_| {});
+    let t = good_token();
     let pending = match step(&g, &chat().bearer(&t)) {
         Step::NeedBody { pending, .. } => pending,
         other => panic!("{other:?}"),
     };
     let v = g.decide_with_body(*pending, Some(br#"{"model":"gpt-5","messages":[]}"#));
-    let Action::Reply(reply) = v.action else {
+    let Disposition::Reply(reply) = v.action else {
         panic!()
     };
     assert!(reply.body.contains("model_not_allowed"));
@@ -465,12 +428,12 @@ fn model_outside_allowed_globs_is_model_not_allowed() {
 #[test]
 fn model_from_body_allows_listed_model() {
     let g = gate(&entra_config());
-    let t = user_token(|_| {});
+    let t = good_token();
     let Step::NeedBody { pending, .. } = step(&g, &chat().bearer(&t)) else {
         panic!()
     };
     let v = g.decide_with_body(*pending, Some(br#"{"model":"llama-3-8b"}"#));
-    let Action::Forward(headers) = v.action else {
+    let Disposition::Forward(headers) = v.action else {
         panic!()
     };
     assert!(headers
@@ -481,12 +444,12 @@ fn model_from_body_allows_listed_model() {
 #[test]
 fn body_over_limit_is_refused() {
     let g = gate(&entra_config());
-    let t = user_token(|_| {});
+    let t = good_token();
     let Step::NeedBody { pending, .. } = step(&g, &chat().bearer(&t)) else {
         panic!()
     };
     let v = g.decide_with_body(*pending, None);
-    let Action::Reply(reply) = v.action else {
+    let Disposition::Reply(reply) = v.action else {
         panic!()
     };
     assert_eq!(reply.status, 413);
@@ -495,16 +458,13 @@ fn body_over_limit_is_refused() {
 #[test]
 fn invalid_token_on_body_route_is_refused_before_reading_body() {
     let g = gate(&entra_config());
-    let t = user_token(|c| c["exp"] = json!(NOW - 600));
+    let t = expired_token();
     assert_eq!(outcome(&g, &chat().bearer(&t)), "token_expired");
 }
 
 #[test]
 fn groups_overage_is_denied_on_group_routes() {
-    let t = user_token(|c| {
-        c.as_object_mut().unwrap().remove("groups");
-        c["_claim_names"] = json!({"groups": "src1"});
-    });
+    let t = groups_overage_token();
     assert_eq!(
         outcome(&gate(&entra_config()), &score(&t)),
         "groups_overage"
@@ -515,10 +475,7 @@ fn groups_overage_is_denied_on_group_routes() {
 fn groups_overage_ignored_when_configured() {
     let mut config = entra_config();
     config["providers"][0]["on_groups_overage"] = json!("ignore");
-    let t = user_token(|c| {
-        c.as_object_mut().unwrap().remove("groups");
-        c["_claim_names"] = json!({"groups": "src1"});
-    });
+    let t = groups_overage_token();
     assert_eq!(outcome(&gate(&config), &score(&t)), "no_rule_matched");
 }
 
@@ -531,17 +488,12 @@ fn multi_tenant_issuer_binds_tenant_to_tid() {
     ]);
     config["providers"][0]["tenants"] = json!([TENANT]);
     let g = gate(&config);
-    assert_eq!(outcome(&g, &score(&user_token(|_| {}))), "allowed");
+    assert_eq!(outcome(&g, &score(&good_token())), "allowed");
     let v1 = user_token(|c| c["iss"] = json!(format!("https://sts.windows.net/{TENANT}/")));
     assert_eq!(outcome(&g, &score(&v1)), "allowed");
     let mismatch = user_token(|c| c["tid"] = json!(OTHER_TENANT));
     assert_eq!(outcome(&g, &score(&mismatch)), "tenant_not_allowed");
-    let other = user_token(|c| {
-        c["tid"] = json!(OTHER_TENANT);
-        c["iss"] = json!(format!(
-            "https://login.microsoftonline.com/{OTHER_TENANT}/v2.0"
-        ));
-    });
+    let other = other_tenant_token();
     assert_eq!(outcome(&g, &score(&other)), "tenant_not_allowed");
 }
 
@@ -550,7 +502,7 @@ fn multiple_tokens_are_refused() {
     let mut config = entra_config();
     config["providers"][0]["token_from"] =
         json!([{"header": "authorization", "scheme": "Bearer"}, {"query": "access_token"}]);
-    let t = user_token(|_| {});
+    let t = good_token();
     let r = req("POST", &format!("/score?access_token={t}")).bearer(&t);
     assert_eq!(outcome(&gate(&config), &r), "multiple_tokens");
 }
@@ -559,7 +511,7 @@ fn multiple_tokens_are_refused() {
 fn token_from_query_is_accepted_when_configured() {
     let mut config = entra_config();
     config["providers"][0]["token_from"] = json!([{"query": "access_token"}]);
-    let t = user_token(|_| {});
+    let t = good_token();
     let r = req("POST", &format!("/score?x=1&access_token={t}"));
     assert_eq!(outcome(&gate(&config), &r), "allowed");
 }
@@ -568,7 +520,7 @@ fn token_from_query_is_accepted_when_configured() {
 fn token_from_cookie_is_accepted_when_configured() {
     let mut config = entra_config();
     config["providers"][0]["token_from"] = json!([{"cookie": "ml_session"}]);
-    let t = user_token(|_| {});
+    let t = good_token();
     let r = req("POST", "/score").header("cookie", &format!("a=b; ml_session={t}"));
     assert_eq!(outcome(&gate(&config), &r), "allowed");
 }
@@ -581,7 +533,7 @@ fn token_from_source_of_another_provider_is_refused() {
     other["issuer"] = json!("https://other.example/");
     other["token_from"] = json!([{"header": "x-other-token"}]);
     config["providers"].as_array_mut().unwrap().push(other);
-    let t = user_token(|_| {});
+    let t = good_token();
     let r = req("POST", "/score").header("x-other-token", &t);
     assert_eq!(outcome(&gate(&config), &r), "token_source_not_allowed");
 }
@@ -595,21 +547,21 @@ fn dry_run_forwards_with_would_be_reason() {
     assert_eq!(h["x-mlgate-dry-run"], "missing_token");
     assert!(!h.contains_key("x-mlgate-principal"));
     let v = verdict(&g, &req("POST", "/score"));
-    assert_eq!(v.audit.decision, crate::audit::Outcome::WouldDeny);
+    assert_eq!(v.audit.decision, crate::audit::Decision::WouldDeny);
 }
 
 #[test]
 fn dry_run_allowed_request_says_allow() {
     let mut config = entra_config();
     config["mode"] = json!("dry_run");
-    let h = forwarded(&gate(&config), &score(&user_token(|_| {})));
+    let h = forwarded(&gate(&config), &score(&good_token()));
     assert_eq!(h["x-mlgate-dry-run"], "allow");
     assert!(h.contains_key("x-mlgate-principal"));
 }
 
 #[test]
 fn audit_carries_fingerprint_not_token() {
-    let t = user_token(|_| {});
+    let t = good_token();
     let mut config = entra_config();
     config["audit"] = json!("all");
     let v = verdict(&gate(&config), &score(&t));
@@ -642,7 +594,7 @@ fn caller_condition_distinguishes_apps() {
     let mut config = entra_config();
     config["routes"][1]["allow"] = json!([{"caller": "app"}]);
     let g = gate(&config);
-    assert_eq!(outcome(&g, &score(&user_token(|_| {}))), "no_rule_matched");
+    assert_eq!(outcome(&g, &score(&good_token())), "no_rule_matched");
 }
 
 #[test]
@@ -654,7 +606,7 @@ fn route_provider_restriction_refuses_other_issuers() {
     config["providers"].as_array_mut().unwrap().push(other);
     config["routes"][1]["providers"] = json!(["other"]);
     assert_eq!(
-        outcome(&gate(&config), &score(&user_token(|_| {}))),
+        outcome(&gate(&config), &score(&good_token())),
         "unknown_issuer"
     );
 }
@@ -703,7 +655,7 @@ fn identity_header_values_keep_non_ascii_text_and_replace_unicode_controls() {
 #[test]
 fn body_route_forwards_identity_headers_before_the_body() {
     let g = gate(&entra_config());
-    let t = user_token(|_| {});
+    let t = good_token();
     let Step::NeedBody { headers, .. } = step(&g, &chat().bearer(&t)) else {
         panic!()
     };
@@ -718,7 +670,7 @@ fn body_route_forwards_identity_headers_before_the_body() {
 #[test]
 fn body_route_refuses_at_headers_when_no_model_could_help() {
     let g = gate(&entra_config());
-    let t = user_token(|c| c["groups"] = json!([]));
+    let t = no_groups_token();
     assert_eq!(outcome(&g, &chat().bearer(&t)), "no_rule_matched");
 }
 
@@ -737,7 +689,7 @@ fn remote_config() -> Value {
 #[test]
 fn remote_provider_without_keys_asks_for_them() {
     let g = gate(&remote_config());
-    let t = user_token(|_| {});
+    let t = good_token();
     assert!(matches!(
         step(&g, &score(&t)),
         Step::NeedKeys {
@@ -750,7 +702,7 @@ fn remote_provider_without_keys_asks_for_them() {
 #[test]
 fn remote_provider_without_keys_and_no_wait_is_keys_unavailable() {
     let g = gate(&remote_config());
-    let t = user_token(|_| {});
+    let t = good_token();
     let lookup = |name: &str| {
         if name == "authorization" {
             Some(Cow::Owned(format!("Bearer {t}")))
@@ -759,7 +711,7 @@ fn remote_provider_without_keys_and_no_wait_is_keys_unavailable() {
         }
     };
     let step = g.decide(
-        &Request {
+        &RequestHead {
             method: "POST",
             path: "/score",
             host: "h",
@@ -770,7 +722,7 @@ fn remote_provider_without_keys_and_no_wait_is_keys_unavailable() {
         false,
     );
     let Step::Done(Verdict {
-        action: Action::Reply(reply),
+        action: Disposition::Reply(reply),
         ..
     }) = step
     else {
@@ -784,11 +736,8 @@ fn remote_provider_with_unknown_kid_asks_for_a_refetch() {
     let g = gate(&remote_config());
     // Fetched long enough ago that an unknown kid may force a refetch.
     adopt(&g, &test_jwks(), NOW - 600);
-    assert_eq!(outcome(&g, &score(&user_token(|_| {}))), "allowed");
-    let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
-    header.kid = Some("new-key".into());
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(key_pem("rsa-a").as_bytes()).unwrap();
-    let t = jsonwebtoken::encode(&header, &entra_user(), &key).unwrap();
+    assert_eq!(outcome(&g, &score(&good_token())), "allowed");
+    let t = unknown_kid_token();
     assert!(matches!(
         step(&g, &score(&t)),
         Step::NeedKeys { refetch: true, .. }
@@ -798,14 +747,14 @@ fn remote_provider_with_unknown_kid_asks_for_a_refetch() {
 #[test]
 fn forged_token_with_bad_claims_never_asks_for_keys() {
     let g = gate(&remote_config());
-    let t = user_token(|c| c["aud"] = json!("api://other"));
+    let t = wrong_audience_token();
     assert_eq!(outcome(&g, &score(&t)), "audience_mismatch");
 }
 
 #[test]
 fn ambiguous_paths_are_refused_with_400() {
     let g = gate(&entra_config());
-    let t = user_token(|_| {});
+    let t = good_token();
     for path in [
         "/score/../admin",
         "/v2/models/a/../b/infer",
@@ -819,7 +768,7 @@ fn ambiguous_paths_are_refused_with_400() {
         "score",
     ] {
         let v = verdict(&g, &req("POST", path).bearer(&t));
-        let Action::Reply(reply) = v.action else {
+        let Disposition::Reply(reply) = v.action else {
             panic!("{path} was forwarded")
         };
         assert_eq!(reply.status, 400, "{path}");
@@ -832,7 +781,7 @@ fn plain_paths_with_trailing_slash_and_query_are_fine() {
     let g = gate(&entra_config());
     assert_eq!(outcome(&g, &req("GET", "/healthz?probe=1")), "allowed");
     assert_eq!(
-        outcome(&g, &req("POST", "/score/").bearer(&user_token(|_| {}))),
+        outcome(&g, &req("POST", "/score/").bearer(&good_token())),
         "allowed"
     );
 }
@@ -840,7 +789,7 @@ fn plain_paths_with_trailing_slash_and_query_are_fine() {
 #[test]
 fn verified_token_is_cached_on_its_second_use_and_reused() {
     let g = gate(&entra_config());
-    let t = user_token(|_| {});
+    let t = good_token();
     assert_eq!(outcome(&g, &score(&t)), "allowed");
     assert_eq!(g.cached_tokens(), 0, "a token used once is not kept");
     assert_eq!(outcome(&g, &score(&t)), "allowed");
@@ -860,7 +809,7 @@ fn cache(g: &Gate, token: &str) {
 #[test]
 fn refused_tokens_are_never_cached() {
     let g = gate(&entra_config());
-    outcome(&g, &score(&user_token(|c| c["aud"] = json!("x"))));
+    outcome(&g, &score(&wrong_audience_token()));
     outcome(&g, &score("a.b.c"));
     assert_eq!(g.cached_tokens(), 0);
 }
@@ -872,7 +821,7 @@ fn cached_token_still_expires() {
     cache(&g, &t);
     let lookup = |name: &str| (name == "authorization").then(|| Cow::Owned(format!("Bearer {t}")));
     let later = g.decide(
-        &Request {
+        &RequestHead {
             method: "POST",
             path: "/score",
             host: "h",
@@ -883,7 +832,7 @@ fn cached_token_still_expires() {
         true,
     );
     let Step::Done(Verdict {
-        action: Action::Reply(reply),
+        action: Disposition::Reply(reply),
         ..
     }) = later
     else {
@@ -896,7 +845,7 @@ fn cached_token_still_expires() {
 fn key_set_change_drops_cached_identities() {
     let g = gate(&remote_config());
     adopt(&g, &test_jwks(), NOW - 10);
-    let t = user_token(|_| {});
+    let t = good_token();
     cache(&g, &t);
     let mut jwks = test_jwks();
     jwks["keys"].as_array_mut().unwrap().remove(0);
@@ -914,7 +863,7 @@ fn cached_token_is_still_checked_against_route_providers() {
     config["providers"].as_array_mut().unwrap().push(other);
     config["routes"][2]["providers"] = json!(["other"]);
     let g = gate(&config);
-    let t = user_token(|_| {});
+    let t = good_token();
     cache(&g, &t);
     assert_eq!(
         outcome(&g, &req("POST", "/v2/models/m/infer").bearer(&t)),
@@ -932,14 +881,10 @@ fn azureml_config() -> Value {
     config
 }
 
-fn contractor_scientist() -> String {
-    user_token(|c| c["groups"] = json!([ML_SCIENTISTS, CONTRACTORS]))
-}
-
 #[test]
 fn a_missing_model_header_is_refused_where_a_deny_rule_names_models() {
     let g = gate(&azureml_config());
-    let t = contractor_scientist();
+    let t = contractor_scientist_token();
     assert_eq!(outcome(&g, &score(&t)), "model_missing");
     assert_eq!(
         outcome(&g, &score(&t).header("azureml-model-deployment", "")),
@@ -963,8 +908,11 @@ fn a_missing_model_header_is_refused_where_a_deny_rule_names_models() {
 
 #[test]
 fn a_model_refusal_is_400_without_a_challenge() {
-    let v = verdict(&gate(&azureml_config()), &score(&contractor_scientist()));
-    let Action::Reply(reply) = v.action else {
+    let v = verdict(
+        &gate(&azureml_config()),
+        &score(&contractor_scientist_token()),
+    );
+    let Disposition::Reply(reply) = v.action else {
         panic!()
     };
     assert_eq!(reply.status, 400);
@@ -977,7 +925,7 @@ fn a_model_refusal_is_400_without_a_challenge() {
 #[test]
 fn a_joined_model_header_is_ambiguous() {
     let g = gate(&azureml_config());
-    let r = score(&contractor_scientist())
+    let r = score(&contractor_scientist_token())
         .header("azureml-model-deployment", "public-demo,finance-risk");
     assert_eq!(outcome(&g, &r), "model_ambiguous");
 }
@@ -985,7 +933,7 @@ fn a_joined_model_header_is_ambiguous() {
 #[test]
 fn an_underscore_spelling_of_the_model_header_is_ambiguous() {
     let g = gate(&azureml_config());
-    let r = score(&contractor_scientist())
+    let r = score(&contractor_scientist_token())
         .header("azureml-model-deployment", "public-demo")
         .header("azureml_model_deployment", "finance-risk");
     assert_eq!(outcome(&g, &r), "model_ambiguous");
@@ -995,9 +943,9 @@ fn an_underscore_spelling_of_the_model_header_is_ambiguous() {
 fn a_route_whose_rules_ignore_the_model_takes_requests_without_one() {
     // entra_config's /score forwards the model but no rule looks at it.
     let g = gate(&entra_config());
-    let h = forwarded(&g, &score(&user_token(|_| {})));
+    let h = forwarded(&g, &score(&good_token()));
     assert!(!h.contains_key("x-mlgate-model"));
-    let r = score(&user_token(|_| {})).header("azureml-model-deployment", "a,b");
+    let r = score(&good_token()).header("azureml-model-deployment", "a,b");
     assert!(!forwarded(&g, &r).contains_key("x-mlgate-model"));
 }
 
@@ -1010,9 +958,9 @@ fn allow_missing_model_judges_a_request_without_a_model_as_naming_none() {
         {"groups": ["contractors"]}
     ]);
     let g = gate(&config);
-    let scientist = user_token(|_| {});
+    let scientist = good_token();
     assert_eq!(outcome(&g, &score(&scientist)), "model_not_allowed");
-    let contractor = user_token(|c| c["groups"] = json!([CONTRACTORS]));
+    let contractor = contractor_token();
     assert_eq!(outcome(&g, &score(&contractor)), "allowed");
     // Missing only: an ambiguous model is still refused.
     let r = score(&scientist)
@@ -1024,7 +972,7 @@ fn allow_missing_model_judges_a_request_without_a_model_as_naming_none() {
 #[test]
 fn a_caller_the_rules_refuse_anyway_gets_403_not_a_model_error() {
     let g = gate(&azureml_config());
-    let outsider = user_token(|c| c["groups"] = json!([]));
+    let outsider = no_groups_token();
     assert_eq!(outcome(&g, &score(&outsider)), "no_rule_matched");
 }
 
@@ -1032,17 +980,17 @@ fn body_verdict(g: &Gate, r: &Req, body: &[u8]) -> String {
     let pending = match step(g, r) {
         Step::NeedBody { pending, .. } => pending,
         Step::Done(v) => match v.action {
-            Action::Reply(reply) => {
+            Disposition::Reply(reply) => {
                 let body: Value = serde_json::from_str(&reply.body).unwrap();
                 return format!("at headers: {}", body["reason"].as_str().unwrap());
             }
-            Action::Forward(_) => return "at headers: allowed".into(),
+            Disposition::Forward(_) => return "at headers: allowed".into(),
         },
         other => panic!("{other:?}"),
     };
     match g.decide_with_body(*pending, Some(body)).action {
-        Action::Forward(_) => "allowed".into(),
-        Action::Reply(reply) => {
+        Disposition::Forward(_) => "allowed".into(),
+        Disposition::Reply(reply) => {
             let body: Value = serde_json::from_str(&reply.body).unwrap();
             body["reason"].as_str().unwrap().to_string()
         }
@@ -1052,7 +1000,7 @@ fn body_verdict(g: &Gate, r: &Req, body: &[u8]) -> String {
 #[test]
 fn a_body_model_route_refuses_a_body_that_is_not_plain_json_before_reading_it() {
     let g = gate(&entra_config());
-    let t = user_token(|_| {});
+    let t = good_token();
     let plain = req("POST", "/v1/chat/completions").bearer(&t);
     assert_eq!(
         body_verdict(&g, &plain.header("content-type", "text/plain"), b"{}"),
@@ -1080,7 +1028,7 @@ fn a_body_model_route_refuses_a_body_that_is_not_plain_json_before_reading_it() 
 #[test]
 fn a_body_model_that_cannot_be_read_is_refused_never_judged_as_none() {
     let g = gate(&entra_config());
-    let t = user_token(|_| {});
+    let t = good_token();
     for (body, reason) in [
         (&br#"{"messages":[]}"#[..], "model_missing"),
         (b"", "model_missing"),
@@ -1136,12 +1084,7 @@ fn a_user_token_with_app_roles_is_not_an_app_caller() {
         c.as_object_mut().unwrap().remove("scp");
     });
     assert_eq!(outcome(&g, &score(&t)), "no_rule_matched");
-    let app = user_token(|c| {
-        c["roles"] = json!(["Scoring.Invoke"]);
-        c["idtyp"] = json!("app");
-        c.as_object_mut().unwrap().remove("scp");
-    });
-    assert_eq!(outcome(&g, &score(&app)), "allowed");
+    assert_eq!(outcome(&g, &score(&app_only_token())), "allowed");
 }
 
 #[test]

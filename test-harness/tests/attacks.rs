@@ -1763,9 +1763,8 @@ fn entra_exact_issuer_with_another_tid_is_refused() {
     assert_token_refused(&v1, &token, "tenant_not_allowed");
 }
 
-/// Finding (issue 7, for gate.rs): the bare path `//` passes `path_is_unambiguous` (the empty
-/// body after stripping one leading and one trailing slash). Only a catch-all route could match
-/// it, but it is an empty segment like any other `//`. Un-ignore once gate.rs refuses it.
+/// The bare path `//` is an empty segment like any other `//`: refused even where a catch-all
+/// (`unmatched: allow`) would let it through.
 #[test]
 fn bare_double_slash_is_invalid_path() {
     let h = harness_with(|c| c["unmatched"] = json!("allow"));

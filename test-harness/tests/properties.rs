@@ -9,7 +9,7 @@ mod common;
 use std::collections::HashMap;
 
 use jsonwebtoken::Algorithm;
-use mlgate::gate::{Action, Gate, Request, Step};
+use mlgate::gate::{Disposition, Gate, RequestHead, Step};
 use mlgate::payload::Payload;
 use mlgate::token::{self, TokenSource};
 use mlgate::verify::dangerous;
@@ -79,7 +79,7 @@ fn decide(
             .map(|v| std::borrow::Cow::Borrowed(v.as_str()))
     };
     let step = gate.decide(
-        &Request {
+        &RequestHead {
             method: "POST",
             path,
             host: "ml.contoso.example",
@@ -91,8 +91,8 @@ fn decide(
     );
     match step {
         Step::Done(verdict) => match verdict.action {
-            Action::Forward(headers) => Ok(headers.to_vec()),
-            Action::Reply(reply) => {
+            Disposition::Forward(headers) => Ok(headers.to_vec()),
+            Disposition::Reply(reply) => {
                 let body: Value = serde_json::from_str(&reply.body).expect("reply body is JSON");
                 Err(body["reason"].as_str().unwrap_or("?").to_string())
             }

@@ -1,0 +1,142 @@
+//! Who the caller is: a token's identity, from the verified-token cache or verified afresh —
+//! issuer → provider, the route's and the provider's admission, claims, keys (or a wait for
+//! them), signature.
+
+use std::rc::Rc;
+
+use super::Gate;
+use crate::claims::{self, Identity};
+use crate::decision::Reason;
+use crate::keystore::Wait;
+use crate::policy::Route;
+use crate::token;
+use crate::verify::{self, dangerous};
+
+/// A verified token's identity and the headers it forwards, rendered once: what the
+/// verified-token cache keeps.
+#[derive(Clone, Debug)]
+pub struct Authenticated {
+    pub identity: Rc<Identity>,
+    pub(super) headers: Rc<[(String, String)]>,
+}
+
+/// Why authentication stopped.
+pub(super) enum AuthError {
+    Refuse(Reason),
+    NeedKeys { provider: usize, refetch: bool },
+}
+
+impl From<Reason> for AuthError {
+    fn from(reason: Reason) -> AuthError {
+        AuthError::Refuse(reason)
+    }
+}
+
+impl Gate {
+    /// The token's identity: from the cache, or verified (and then cached).
+    pub(super) fn authenticate(
+        &self,
+        route: &Route,
+        found: &token::FoundToken<'_>,
+        now: i64,
+        may_wait: bool,
+    ) -> Result<Authenticated, AuthError> {
+        let cached = self.cache.borrow_mut().get(found.token.as_bytes(), now);
+        if let Some(caller) = cached {
+            self.admit(route, caller.identity.provider, found.source)?;
+            return Ok(caller);
+        }
+        let (identity, exp) = self.verify_token(route, found, now, may_wait)?;
+        let provider = identity.provider;
+        let caller = Authenticated {
+            headers: self.identity_headers(&identity).into(),
+            identity: Rc::new(identity),
+        };
+        let skew = self
+            .policy
+            .providers
+            .get(provider)
+            .map_or(0, |p| p.rules.clock_skew_seconds);
+        self.cache.borrow_mut().insert(
+            found.token.as_bytes(),
+            caller.clone(),
+            provider,
+            (exp, skew),
+            now,
+        );
+        Ok(caller)
+    }
+
+    /// Whether this route takes tokens of this provider, carried in this source.
+    fn admit(&self, route: &Route, provider: usize, source: usize) -> Result<(), Reason> {
+        if let Some(allowed) = &route.providers {
+            if !allowed.contains(&provider) {
+                return Err(Reason::UnknownIssuer);
+            }
+        }
+        let provider = self
+            .policy
+            .providers
+            .get(provider)
+            .ok_or(Reason::UnknownIssuer)?;
+        if !provider.sources.contains(&source) {
+            return Err(Reason::TokenSourceNotAllowed);
+        }
+        Ok(())
+    }
+
+    fn verify_token(
+        &self,
+        route: &Route,
+        found: &token::FoundToken<'_>,
+        now: i64,
+        may_wait: bool,
+    ) -> Result<(Identity, Option<i64>), AuthError> {
+        let peeked = dangerous::peek_remembering(&found.token, &mut self.last_header.borrow_mut())?;
+        let iss = peeked.issuer()?;
+        let provider_index =
+            verify::select_provider(self.policy.providers.iter().map(|p| &p.rules), iss)
+                .ok_or(Reason::UnknownIssuer)?;
+        self.admit(route, provider_index, found.source)?;
+        let provider = self
+            .policy
+            .providers
+            .get(provider_index)
+            .ok_or(Reason::UnknownIssuer)?;
+        // Cheap checks before keys are even looked at: a forged token with a made-up kid and
+        // wrong claims must not trigger a refetch.
+        let checked = verify::check_claims(peeked, &provider.rules, now)?;
+        let keys = self.keys(provider_index);
+        let wanted = match &keys {
+            None => Some(false),
+            Some(set) => match set.select(checked.kid(), checked.alg()) {
+                crate::jwks::Selection::UnknownKid => Some(true),
+                _ => None,
+            },
+        };
+        if let (Some(unknown_kid), true) = (wanted, may_wait) {
+            let wait = self
+                .keys
+                .borrow_mut()
+                .may_wait(provider_index, unknown_kid, now);
+            if let Wait::Yes { refetch } = wait {
+                return Err(AuthError::NeedKeys {
+                    provider: provider_index,
+                    refetch,
+                });
+            }
+        }
+        let Some(keys) = keys else {
+            return Err(Reason::KeysUnavailable.into());
+        };
+        let verified = checked.verify_signature(&provider.rules, &keys, &self.backend)?;
+        let identity = claims::identity(
+            provider_index,
+            verified.claims(),
+            &provider.claims,
+            &provider.group_names,
+            &self.policy.extra_claims,
+        );
+        Ok((identity, verified.exp()))
+    }
+}
