@@ -276,7 +276,8 @@ def main():
             size = os.path.getsize(path)
             extra = ""
             if label == "mlgate.wasm":
-                extra = f" (target ≤ 600 KB = 614,400 bytes: {'met' if size <= 600 * 1024 else '**not met**'})"
+                # ES384 left to the host, the portable module (make build-portable) has its own 800 KB budget.
+                extra = f" (target ≤ 640 KB = 655,360 bytes: {'met' if size <= 640 * 1024 else '**not met**'})"
             p(f"- {label}: {size:,} bytes{extra}")
     if args.mlgate_stats and os.path.exists(args.mlgate_stats):
         with open(args.mlgate_stats) as f:
