@@ -14,7 +14,8 @@ use std::time::Duration;
 use hashbrown::HashMap;
 
 use super::hostcalls::{self, BufferType};
-use super::shared::Shared;
+use super::metrics::Metrics;
+use crate::gate::Gate;
 use crate::jwks::{self, Strictness};
 use crate::keyring::{FetchRequest, Progress};
 
@@ -68,6 +69,13 @@ impl Fetcher {
     }
 }
 
+/// What the key I/O uses of the VM's shared state (the adapter's `Shared` lends it).
+pub struct KeyIo<'a> {
+    pub gate: &'a Gate,
+    pub metrics: &'a Metrics,
+    pub fetcher: &'a Fetcher,
+}
+
 /// FNV-1a, 64 bit.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
@@ -99,47 +107,42 @@ pub type Woken = Vec<u32>;
 /// that. A call made from a request's callback would be answered to that request (which may be
 /// gone by then), leaving the fetch in flight forever. A request that needs keys waits for the
 /// next tick, at most a second away.
-pub fn on_tick(shared: &Shared, now: i64, hold: LockHold) -> Woken {
+pub fn on_tick(io: &KeyIo<'_>, now: i64, hold: LockHold) -> Woken {
     let mut woken = Woken::new();
-    for provider in 0..shared.fetcher.names.len() {
-        if shared
-            .fetcher
-            .names
-            .get(provider)
-            .is_none_or(Option::is_none)
-        {
+    for provider in 0..io.fetcher.names.len() {
+        if io.fetcher.names.get(provider).is_none_or(Option::is_none) {
             continue;
         }
-        woken.extend(adopt_shared(shared, provider, now));
-        start_fetch(shared, provider, now, hold, &mut woken);
+        woken.extend(adopt_shared(io, provider, now));
+        start_fetch(io, provider, now, hold, &mut woken);
     }
-    for provider in shared.gate.with_keys(|store| store.withdraw_stale(now)) {
+    for provider in io.gate.with_keys(|store| store.withdraw_stale(now)) {
         log::warn!(
             "mlgate: provider {}: key set is older than max_stale_seconds; refusing tokens until a refresh succeeds",
-            provider_name(shared, provider)
+            provider_name(io, provider)
         );
     }
-    woken.extend(shared.gate.with_keys(|store| store.take_overdue(now)));
+    woken.extend(io.gate.with_keys(|store| store.take_overdue(now)));
     woken
 }
 
 /// Starts `provider`'s fetch if the store says one is due and this VM wins the lock.
-fn start_fetch(shared: &Shared, provider: usize, now: i64, hold: LockHold, woken: &mut Woken) {
-    let request = shared.gate.with_keys(|store| {
+fn start_fetch(io: &KeyIo<'_>, provider: usize, now: i64, hold: LockHold, woken: &mut Woken) {
+    let request = io.gate.with_keys(|store| {
         store.start_fetch(provider, now, |remote| {
             let seconds = match hold {
                 LockHold::Configure => 1,
                 LockHold::Tick => i64::from(remote.config.timeout_ms.div_ceil(1000)) + 1,
             };
-            acquire_lock(shared, provider, now, seconds)
+            acquire_lock(io, provider, now, seconds)
         })
     });
     if let Some(request) = request {
-        dispatch(shared, provider, &request, now, woken);
+        dispatch(io, provider, &request, now, woken);
     }
 }
 
-fn dispatch(shared: &Shared, provider: usize, request: &FetchRequest, now: i64, woken: &mut Woken) {
+fn dispatch(io: &KeyIo<'_>, provider: usize, request: &FetchRequest, now: i64, woken: &mut Woken) {
     let headers = vec![
         (":method", "GET"),
         (":path", request.url.path.as_str()),
@@ -159,15 +162,15 @@ fn dispatch(shared: &Shared, provider: usize, request: &FetchRequest, now: i64, 
     );
     match result {
         Ok(token) => {
-            shared.fetcher.calls.borrow_mut().insert(token, provider);
+            io.fetcher.calls.borrow_mut().insert(token, provider);
         }
         Err(error) => {
             let message = format!("cluster {:?}: host status {error:?}", request.cluster);
-            let progress = shared
+            let progress = io
                 .gate
                 .with_keys(|store| store.dispatch_failed(provider, now, &message));
             if let Some(progress) = progress {
-                finish(shared, provider, progress, now, &[], woken);
+                finish(io, provider, progress, now, &[], woken);
             }
         }
     }
@@ -175,14 +178,14 @@ fn dispatch(shared: &Shared, provider: usize, request: &FetchRequest, now: i64, 
 
 /// The root context's `on_http_call_response`.
 pub fn on_response(
-    shared: &Shared,
+    io: &KeyIo<'_>,
     token: u32,
     num_headers: usize,
     body_size: usize,
     now: i64,
 ) -> Woken {
     let mut woken = Woken::new();
-    let Some(provider) = shared.fetcher.calls.borrow_mut().remove(&token) else {
+    let Some(provider) = io.fetcher.calls.borrow_mut().remove(&token) else {
         return woken;
     };
     let status = if num_headers == 0 {
@@ -195,38 +198,38 @@ pub fn on_response(
     } else {
         hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size).unwrap_or_default()
     };
-    let progress = shared
+    let progress = io
         .gate
         .with_keys(|store| store.on_response(provider, now, status, &body));
     if let Some(progress) = progress {
-        finish(shared, provider, progress, now, &body, &mut woken);
+        finish(io, provider, progress, now, &body, &mut woken);
     }
     woken
 }
 
 fn finish(
-    shared: &Shared,
+    io: &KeyIo<'_>,
     provider: usize,
     progress: Progress,
     now: i64,
     body: &[u8],
     woken: &mut Woken,
 ) {
-    let name = provider_name(shared, provider);
+    let name = provider_name(io, provider);
     match progress {
-        Progress::Next(request) => dispatch(shared, provider, &request, now, woken),
+        Progress::Next(request) => dispatch(io, provider, &request, now, woken),
         Progress::Loaded => {
-            let count = shared.gate.keys(provider).map_or(0, |k| k.len());
-            shared.metrics.fetch_ok(provider, count);
-            publish(shared, provider, now, body);
-            release_lock(shared, provider);
+            let count = io.gate.keys(provider).map_or(0, |k| k.len());
+            io.metrics.fetch_ok(provider, count);
+            publish(io, provider, now, body);
+            release_lock(io, provider);
             log::info!("mlgate: provider {name}: {count} key(s) loaded");
-            woken.extend(shared.gate.with_keys(|store| store.take_waiting(provider)));
+            woken.extend(io.gate.with_keys(|store| store.take_waiting(provider)));
         }
         Progress::Failed(why) => {
-            shared.metrics.fetch_failed();
-            release_lock(shared, provider);
-            let (stale, next) = shared.gate.with_keys(|store| {
+            io.metrics.fetch_failed();
+            release_lock(io, provider);
+            let (stale, next) = io.gate.with_keys(|store| {
                 store
                     .remote(provider)
                     .map_or((false, now), |r| (r.ever_loaded(), r.next_attempt_at()))
@@ -240,14 +243,13 @@ fn finish(
                 },
                 next - now
             );
-            woken.extend(shared.gate.with_keys(|store| store.take_waiting(provider)));
+            woken.extend(io.gate.with_keys(|store| store.take_waiting(provider)));
         }
     }
 }
 
-fn provider_name(shared: &Shared, provider: usize) -> String {
-    shared
-        .gate
+fn provider_name(io: &KeyIo<'_>, provider: usize) -> String {
+    io.gate
         .policy
         .providers
         .get(provider)
@@ -255,23 +257,23 @@ fn provider_name(shared: &Shared, provider: usize) -> String {
 }
 
 /// Publishes a fetched JWKS for the other VMs: `<fetched_at>\n<jwks>`.
-fn publish(shared: &Shared, provider: usize, now: i64, body: &[u8]) {
-    let Some(key) = shared.fetcher.key_name(provider) else {
+fn publish(io: &KeyIo<'_>, provider: usize, now: i64, body: &[u8]) {
+    let Some(key) = io.fetcher.key_name(provider) else {
         return;
     };
     let mut value = format!("{now}\n").into_bytes();
     value.extend_from_slice(body);
     if hostcalls::set_shared_data(key, &value, 0).is_ok() {
         if let Ok(Some((_, cas))) = hostcalls::get_shared_data(key) {
-            if let Some(seen) = shared.fetcher.seen.borrow_mut().get_mut(provider) {
+            if let Some(seen) = io.fetcher.seen.borrow_mut().get_mut(provider) {
                 *seen = cas;
             }
         }
     }
 }
 
-fn acquire_lock(shared: &Shared, provider: usize, now: i64, hold_seconds: i64) -> bool {
-    let Some(lock) = shared.fetcher.lock_name(provider) else {
+fn acquire_lock(io: &KeyIo<'_>, provider: usize, now: i64, hold_seconds: i64) -> bool {
+    let Some(lock) = io.fetcher.lock_name(provider) else {
         return false;
     };
     let (current, cas) = match hostcalls::get_shared_data(lock) {
@@ -282,61 +284,55 @@ fn acquire_lock(shared: &Shared, provider: usize, now: i64, hold_seconds: i64) -
     };
     if let Some((owner, expires)) = current.split_once(' ') {
         let held = expires.parse::<i64>().is_ok_and(|expires| expires > now);
-        if held && owner != shared.fetcher.nonce {
+        if held && owner != io.fetcher.nonce {
             return false;
         }
     }
     // Bounded, so that a VM whose fetch never answers holds the others up for `hold_seconds` only
     // (see `LockHold`).
     let expires = now + hold_seconds;
-    let value = format!("{} {expires}", shared.fetcher.nonce);
+    let value = format!("{} {expires}", io.fetcher.nonce);
     hostcalls::set_shared_data(lock, value.as_bytes(), cas).unwrap_or(true)
 }
 
-fn release_lock(shared: &Shared, provider: usize) {
-    let Some(lock) = shared.fetcher.lock_name(provider) else {
+fn release_lock(io: &KeyIo<'_>, provider: usize) {
+    let Some(lock) = io.fetcher.lock_name(provider) else {
         return;
     };
     if let Ok(Some((value, cas))) = hostcalls::get_shared_data(lock) {
-        if String::from_utf8_lossy(&value).starts_with(&shared.fetcher.nonce) {
+        if String::from_utf8_lossy(&value).starts_with(&io.fetcher.nonce) {
             let _ = hostcalls::set_shared_data(lock, b"", cas);
         }
     }
 }
 
 /// Adopts the key set another VM published for `provider`, if it is new to this VM.
-fn adopt_shared(shared: &Shared, provider: usize, now: i64) -> Woken {
-    let Some(key) = shared.fetcher.key_name(provider) else {
+fn adopt_shared(io: &KeyIo<'_>, provider: usize, now: i64) -> Woken {
+    let Some(key) = io.fetcher.key_name(provider) else {
         return Woken::new();
     };
     let Ok(Some((value, cas))) = hostcalls::get_shared_data(key) else {
         return Woken::new();
     };
-    let seen = shared
-        .fetcher
-        .seen
-        .borrow()
-        .get(provider)
-        .copied()
-        .unwrap_or(0);
+    let seen = io.fetcher.seen.borrow().get(provider).copied().unwrap_or(0);
     if cas == seen || value.is_empty() {
         return Woken::new();
     }
-    if let Some(slot) = shared.fetcher.seen.borrow_mut().get_mut(provider) {
+    if let Some(slot) = io.fetcher.seen.borrow_mut().get_mut(provider) {
         *slot = cas;
     }
     let Some((fetched_at, set)) = read_published(&value) else {
         return Woken::new();
     };
-    let changed = shared
+    let changed = io
         .gate
         .with_keys(|store| store.adopt(provider, set, fetched_at, now));
     if !changed {
         return Woken::new();
     }
-    let count = shared.gate.keys(provider).map_or(0, |k| k.len());
-    shared.metrics.keys_loaded(provider, count);
-    shared.gate.with_keys(|store| store.take_waiting(provider))
+    let count = io.gate.keys(provider).map_or(0, |k| k.len());
+    io.metrics.keys_loaded(provider, count);
+    io.gate.with_keys(|store| store.take_waiting(provider))
 }
 
 /// `<fetched_at>\n<jwks>`, as [`publish`] writes it.

@@ -38,7 +38,7 @@ impl Context for Root {
     ) {
         if let Some(shared) = &self.shared {
             let now = hostcalls::now_seconds();
-            let woken = keys::on_response(shared, token, num_headers, body_size, now);
+            let woken = keys::on_response(&shared.key_io(), token, num_headers, body_size, now);
             resume(shared, woken);
         }
     }
@@ -87,7 +87,11 @@ impl RootContext for Root {
                 log::warn!("mlgate: no timer: remote keys refresh only on demand");
             }
             // Cold start: fetch now rather than at the first tick.
-            let woken = keys::on_tick(&shared, hostcalls::now_seconds(), LockHold::Configure);
+            let woken = keys::on_tick(
+                &shared.key_io(),
+                hostcalls::now_seconds(),
+                LockHold::Configure,
+            );
             resume(&shared, woken);
         }
         self.shared = Some(shared);
@@ -96,7 +100,7 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(shared) = &self.shared {
-            let woken = keys::on_tick(shared, hostcalls::now_seconds(), LockHold::Tick);
+            let woken = keys::on_tick(&shared.key_io(), hostcalls::now_seconds(), LockHold::Tick);
             resume(shared, woken);
         }
     }

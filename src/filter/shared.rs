@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use hashbrown::HashMap;
 
-use super::keys::Fetcher;
+use super::keys::{Fetcher, KeyIo};
 use super::metrics::Metrics;
 use super::request_state::RequestState;
 use crate::gate::Gate;
@@ -22,6 +22,15 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// What the key I/O (`keys`) works with.
+    pub fn key_io(&self) -> KeyIo<'_> {
+        KeyIo {
+            gate: &self.gate,
+            metrics: &self.metrics,
+            fetcher: &self.fetcher,
+        }
+    }
+
     /// Holds request `context_id` until its provider's keys arrive (or will not).
     pub fn hold_for_keys(
         &self,
