@@ -154,6 +154,8 @@ pub mod metrics {
     pub const PAUSED_FOR_KEYS: &str = "mlgate.jwks.paused_requests";
     /// Gauge: 1 when RS*/ES* signatures are checked by the host (Envoy's BoringSSL).
     pub const HOST_CRYPTO: &str = "mlgate.crypto.host";
+    /// 0: not known yet; 1: bodies are judged while the headers are held; 2: headers go first.
+    pub const BODY_HOLD: &str = "mlgate.body.hold_headers";
 
     /// Gauge: keys currently loaded for a provider.
     pub fn keys_loaded(provider: &str) -> String {

@@ -5,6 +5,7 @@
 //! so the core is unit-tested natively with `cargo test`.
 
 pub mod audit;
+pub mod body_hold;
 pub mod bytes;
 pub mod cache;
 pub mod claims;

@@ -10,6 +10,7 @@ use crate::policy::Forward;
 
 /// A header map as the host serialised it, kept as one string (names and values side by side)
 /// with spans into it: no string per header, and UTF-8 checked once.
+#[derive(Clone)]
 pub struct HeaderMap {
     text: String,
     pairs: Vec<(Span, Span)>,

@@ -74,7 +74,14 @@ impl HttpContext for Request {
                 shared.hold_for_keys(self.context_id, provider, now, self.state.clone());
                 Action::Pause
             }
-            step => apply_headers_step(&shared, &self.state, step, &headers, end_of_stream),
+            step => {
+                let held = Held {
+                    context_id: self.context_id,
+                    state: &self.state,
+                    now,
+                };
+                apply_headers_step(&shared, held, step, &headers, end_of_stream)
+            }
         }
     }
 
@@ -84,6 +91,32 @@ impl HttpContext for Request {
         };
         let phase = std::mem::take(&mut self.state.borrow_mut().phase);
         match phase {
+            Phase::HoldingForBody {
+                pending,
+                headers,
+                headers_first,
+            } => {
+                shared.body_arrived_while_held();
+                if body_size <= shared.gate.max_body_bytes() && !end_of_stream {
+                    self.state.borrow_mut().phase = Phase::HoldingForBody {
+                        pending,
+                        headers,
+                        headers_first,
+                    };
+                    return Action::Pause;
+                }
+                shared.held_for_body.borrow_mut().remove(&self.context_id);
+                self.state.borrow_mut().phase = Phase::Decided;
+                let verdict = if body_size > shared.gate.max_body_bytes() {
+                    Ok(shared.gate.decide_with_body(*pending, None))
+                } else {
+                    judge_body(&shared, *pending, body_size)
+                };
+                match verdict {
+                    Ok(verdict) => carry_out(&shared, verdict, &headers),
+                    Err(action) => action,
+                }
+            }
             Phase::WaitingForBody(pending) => {
                 if body_size > shared.gate.max_body_bytes() {
                     let verdict = shared.gate.decide_with_body(*pending, None);
@@ -101,6 +134,7 @@ impl HttpContext for Request {
                 body_ended,
                 ..
             } => {
+                shared.body_arrived_while_held();
                 self.state.borrow_mut().phase = Phase::WaitingForKeys {
                     headers,
                     end_of_stream: headers_ended,
@@ -124,6 +158,17 @@ impl HttpContext for Request {
         };
         let phase = std::mem::take(&mut self.state.borrow_mut().phase);
         match phase {
+            Phase::HoldingForBody {
+                pending, headers, ..
+            } => {
+                shared.body_arrived_while_held();
+                shared.held_for_body.borrow_mut().remove(&self.context_id);
+                self.state.borrow_mut().phase = Phase::Decided;
+                match judge_body(&shared, *pending, shared.gate.max_body_bytes() + 1) {
+                    Ok(verdict) => carry_out(&shared, verdict, &headers),
+                    Err(action) => action,
+                }
+            }
             Phase::WaitingForBody(pending) => {
                 // Whatever data frames came were held (Pause buffers them): the whole body.
                 judge_buffered_body(&shared, *pending, shared.gate.max_body_bytes() + 1)
@@ -134,6 +179,7 @@ impl HttpContext for Request {
                 body_seen,
                 ..
             } => {
+                shared.body_arrived_while_held();
                 self.state.borrow_mut().phase = Phase::WaitingForKeys {
                     headers,
                     end_of_stream,
@@ -185,14 +231,23 @@ fn decide(shared: &Shared, headers: &HeaderMap, now: i64, may_wait: bool) -> Ste
     )
 }
 
+/// The request a decision is carried out for.
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    context_id: u32,
+    state: &'a Rc<RefCell<RequestState>>,
+    now: i64,
+}
+
 /// Carries out a decision taken while the request headers are still held.
 fn apply_headers_step(
     shared: &Shared,
-    state: &Rc<RefCell<RequestState>>,
+    held: Held<'_>,
     step: Step,
     request_headers: &HeaderMap,
     end_of_stream: bool,
 ) -> Action {
+    let state = held.state;
     match step {
         Step::Done(verdict) => {
             state.borrow_mut().phase = Phase::Decided;
@@ -202,6 +257,19 @@ fn apply_headers_step(
             state.borrow_mut().phase = Phase::Decided;
             let verdict = shared.gate.decide_with_body(*pending, Some(&[]));
             carry_out(shared, verdict, request_headers)
+        }
+        Step::NeedBody { pending, headers } if shared.body_hold.get().holds_headers() => {
+            // Held whole until the model is read: a refusal then leaves no trace upstream.
+            state.borrow_mut().phase = Phase::HoldingForBody {
+                pending,
+                headers: request_headers.clone(),
+                headers_first: headers,
+            };
+            shared
+                .held_for_body
+                .borrow_mut()
+                .insert(held.context_id, (held.now, state.clone()));
+            Action::Pause
         }
         Step::NeedBody { pending, headers } => {
             if let Err(action) = rewrite_headers(shared, request_headers, &headers) {
@@ -216,7 +284,7 @@ fn apply_headers_step(
 
 /// Called from the root context, with this request's context made effective, once the keys it
 /// waited for arrived (or will not): decide again and let the request go on or answer it.
-pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>) {
+pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>, context_id: u32) {
     let phase = std::mem::take(&mut state.borrow_mut().phase);
     let Phase::WaitingForKeys {
         headers,
@@ -228,7 +296,8 @@ pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>) {
         state.borrow_mut().phase = phase;
         return;
     };
-    let step = decide(shared, &headers, hostcalls::now_seconds(), false);
+    let now = hostcalls::now_seconds();
+    let step = decide(shared, &headers, now, false);
     let action = match step {
         // The host already handed over the whole body while the headers were held: judge it
         // now, before anything goes upstream.
@@ -241,12 +310,44 @@ pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>) {
         }
         // Otherwise the body (if any) is buffered by Envoy and delivered after the resume; a
         // request that ended with its headers has no body to wait for.
-        step => apply_headers_step(shared, state, step, &headers, end_of_stream),
+        step => {
+            let held = Held {
+                context_id,
+                state,
+                now,
+            };
+            apply_headers_step(shared, held, step, &headers, end_of_stream)
+        }
     };
     if let Action::Continue = action {
         if hostcalls::resume_request().is_err() {
             log::error!("mlgate: could not resume a request after its keys arrived");
         }
+    }
+}
+
+/// Called from the root context, with this request's context made effective: the request was
+/// held at its headers for a body that has not come (a host that delivers no body while the
+/// headers are held). It goes upstream headers first, with the caller's identity; its body is
+/// held and judged when it comes, as on such hosts always.
+pub fn let_go_headers_first(shared: &Shared, state: &Rc<RefCell<RequestState>>) {
+    let phase = std::mem::take(&mut state.borrow_mut().phase);
+    let Phase::HoldingForBody {
+        pending,
+        headers,
+        headers_first,
+    } = phase
+    else {
+        state.borrow_mut().phase = phase;
+        return;
+    };
+    shared.body_hold_timed_out();
+    if rewrite_headers(shared, &headers, &headers_first).is_err() {
+        return;
+    }
+    state.borrow_mut().phase = Phase::WaitingForBody(pending);
+    if hostcalls::resume_request().is_err() {
+        log::error!("mlgate: could not resume a request held for its body");
     }
 }
 

@@ -14,6 +14,7 @@ pub struct Metrics {
     fetch_failed: Option<u32>,
     unknown_kid_refetch: Option<u32>,
     paused_for_keys: Option<u32>,
+    body_hold: Option<u32>,
     /// Keys loaded, per provider index.
     keys: Vec<Option<u32>>,
 }
@@ -42,6 +43,7 @@ impl Metrics {
         metrics.unknown_kid_refetch =
             hostcalls::define_counter(names::JWKS_UNKNOWN_KID_REFETCH).ok();
         metrics.paused_for_keys = hostcalls::define_counter(names::PAUSED_FOR_KEYS).ok();
+        metrics.body_hold = hostcalls::define_gauge(names::BODY_HOLD).ok();
         if let Ok(id) = hostcalls::define_gauge(names::HOST_CRYPTO) {
             hostcalls::record(id, u64::from(host_crypto));
         }
@@ -50,6 +52,13 @@ impl Metrics {
             .map(|name| hostcalls::define_gauge(&names::keys_loaded(name)).ok())
             .collect();
         metrics
+    }
+
+    /// Which path `json_body` routes take (see `crate::body_hold`).
+    pub fn body_hold(&self, hold: crate::body_hold::BodyHold) {
+        if let Some(id) = self.body_hold {
+            hostcalls::record(id, hold.gauge());
+        }
     }
 
     pub fn record(&self, outcome: Decision, reason: Option<&str>) {

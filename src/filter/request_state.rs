@@ -1,7 +1,7 @@
 //! Where a request is in its life: deciding, held for keys, held for its body, decided.
 
 use super::headers::HeaderMap;
-use crate::gate::Pending;
+use crate::gate::{Headers, Pending};
 
 /// What a request is waiting for.
 #[derive(Default)]
@@ -18,6 +18,14 @@ pub enum Phase {
         body_seen: bool,
         /// ... and all of it (its last data frame, or the trailers).
         body_ended: bool,
+    },
+    /// Held whole, headers included, until the model in the body is judged (a host that hands
+    /// the body over while the headers are held: see `crate::body_hold`).
+    HoldingForBody {
+        pending: Box<Pending>,
+        headers: HeaderMap,
+        /// The headers the request goes upstream with if it is let go headers first.
+        headers_first: Headers,
     },
     /// Headers forwarded; the body is held until the model in it is judged.
     WaitingForBody(Box<Pending>),

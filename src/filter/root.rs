@@ -11,7 +11,7 @@ use super::hostcalls::{self, BufferType};
 use super::http::{self, Request};
 use super::keys::{self, Fetcher, LockHold, Woken};
 use super::metrics::Metrics;
-use super::shared::Shared;
+use super::shared::{Shared, StateRef};
 use crate::gate::Gate;
 
 /// How often the root context looks at remote key sets.
@@ -81,11 +81,20 @@ impl RootContext for Root {
             fetcher: Fetcher::new(&remote_targets, &names),
             root_id: self.id,
             held: Default::default(),
+            body_hold: Default::default(),
+            held_for_body: Default::default(),
         });
+        // Ticks refresh remote keys and let go requests held for a body that does not come.
+        if hostcalls::set_tick_period(TICK_MILLISECONDS).is_err() {
+            log::warn!("mlgate: no timer: remote keys refresh only on demand, and json_body routes send headers first");
+            shared
+                .body_hold
+                .set(crate::body_hold::BodyHold::NotHonoured);
+            shared
+                .metrics
+                .body_hold(crate::body_hold::BodyHold::NotHonoured);
+        }
         if remote_targets.iter().any(Option::is_some) {
-            if hostcalls::set_tick_period(TICK_MILLISECONDS).is_err() {
-                log::warn!("mlgate: no timer: remote keys refresh only on demand");
-            }
             // Cold start: fetch now rather than at the first tick.
             let woken = keys::on_tick(
                 &shared.key_io(),
@@ -100,8 +109,10 @@ impl RootContext for Root {
 
     fn on_tick(&mut self) {
         if let Some(shared) = &self.shared {
-            let woken = keys::on_tick(&shared.key_io(), hostcalls::now_seconds(), LockHold::Tick);
+            let now = hostcalls::now_seconds();
+            let woken = keys::on_tick(&shared.key_io(), now, LockHold::Tick);
             resume(shared, woken);
+            let_go_overdue_body_holds(shared, now);
         }
     }
 
@@ -125,7 +136,33 @@ fn resume(shared: &Shared, woken: Woken) {
             continue;
         };
         if hostcalls::set_effective_context(context_id).is_ok() {
-            http::resume_after_keys(shared, &state);
+            http::resume_after_keys(shared, &state, context_id);
+        }
+    }
+    let _ = hostcalls::set_effective_context(shared.root_id);
+}
+
+/// Requests held at their headers for a body that has not come while it is not known whether the
+/// host delivers bodies then: each goes upstream headers first (see `crate::body_hold`).
+fn let_go_overdue_body_holds(shared: &Shared, now: i64) {
+    let hold = shared.body_hold.get();
+    let overdue: Vec<(u32, StateRef)> = {
+        let mut held = shared.held_for_body.borrow_mut();
+        let ids: Vec<u32> = held
+            .iter()
+            .filter(|(_, (since, _))| hold.overdue(*since, now))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| held.remove(&id).map(|(_, state)| (id, state)))
+            .collect()
+    };
+    if overdue.is_empty() {
+        return;
+    }
+    for (context_id, state) in overdue {
+        if hostcalls::set_effective_context(context_id).is_ok() {
+            http::let_go_headers_first(shared, &state);
         }
     }
     let _ = hostcalls::set_effective_context(shared.root_id);

@@ -1,7 +1,7 @@
 //! What every request of a VM shares: the gate, the metrics, the host side of remote keys, and
 //! the requests held until their keys arrive.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use hashbrown::HashMap;
@@ -9,7 +9,11 @@ use hashbrown::HashMap;
 use super::keys::{Fetcher, KeyIo};
 use super::metrics::Metrics;
 use super::request_state::RequestState;
+use crate::body_hold::BodyHold;
 use crate::gate::Gate;
+
+/// A request's state, shared between its context and the root context that may resume it.
+pub type StateRef = Rc<RefCell<RequestState>>;
 
 pub struct Shared {
     pub gate: Gate,
@@ -18,7 +22,12 @@ pub struct Shared {
     pub root_id: u32,
     /// The state of each request the key store holds, by context id: what the root context
     /// resumes when the store wakes it.
-    pub held: RefCell<HashMap<u32, Rc<RefCell<RequestState>>>>,
+    pub held: RefCell<HashMap<u32, StateRef>>,
+    /// Whether the host hands over the body while the headers are held.
+    pub body_hold: Cell<BodyHold>,
+    /// Requests held at their headers for their body, by context id: since when, and their state
+    /// (the root context lets them go headers first if the body does not come).
+    pub held_for_body: RefCell<HashMap<u32, (i64, StateRef)>>,
 }
 
 impl Shared {
@@ -49,6 +58,27 @@ impl Shared {
         if self.held.borrow_mut().remove(&context_id).is_some() {
             self.gate.with_keys(|store| store.forget(context_id));
         }
+        self.held_for_body.borrow_mut().remove(&context_id);
+    }
+
+    /// A body (or trailers) arrived while the headers were held: the host hands bodies over.
+    pub fn body_arrived_while_held(&self) {
+        let mut hold = self.body_hold.get();
+        if hold.body_arrived() {
+            log::info!("mlgate: the host hands over request bodies while the headers are held: json_body routes are judged before anything goes upstream");
+            self.metrics.body_hold(hold);
+        }
+        self.body_hold.set(hold);
+    }
+
+    /// A request held for its body got none in time and went headers first.
+    pub fn body_hold_timed_out(&self) {
+        let mut hold = self.body_hold.get();
+        if hold.timed_out() {
+            log::warn!("mlgate: the host does not hand over request bodies while the headers are held (set allow_on_headers_stop_iteration: true on the wasm filter's PluginConfig, Envoy >= 1.35): json_body routes send the headers upstream first and hold the body until its model is judged");
+            self.metrics.body_hold(hold);
+        }
+        self.body_hold.set(hold);
     }
 
     /// The state of a woken request, no longer held.

@@ -77,6 +77,12 @@ impl Backend {
         self.server.port()
     }
 
+    /// How many requests reached the backend, counted when their headers arrive: a request the proxy
+    /// resets after its headers counts too.
+    pub fn requests_seen(&self) -> u64 {
+        self.server.requests_seen()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.server.addr())
     }

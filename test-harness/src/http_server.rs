@@ -4,7 +4,7 @@
 
 use std::io::Read;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -91,6 +91,8 @@ pub struct HttpServer {
     stop: Arc<AtomicBool>,
     server: Arc<tiny_http::Server>,
     workers: Vec<JoinHandle<()>>,
+    /// Requests whose headers arrived, complete or not (a proxy may reset one after its headers).
+    seen: Arc<AtomicU64>,
 }
 
 impl HttpServer {
@@ -109,17 +111,22 @@ impl HttpServer {
             .ok_or_else(|| anyhow!("{name}: not an IP listener"))?;
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(AtomicU64::new(0));
         let mut workers = Vec::new();
         for i in 0..threads.max(1) {
             let server = Arc::clone(&server);
             let stop = Arc::clone(&stop);
             let handler = Arc::clone(&handler);
+            let seen = Arc::clone(&seen);
             let worker = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         match server.recv_timeout(Duration::from_millis(200)) {
-                            Ok(Some(request)) => serve_one(name, request, handler.as_ref()),
+                            Ok(Some(request)) => {
+                                seen.fetch_add(1, Ordering::Relaxed);
+                                serve_one(name, request, handler.as_ref())
+                            }
                             Ok(None) => {}
                             Err(err) => {
                                 if !stop.load(Ordering::Relaxed) {
@@ -138,7 +145,13 @@ impl HttpServer {
             stop,
             server,
             workers,
+            seen,
         })
+    }
+
+    /// How many requests' headers have arrived so far, whether or not their bodies followed.
+    pub fn requests_seen(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
     }
 
     pub fn addr(&self) -> SocketAddr {

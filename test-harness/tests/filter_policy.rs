@@ -221,9 +221,12 @@ fn model_from_json_body_openai_compatible() {
     };
     let allowed = chat("llama-3-8b");
     assert!(allowed.is_forwarded(), "{allowed}");
-    // Envoy sends the headers upstream before the filter may read the body, so a body-named
-    // model cannot be announced in a header; the principal can.
-    assert_eq!(allowed.forwarded_header("x-mlgate-model"), None);
+    // The request is held whole (Envoy with allow_on_headers_stop_iteration) until the model is
+    // read, so the body's model is announced in a header too.
+    assert_eq!(
+        allowed.forwarded_header("x-mlgate-model"),
+        Some("llama-3-8b")
+    );
     assert_eq!(allowed.forwarded_header("x-mlgate-principal"), Some(ALICE));
     assert_eq!(
         allowed.body(),

@@ -338,7 +338,7 @@ fn header_changes_after_the_headers_went_upstream_do_not_reach_it() {
 /// callback while the headers are held; the buffered body comes after the filter resumes the request.
 #[test]
 fn no_body_callback_while_the_headers_are_paused_and_the_body_follows_the_resume() {
-    let h = configured(probe());
+    let h = configured(probe().no_body_while_headers_held());
     let held = h
         .request()
         .header("x-probe-hold", "")
@@ -371,7 +371,7 @@ fn no_body_callback_while_the_headers_are_paused_and_the_body_follows_the_resume
 
 #[test]
 fn a_body_held_behind_paused_headers_is_never_delivered_when_the_filter_answers() {
-    let h = configured(probe());
+    let h = configured(probe().no_body_while_headers_held());
     let denied = h
         .request()
         .header("x-probe-deny", "")
@@ -721,9 +721,11 @@ fn outcome_helpers_read_json_bodies() {
             .collect(),
         body: br#"{"error":"unauthorized","reason":"missing_token"}"#.to_vec(),
         details: String::new(),
+        upstream_headers: None,
         logs: Vec::new(),
     };
     assert_eq!(out.reason().as_deref(), Some("missing_token"));
+    assert!(!out.reached_upstream());
     assert_eq!(out.body_json()["error"], "unauthorized");
     assert_eq!(
         out.response_header("WWW-Authenticate"),

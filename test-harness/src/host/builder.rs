@@ -80,7 +80,8 @@ impl Default for HarnessBuilder {
             clusters: None,
             callback_timeout: Duration::from_secs(10),
             count_operators: false,
-            body_while_headers_held: false,
+            // Envoy as mlgate's configurations run it (envoy/demo.yaml sets the flag).
+            body_while_headers_held: true,
         }
     }
 }
@@ -173,11 +174,19 @@ impl HarnessBuilder {
         self
     }
 
-    /// Envoy with `allow_on_headers_stop_iteration` (wasm `PluginConfig`, Envoy ≥ 1.35): Pause at the request
-    /// headers stays `StopIteration`, so the body and trailer callbacks still arrive while the headers are held
-    /// (and the body is buffered while the filter pauses them), instead of waiting for the resume.
+    /// Envoy with `allow_on_headers_stop_iteration` (wasm `PluginConfig`, Envoy ≥ 1.35), the default: Pause at
+    /// the request headers stays `StopIteration`, so the body and trailer callbacks still arrive while the headers
+    /// are held (and the body is buffered while the filter pauses them), instead of waiting for the resume.
     pub fn body_while_headers_held(mut self) -> Self {
         self.body_while_headers_held = true;
+        self
+    }
+
+    /// Envoy without `allow_on_headers_stop_iteration` (and hosts like it): Pause at the request headers is
+    /// `StopAllIterationAndWatermark`, so no body or trailer callback arrives until the filter resumes the
+    /// request; the body is buffered meanwhile.
+    pub fn no_body_while_headers_held(mut self) -> Self {
+        self.body_while_headers_held = false;
         self
     }
 

@@ -441,6 +441,7 @@ impl Inner {
                 headers: r.headers,
                 body: r.body,
                 details: r.details,
+                upstream_headers: stream.forwarded_headers,
                 logs,
             }
         } else if stream.reset {

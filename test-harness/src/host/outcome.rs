@@ -69,6 +69,9 @@ pub enum Outcome {
         body: Vec<u8>,
         /// The status-code details string (Envoy's response-code details).
         details: String,
+        /// The request headers the upstream had already received when the filter answered (`None`: the
+        /// upstream saw nothing of the request).
+        upstream_headers: Option<Headers>,
         /// Log lines of this request.
         logs: Vec<LogEntry>,
     },
@@ -142,6 +145,18 @@ impl Outcome {
     /// A request header as the upstream sees it (first value); `None` unless forwarded.
     pub fn forwarded_header(&self, name: &str) -> Option<&str> {
         self.forwarded_headers().and_then(|h| h.get(name))
+    }
+
+    /// Whether any of the request reached the upstream: forwarded, or answered locally after its headers
+    /// had gone upstream.
+    pub fn reached_upstream(&self) -> bool {
+        match self {
+            Outcome::Forwarded { .. } => true,
+            Outcome::Responded {
+                upstream_headers, ..
+            } => upstream_headers.is_some(),
+            _ => false,
+        }
     }
 
     /// The request headers as the upstream sees them; `None` unless forwarded.

@@ -136,6 +136,31 @@ impl Envoy {
         idp_port: u16,
         concurrency: u32,
     ) -> Envoy {
+        let template = fs::read_to_string(root().join("envoy/demo.yaml")).expect("envoy/demo.yaml");
+        Envoy::spawn_from(
+            &template,
+            name,
+            envoy,
+            wasm,
+            config,
+            backend_port,
+            idp_port,
+            concurrency,
+        )
+    }
+
+    /// [`Envoy::spawn`] with another Envoy configuration template.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn_from(
+        template: &str,
+        name: &str,
+        envoy: &Path,
+        wasm: &Path,
+        config: &Value,
+        backend_port: u16,
+        idp_port: u16,
+        concurrency: u32,
+    ) -> Envoy {
         let dir = root().join("target/e2e-envoy").join(format!(
             "{name}-{}-{}",
             std::process::id(),
@@ -143,11 +168,10 @@ impl Envoy {
         ));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).expect("create e2e dir");
-        let template = fs::read_to_string(root().join("envoy/demo.yaml")).expect("envoy/demo.yaml");
         let listen = free_port();
         let admin = free_port();
         let yaml = render(
-            &template,
+            template,
             &[
                 ("LISTEN_PORT", json!(listen)),
                 ("ADMIN_PORT", json!(admin)),
@@ -249,7 +273,7 @@ impl Drop for Envoy {
 /// IdP + backend in-process, Envoy with mlgate in front.
 pub struct Stack {
     pub idp: Idp,
-    pub _backend: Backend,
+    pub backend: Backend,
     pub envoy: Envoy,
 }
 
@@ -264,6 +288,17 @@ impl Stack {
         concurrency: u32,
         mutate: impl FnOnce(&mut Value),
     ) -> Option<Stack> {
+        let template = fs::read_to_string(root().join("envoy/demo.yaml")).expect("envoy/demo.yaml");
+        Stack::start_from(&template, name, concurrency, mutate)
+    }
+
+    /// Like [`Stack::start_with`], with another Envoy configuration template than envoy/demo.yaml.
+    pub fn start_from(
+        template: &str,
+        name: &str,
+        concurrency: u32,
+        mutate: impl FnOnce(&mut Value),
+    ) -> Option<Stack> {
         let (envoy_bin, wasm) = prerequisites()?;
         let idp = Idp::start(IdpOptions::default()).expect("start demo IdP");
         let backend = Backend::start(0).expect("start demo backend");
@@ -272,7 +307,8 @@ impl Stack {
         // A free port can be taken between picking and binding: try a few times.
         let mut last_err = String::new();
         for _ in 0..3 {
-            let mut envoy = Envoy::spawn(
+            let mut envoy = Envoy::spawn_from(
+                template,
                 name,
                 &envoy_bin,
                 &wasm,
@@ -285,7 +321,7 @@ impl Stack {
                 Ok(()) => {
                     return Some(Stack {
                         idp,
-                        _backend: backend,
+                        backend,
                         envoy,
                     })
                 }
