@@ -12,6 +12,19 @@ pub const OTHER_TENANT: &str = "e1d2c3b4-a5f6-4e7d-8c9b-0a1f2e3d4c5b";
 pub const ML_SCIENTISTS: &str = "6a1f2b3c-0d4e-4f5a-8b6c-7d8e9f0a1b2c";
 pub const CONTRACTORS: &str = "b3c4d5e6-f7a8-4b9c-8d0e-1f2a3b4c5d6e";
 
+/// Each asymmetric algorithm with a test key that signs it.
+pub const EVERY_ASYMMETRIC_KEY: [(&str, Algorithm); 9] = [
+    ("rsa-a", Algorithm::RS256),
+    ("rsa-b", Algorithm::RS384),
+    ("rsa-b", Algorithm::RS512),
+    ("rsa-b", Algorithm::PS256),
+    ("rsa-b", Algorithm::PS384),
+    ("rsa-b", Algorithm::PS512),
+    ("ec-p256", Algorithm::ES256),
+    ("ec-p384", Algorithm::ES384),
+    ("ed25519", Algorithm::EdDSA),
+];
+
 pub fn key_pem(kid: &str) -> &'static str {
     match kid {
         "rsa-a" => include_str!("../test-harness/keys/rsa-a.pem"),

@@ -310,17 +310,7 @@ fn with_algorithms(algs: &[&str]) -> Value {
 
 #[test]
 fn every_asymmetric_algorithm_verifies_when_allowed() {
-    let cases = [
-        ("rsa-a", Algorithm::RS256),
-        ("rsa-b", Algorithm::RS384),
-        ("rsa-b", Algorithm::RS512),
-        ("rsa-b", Algorithm::PS256),
-        ("rsa-b", Algorithm::PS384),
-        ("rsa-b", Algorithm::PS512),
-        ("ec-p256", Algorithm::ES256),
-        ("ec-p384", Algorithm::ES384),
-        ("ed25519", Algorithm::EdDSA),
-    ];
+    let cases = crate::testing::EVERY_ASYMMETRIC_KEY;
     let g = gate(&with_algorithms(&[
         "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
     ]));

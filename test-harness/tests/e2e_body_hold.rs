@@ -22,18 +22,18 @@ fn chat(stack: &Stack, model: &str) -> e2e_fixture::Answer {
     send("POST", &url, &[bearer(&stack.token("alice"))], Some(&body))
 }
 
+fn assert_refused_model(answer: &e2e_fixture::Answer) {
+    assert_eq!(answer.status, 403, "{}", answer.raw);
+    assert_eq!(answer.body["reason"], "model_not_allowed", "{}", answer.raw);
+}
+
 #[test]
 fn a_refused_body_model_never_reaches_the_backend() {
     let Some(stack) = Stack::start("body-hold", 1) else {
         return;
     };
     let refused = chat(&stack, "gpt-4-turbo");
-    assert_eq!(refused.status, 403, "{}", refused.raw);
-    assert_eq!(
-        refused.body["reason"], "model_not_allowed",
-        "{}",
-        refused.raw
-    );
+    assert_refused_model(&refused);
     assert_eq!(
         stack.backend.requests_seen(),
         0,
@@ -73,12 +73,7 @@ fn without_the_flag_requests_go_headers_first_and_are_still_judged() {
         return;
     };
     let refused = chat(&stack, "gpt-4-turbo");
-    assert_eq!(refused.status, 403, "{}", refused.raw);
-    assert_eq!(
-        refused.body["reason"], "model_not_allowed",
-        "{}",
-        refused.raw
-    );
+    assert_refused_model(&refused);
 
     let allowed = chat(&stack, "gpt-4o-mini");
     assert_eq!(allowed.status, 200, "{}", allowed.raw);
