@@ -113,7 +113,7 @@ impl Compiler<'_> {
                 "must be non-empty printable ASCII without quotes or backslashes",
             );
         }
-        let forward = compile_forward(config.forward)?;
+        let forward = compile_forward(config.forward, &mut self.extra_claims)?;
         let mut routes: Vec<Route> = Vec::with_capacity(config.routes.len());
         for (index, route) in config.routes.into_iter().enumerate() {
             let path = format!("routes[{index}]");

@@ -87,6 +87,8 @@ pub struct Forward {
     pub provider: Option<String>,
     pub dry_run: String,
     pub strip_authorization: bool,
+    /// More claims forwarded as they are: (index into `Policy::extra_claims`, header name).
+    pub claims: Vec<(usize, String)>,
 }
 
 #[derive(Clone, Debug)]

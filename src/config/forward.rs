@@ -4,9 +4,16 @@
 use super::names::header_name;
 use super::schema::{ForwardConfig, ForwardField};
 use super::{err, ConfigError};
+use crate::claims::ClaimPath;
 use crate::policy::Forward;
 
-pub(super) fn compile_forward(config: ForwardConfig) -> Result<Forward, ConfigError> {
+/// `extra_claims`: the claim paths the identity extracts beyond the standard ones; the claims
+/// forwarded with `claims` join them (their values are read once per verified token, as the
+/// claims rules compare are).
+pub(super) fn compile_forward(
+    config: ForwardConfig,
+    extra_claims: &mut Vec<ClaimPath>,
+) -> Result<Forward, ConfigError> {
     let prefix = config.prefix;
     let prefix_ok = !prefix.is_empty()
         && prefix.ends_with('-')
@@ -36,7 +43,7 @@ pub(super) fn compile_forward(config: ForwardConfig) -> Result<Forward, ConfigEr
             }
         }
     };
-    Ok(Forward {
+    let mut forward = Forward {
         principal: field("principal", config.principal)?,
         tenant: field("tenant", config.tenant)?,
         app: field("app", config.app)?,
@@ -49,6 +56,52 @@ pub(super) fn compile_forward(config: ForwardConfig) -> Result<Forward, ConfigEr
         provider: field("provider", config.provider)?,
         dry_run: format!("{prefix}dry-run"),
         strip_authorization: config.strip_authorization,
+        claims: Vec::with_capacity(config.claims.len()),
         prefix,
-    })
+    };
+    for (claim, header) in config.claims {
+        let at = format!("forward.claims.{claim}");
+        if claim.is_empty() {
+            return err("forward.claims", "a claim path must not be empty");
+        }
+        let header = header_name(&at, &header)?;
+        if !header.starts_with(&forward.prefix) {
+            return err(
+                at,
+                format!("{header:?} must start with the prefix {:?}, so that client-sent copies are stripped", forward.prefix),
+            );
+        }
+        let standard = [
+            &forward.principal,
+            &forward.tenant,
+            &forward.app,
+            &forward.caller,
+            &forward.groups,
+            &forward.roles,
+            &forward.scopes,
+            &forward.route,
+            &forward.model,
+            &forward.provider,
+        ];
+        let taken = standard
+            .iter()
+            .any(|name| name.as_deref() == Some(header.as_str()))
+            || header == forward.dry_run
+            || forward.claims.iter().any(|(_, other)| *other == header);
+        if taken {
+            return err(
+                at,
+                format!("{header:?} is already forwarded for something else"),
+            );
+        }
+        let index = match extra_claims.iter().position(|p| p.as_str() == claim) {
+            Some(index) => index,
+            None => {
+                extra_claims.push(ClaimPath::new(&claim));
+                extra_claims.len() - 1
+            }
+        };
+        forward.claims.push((index, header));
+    }
+    Ok(forward)
 }

@@ -388,6 +388,9 @@ pub(super) struct ForwardConfig {
     pub(super) provider: Option<ForwardField>,
     #[serde(default)]
     pub(super) strip_authorization: bool,
+    /// Claim path → header name: more claims forwarded as they are.
+    #[serde(default)]
+    pub(super) claims: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for ForwardConfig {
@@ -404,6 +407,7 @@ impl Default for ForwardConfig {
             route: None,
             model: None,
             provider: None,
+            claims: Default::default(),
             strip_authorization: false,
         }
     }

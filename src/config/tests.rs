@@ -153,6 +153,30 @@ fn es384_is_refused_where_no_backend_checks_it() {
 }
 
 #[test]
+fn a_forwarded_claim_outside_the_prefix_is_refused() {
+    let mut config = entra_config();
+    config["forward"] = json!({"claims": {"email": "x-email"}});
+    assert_refused(config, "forward.claims.email", "must start with the prefix");
+}
+
+#[test]
+fn a_forwarded_claim_on_a_header_already_forwarded_is_refused() {
+    let mut config = entra_config();
+    config["forward"] = json!({"claims": {"upn": "x-mlgate-principal"}});
+    assert_refused(config, "forward.claims.upn", "already forwarded");
+    let mut twice = entra_config();
+    twice["forward"] = json!({"claims": {"email": "x-mlgate-mail", "upn": "x-mlgate-mail"}});
+    assert_refused(twice, "forward.claims.upn", "already forwarded");
+}
+
+#[test]
+fn a_forwarded_claim_header_must_be_a_header_name() {
+    let mut config = entra_config();
+    config["forward"] = json!({"claims": {"email": "x-mlgate-e mail"}});
+    assert_refused(config, "forward.claims.email", "not a valid header name");
+}
+
+#[test]
 fn hmac_with_public_keys_is_refused() {
     let mut config = entra_config();
     config["providers"][0]["algorithms"] = json!(["RS256", "HS256"]);

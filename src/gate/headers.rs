@@ -98,6 +98,12 @@ impl Gate {
         add(&forward.scopes, joined(&forward.scopes, &id.scopes));
         let provider = self.provider_names.get(id.provider);
         add(&forward.provider, provider.map(|p| Cow::Borrowed(&**p)));
+        for (index, header) in &forward.claims {
+            if let Some(values) = id.extra.get(*index).filter(|v| !v.is_empty()) {
+                let header = Some(header.clone());
+                add(&header, Some(Cow::Owned(join_list(values))));
+            }
+        }
         headers
     }
 }

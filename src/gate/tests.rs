@@ -97,6 +97,49 @@ fn score(token: &str) -> Req {
     req("POST", "/score").bearer(token)
 }
 
+fn with_forwarded_claims(claims: Value) -> Value {
+    let mut config = entra_config();
+    config["forward"] = json!({"claims": claims});
+    config
+}
+
+#[test]
+fn configured_claims_are_forwarded_as_they_are() {
+    let g = gate(&with_forwarded_claims(json!({
+        "email": "x-mlgate-email", "ext.cost_center": "x-mlgate-cost-center", "wids": "x-mlgate-wids"
+    })));
+    let t = user_token(|c| {
+        c["email"] = json!("alice@contoso.example");
+        c["ext"] = json!({"cost_center": "ml-42"});
+        c["wids"] = json!(["a,1", "b"]);
+    });
+    let h = forwarded(&g, &score(&t).header("azureml-model-deployment", "blue"));
+    assert_eq!(h["x-mlgate-email"], "alice@contoso.example");
+    assert_eq!(h["x-mlgate-cost-center"], "ml-42");
+    assert_eq!(
+        h["x-mlgate-wids"], "a%2C1,b",
+        "list items split unambiguously"
+    );
+}
+
+#[test]
+fn a_forwarded_claim_the_token_lacks_sends_no_header() {
+    let g = gate(&with_forwarded_claims(json!({"email": "x-mlgate-email"})));
+    let h = forwarded(
+        &g,
+        &score(&good_token()).header("azureml-model-deployment", "blue"),
+    );
+    assert!(!h.contains_key("x-mlgate-email"), "{h:?}");
+}
+
+#[test]
+fn a_forwarded_claim_with_control_characters_is_sanitised() {
+    let g = gate(&with_forwarded_claims(json!({"email": "x-mlgate-email"})));
+    let t = user_token(|c| c["email"] = json!("a@b\r\nx-evil: 1"));
+    let h = forwarded(&g, &score(&t).header("azureml-model-deployment", "blue"));
+    assert_eq!(h["x-mlgate-email"], "a@b??x-evil: 1");
+}
+
 #[test]
 fn valid_user_in_group_is_allowed_with_identity_headers() {
     let g = gate(&entra_config());

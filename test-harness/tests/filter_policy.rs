@@ -479,3 +479,30 @@ fn concurrent_requests_on_one_vm_are_independent() {
         assert_eq!(out.is_forwarded(), i % 2 == 0);
     }
 }
+
+#[test]
+fn configured_claims_reach_the_upstream_and_client_copies_never_do() {
+    let mut config = entra_config();
+    config["forward"] = json!({"claims": {"email": "x-mlgate-email"}});
+    let h = harness(&config);
+    let send = |token: &str| {
+        h.request()
+            .method("POST")
+            .path("/score")
+            .bearer(token)
+            .header("azureml-model-deployment", "blue")
+            .header("X-Mlgate-Email", "mallory@evil.example")
+            .send()
+            .unwrap()
+    };
+    let with_email = send(&user_token(&h, |c| {
+        c["email"] = json!("alice@contoso.example")
+    }));
+    assert_eq!(
+        with_email.forwarded_header("x-mlgate-email"),
+        Some("alice@contoso.example")
+    );
+    let without = send(&user_token(&h, |_| {}));
+    assert!(without.is_forwarded(), "{without}");
+    assert_eq!(without.forwarded_header("x-mlgate-email"), None);
+}
