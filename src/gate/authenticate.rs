@@ -107,23 +107,27 @@ impl Gate {
         // wrong claims must not trigger a refetch.
         let checked = verify::check_claims(peeked, &provider.rules, now)?;
         let keys = self.keys(provider_index);
-        let wanted = match &keys {
-            None => Some(false),
-            Some(set) => match set.select(checked.kid(), checked.alg()) {
-                crate::jwks::Selection::UnknownKid => Some(true),
-                _ => None,
-            },
-        };
-        if let (Some(unknown_kid), true) = (wanted, may_wait) {
-            let wait = self
-                .keys
-                .borrow_mut()
-                .may_wait(provider_index, unknown_kid, now);
-            if let Wait::Yes { refetch } = wait {
-                return Err(AuthError::NeedKeys {
-                    provider: provider_index,
-                    refetch,
-                });
+        // Only a remote provider's request can wait (the key store says so too), and only then is
+        // the key selection worth running twice (it runs again in the signature step).
+        if may_wait && provider.remote_keys.is_some() {
+            let wanted = match &keys {
+                None => Some(false),
+                Some(set) => match set.select(checked.kid(), checked.alg()) {
+                    crate::jwks::Selection::UnknownKid => Some(true),
+                    _ => None,
+                },
+            };
+            if let Some(unknown_kid) = wanted {
+                let wait = self
+                    .keys
+                    .borrow_mut()
+                    .may_wait(provider_index, unknown_kid, now);
+                if let Wait::Yes { refetch } = wait {
+                    return Err(AuthError::NeedKeys {
+                        provider: provider_index,
+                        refetch,
+                    });
+                }
             }
         }
         let Some(keys) = keys else {
