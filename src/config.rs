@@ -115,7 +115,8 @@ impl Compiler<'_> {
         }
         let forward = compile_forward(config.forward, &mut self.extra_claims)?;
         let mut routes: Vec<Route> = Vec::with_capacity(config.routes.len());
-        for (index, route) in config.routes.into_iter().enumerate() {
+        let mut listings = Vec::new();
+        for (index, mut route) in config.routes.into_iter().enumerate() {
             let path = format!("routes[{index}]");
             if let Some(previous) = routes.iter().position(|r| r.name == route.name) {
                 return err(
@@ -126,7 +127,17 @@ impl Compiler<'_> {
                     ),
                 );
             }
+            if let Some(listing) = route.list_models.take() {
+                listings.push((index, listing));
+            }
             routes.push(self.route(&path, route, &providers)?);
+        }
+        for (index, listing) in listings {
+            let path = format!("routes[{index}]");
+            let compiled = routes::compile_list_models(&path, listing, index, &routes)?;
+            if let Some(route) = routes.get_mut(index) {
+                route.list_models = Some(compiled);
+            }
         }
         Ok(Policy {
             providers,

@@ -39,6 +39,11 @@ pub enum Reason {
     ModelUnreadable,
     ModelAmbiguous,
     UnsupportedMediaType,
+    /// A model listing (`list_models`) the model server sent that mlgate cannot filter: not the
+    /// format's JSON, ambiguous, or content-encoded. Never passed on unfiltered.
+    ListingUnreadable,
+    /// A model listing larger than its route's `list_models.max_bytes`.
+    ListingTooLarge,
 }
 
 /// How a reason is answered on the wire.
@@ -62,11 +67,13 @@ enum Kind {
     UnsupportedMedia,
     /// 503 with `Retry-After`.
     Unavailable,
+    /// 502: the model server's answer cannot be passed on safely.
+    BadGateway,
 }
 
 impl Reason {
     /// Every reason, for metric definition and tests.
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 32] = [
         Reason::MissingToken,
         Reason::MultipleTokens,
         Reason::TokenTooLarge,
@@ -97,6 +104,8 @@ impl Reason {
         Reason::ModelUnreadable,
         Reason::ModelAmbiguous,
         Reason::UnsupportedMediaType,
+        Reason::ListingUnreadable,
+        Reason::ListingTooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -131,6 +140,8 @@ impl Reason {
             Reason::ModelUnreadable => "model_unreadable",
             Reason::ModelAmbiguous => "model_ambiguous",
             Reason::UnsupportedMediaType => "unsupported_media_type",
+            Reason::ListingUnreadable => "listing_unreadable",
+            Reason::ListingTooLarge => "listing_too_large",
         }
     }
 
@@ -150,6 +161,7 @@ impl Reason {
             | Reason::ModelAmbiguous => Kind::BadRequest,
             Reason::UnsupportedMediaType => Kind::UnsupportedMedia,
             Reason::KeysUnavailable => Kind::Unavailable,
+            Reason::ListingUnreadable | Reason::ListingTooLarge => Kind::BadGateway,
             _ => Kind::InvalidToken,
         }
     }
@@ -163,6 +175,7 @@ impl Reason {
             Kind::BadRequest => 400,
             Kind::UnsupportedMedia => 415,
             Kind::Unavailable => 503,
+            Kind::BadGateway => 502,
         }
     }
 
@@ -219,6 +232,7 @@ pub fn local_reply(
         Kind::BadRequest => ("bad_request", None),
         Kind::UnsupportedMedia => ("unsupported_media_type", None),
         Kind::Unavailable => ("unavailable", None),
+        Kind::BadGateway => ("bad_gateway", None),
     };
     if let Some(value) = challenge {
         headers.push(("www-authenticate", Cow::Owned(value)));

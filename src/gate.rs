@@ -20,7 +20,8 @@ use crate::jwks::KeySet;
 use crate::keystore::KeyStore;
 use crate::model::{self, ModelError};
 use crate::policy::{
-    path_is_unambiguous, AuditLevel, Mode, ModelFrom, Policy, RequestParts, Route, Unmatched,
+    path_is_unambiguous, AuditLevel, ListingFormat, Mode, ModelFrom, Policy, RequestParts, Route,
+    Unmatched,
 };
 use crate::token;
 use crate::verify::dangerous;
@@ -65,6 +66,29 @@ pub enum Disposition {
 pub struct Verdict {
     pub action: Disposition,
     pub audit: Audit,
+    /// The response is a model listing to filter for this caller ([`Gate::filter_listing`]).
+    pub listing: Option<Box<Listing>>,
+}
+
+/// A forwarded request whose response is a model listing: who asked, and by which route's rules
+/// its models are sorted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listing {
+    /// The listing route.
+    route: usize,
+    /// The route whose rules decide which models the caller sees.
+    for_route: usize,
+    format: ListingFormat,
+    max_bytes: usize,
+    identity: Rc<Identity>,
+    request_id: Option<String>,
+}
+
+impl Listing {
+    /// The largest listing read.
+    pub fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
 }
 
 /// The verdict, or what the gate needs before it can give one.
@@ -442,31 +466,7 @@ impl Gate {
         let Some(route) = self.policy.routes.get(route_index) else {
             return self.refuse(Refusal::new(Reason::NoMatchingRoute, None), audit);
         };
-        let identity = &*caller.identity;
-        let model_ref = model.as_deref();
-        let reason = if route
-            .deny
-            .iter()
-            .any(|rule| rule.matches(identity, model_ref))
-        {
-            Some(Reason::DeniedByRule)
-        } else if route.allow.is_empty()
-            || route
-                .allow
-                .iter()
-                .any(|rule| rule.matches(identity, model_ref))
-        {
-            None
-        } else if route
-            .allow
-            .iter()
-            .any(|rule| rule.matches_identity(identity))
-        {
-            Some(Reason::ModelNotAllowed)
-        } else {
-            Some(Reason::NoRuleMatched)
-        };
-        match reason {
+        match rules_refuse(route, &caller.identity, model.as_deref()) {
             Some(reason) => self.refuse(
                 Refusal {
                     reason,
@@ -479,13 +479,83 @@ impl Gate {
             None => {
                 let headers =
                     self.forward_headers(Some(route_index), Some(&caller), model.as_deref(), None);
+                // In dry-run mode every model may be called, so every model is listed.
+                let listing = route
+                    .list_models
+                    .as_ref()
+                    .filter(|_| self.policy.mode == Mode::Enforce)
+                    .map(|list| {
+                        Box::new(Listing {
+                            route: route_index,
+                            for_route: list.for_route,
+                            format: list.format,
+                            max_bytes: list.max_bytes,
+                            identity: caller.identity.clone(),
+                            request_id: audit.request_id.clone(),
+                        })
+                    });
                 audit.model = model;
                 Verdict {
                     action: Disposition::Forward(headers),
                     audit,
+                    listing,
                 }
             }
         }
+    }
+
+    /// Whether the caller may call `model` on route `route_index`, as far as the caller and the
+    /// model decide it: the route takes the caller's provider, an incomplete group list does not
+    /// stop it, and its rules allow the model. What a listing shows.
+    pub fn may_call(&self, route_index: usize, identity: &Identity, model: &str) -> bool {
+        let Some(route) = self.policy.routes.get(route_index) else {
+            return false;
+        };
+        if route.anonymous {
+            return true;
+        }
+        if route
+            .providers
+            .as_ref()
+            .is_some_and(|allowed| !allowed.contains(&identity.provider))
+        {
+            return false;
+        }
+        let overage_denies = self
+            .policy
+            .providers
+            .get(identity.provider)
+            .is_some_and(|p| p.on_groups_overage == crate::policy::Overage::Deny);
+        if identity.groups_overage && overage_denies && route.uses_groups {
+            return false;
+        }
+        rules_refuse(route, identity, Some(model)).is_none()
+    }
+
+    /// The model server's listing with only the models the caller may call on the listing's
+    /// `for_route`; or the reply that replaces a listing that cannot be filtered (502).
+    pub fn filter_listing(&self, listing: &Listing, body: &[u8]) -> Result<Vec<u8>, LocalReply> {
+        let filtered = if body.len() > listing.max_bytes {
+            Err(Reason::ListingTooLarge)
+        } else {
+            crate::catalogue::filter(body, listing.format, &|model| {
+                self.may_call(listing.for_route, &listing.identity, model)
+            })
+        };
+        filtered.map_err(|reason| self.listing_refused(listing, reason))
+    }
+
+    /// The reply for a listing that cannot be passed on.
+    pub fn listing_refused(&self, listing: &Listing, reason: Reason) -> LocalReply {
+        local_reply(
+            reason,
+            &self.policy.realm,
+            self.policy
+                .routes
+                .get(listing.route)
+                .map(|r| r.name.as_str()),
+            listing.request_id.as_deref(),
+        )
     }
 
     fn pass(&self, mut audit: Audit, route: Option<usize>) -> Verdict {
@@ -493,6 +563,7 @@ impl Gate {
         Verdict {
             action: Disposition::Forward(self.forward_headers(route, None, None, None)),
             audit,
+            listing: None,
         }
     }
 
@@ -510,6 +581,7 @@ impl Gate {
             return Verdict {
                 action: Disposition::Forward(headers),
                 audit,
+                listing: None,
             };
         }
         audit.decision = Decision::Denied;
@@ -523,12 +595,32 @@ impl Gate {
         Verdict {
             action: Disposition::Reply(reply),
             audit,
+            listing: None,
         }
     }
 
     fn describe(&self, audit: &mut Audit, identity: &Rc<Identity>) {
         audit.provider = self.provider_names.get(identity.provider).cloned();
         audit.identity = Some(identity.clone());
+    }
+}
+
+/// Why the route's rules refuse this caller and model, if they do: deny rules first, then allow
+/// rules (none: anyone the route admits).
+fn rules_refuse(route: &Route, identity: &Identity, model: Option<&str>) -> Option<Reason> {
+    if route.deny.iter().any(|rule| rule.matches(identity, model)) {
+        Some(Reason::DeniedByRule)
+    } else if route.allow.is_empty() || route.allow.iter().any(|rule| rule.matches(identity, model))
+    {
+        None
+    } else if route
+        .allow
+        .iter()
+        .any(|rule| rule.matches_identity(identity))
+    {
+        Some(Reason::ModelNotAllowed)
+    } else {
+        Some(Reason::NoRuleMatched)
     }
 }
 

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod body_hold;
 pub mod bytes;
 pub mod cache;
+pub mod catalogue;
 pub mod claims;
 pub mod config;
 pub mod crypto;

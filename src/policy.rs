@@ -109,6 +109,31 @@ pub struct Route {
     /// A request that names no model is judged as such (e.g. Azure ML's default deployment);
     /// refused at load when a deny rule names models.
     pub allow_missing_model: bool,
+    /// The route answers with a model catalogue, filtered per caller by another route's rules.
+    pub list_models: Option<ListModels>,
+}
+
+/// `list_models`: the route's response is a model listing; each caller sees only the models that
+/// route `for_route`'s rules would let it call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListModels {
+    pub format: ListingFormat,
+    /// Index of the route whose rules decide which models are listed.
+    pub for_route: usize,
+    /// The largest listing read; a larger one is refused (`listing_too_large`).
+    pub max_bytes: usize,
+}
+
+/// The shape of a model listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListingFormat {
+    /// OpenAI `GET /v1/models`: `{"object":"list","data":[{"id":…},…]}`.
+    OpenAi,
+    /// The v2 protocol's repository index (Triton, MLServer) `POST /v2/repository/index`:
+    /// `[{"name":…,"version":…,"state":…},…]`.
+    Triton,
+    /// KServe v1 `GET /v1/models`: `{"models":[…]}`.
+    KServeV1,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,13 +4,14 @@
 
 use super::names::{header_name, is_plain_name};
 use super::schema::{
-    AuthConfig, CallerConfig, MatchConfig, ModelFromConfig, RouteConfig, RuleConfig,
+    AuthConfig, CallerConfig, ListModelsConfig, MatchConfig, ModelFromConfig, RouteConfig,
+    RuleConfig,
 };
 use super::{err, Compiler, ConfigError};
 use crate::claims::{Caller, CallerRule, ClaimPath};
 use crate::policy::{
-    Glob, HeaderExpect, HeaderMatch, HostPattern, ModelFrom, PathMatch, Provider, Route,
-    RouteMatch, Rule, Template, TemplateSegment,
+    Glob, HeaderExpect, HeaderMatch, HostPattern, ListModels, ListingFormat, ModelFrom, PathMatch,
+    Provider, Route, RouteMatch, Rule, Template, TemplateSegment,
 };
 
 impl Compiler<'_> {
@@ -121,6 +122,7 @@ impl Compiler<'_> {
             uses_groups,
             model_decides,
             allow_missing_model: config.allow_missing_model,
+            list_models: None,
         })
     }
 
@@ -489,4 +491,75 @@ fn compile_model_from(
         (None, None, Some(field)) if !field.is_empty() => Ok(ModelFrom::JsonBody(field)),
         _ => err(path, "give exactly one of path_param, header or json_body"),
     }
+}
+
+/// The default and the largest `list_models.max_bytes`: a listing is held whole in the VM.
+const LISTING_MAX_BYTES: usize = 1024 * 1024;
+const LISTING_MAX_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+
+/// `routes[i].list_models`, once every route is compiled (`for_route` may name a later one).
+pub(super) fn compile_list_models(
+    path: &str,
+    config: ListModelsConfig,
+    index: usize,
+    routes: &[Route],
+) -> Result<ListModels, ConfigError> {
+    let route = routes.get(index);
+    if route.is_some_and(|r| r.anonymous) {
+        return err(
+            format!("{path}.list_models"),
+            "an anonymous route has no caller to filter a listing for",
+        );
+    }
+    if route.is_some_and(|r| r.model_from.is_some()) {
+        return err(
+            format!("{path}.list_models"),
+            "a listing route names no model: remove model_from (or the {model} path parameter)",
+        );
+    }
+    let Some(for_route) = routes.iter().position(|r| r.name == config.for_route) else {
+        return err(
+            format!("{path}.list_models.for_route"),
+            format!("no route named {:?}", config.for_route),
+        );
+    };
+    let target = routes.get(for_route);
+    if target.is_some_and(|r| r.anonymous) {
+        return err(
+            format!("{path}.list_models.for_route"),
+            format!(
+                "{:?} is anonymous: it has no rules to filter a listing by",
+                config.for_route
+            ),
+        );
+    }
+    if target.is_some_and(|r| r.model_from.is_none()) {
+        return err(
+            format!("{path}.list_models.for_route"),
+            format!("{:?} names no model (no model_from, no {{model}} path parameter): its rules cannot tell one model from another", config.for_route),
+        );
+    }
+    let format = match config.format.as_str() {
+        "openai" => ListingFormat::OpenAi,
+        "triton" => ListingFormat::Triton,
+        "kserve_v1" => ListingFormat::KServeV1,
+        other => {
+            return err(
+                format!("{path}.list_models.format"),
+                format!("{other:?} is not one of \"openai\", \"triton\", \"kserve_v1\""),
+            )
+        }
+    };
+    let max_bytes = config.max_bytes.unwrap_or(LISTING_MAX_BYTES);
+    if !(1..=LISTING_MAX_BYTES_LIMIT).contains(&max_bytes) {
+        return err(
+            format!("{path}.list_models.max_bytes"),
+            "must be between 1 and 16777216",
+        );
+    }
+    Ok(ListModels {
+        format,
+        for_route,
+        max_bytes,
+    })
 }

@@ -302,6 +302,17 @@ pub(super) struct RouteConfig {
     pub(super) deny: Vec<RuleConfig>,
     #[serde(default)]
     pub(super) allow: Vec<RuleConfig>,
+    pub(super) list_models: Option<ListModelsConfig>,
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ListModelsConfig {
+    /// `openai`, `triton` or `kserve_v1`: read as a string and matched at compile, which names
+    /// the field in its error and costs less .wasm than a derived enum.
+    pub(super) format: String,
+    pub(super) for_route: String,
+    pub(super) max_bytes: Option<usize>,
 }
 
 #[derive(Deserialize, Debug, Default)]

@@ -1143,3 +1143,69 @@ fn a_caller_type_claim_needs_values() {
     config["providers"][0]["caller_type"] = json!("okta");
     assert_refused(config, "providers[0].caller_type", "unknown variant");
 }
+
+fn with_listing(list_models: Value) -> Value {
+    let mut config = entra_config();
+    config["routes"].as_array_mut().unwrap().push(
+        json!({"name": "models", "match": {"path": "/v1/models"}, "list_models": list_models}),
+    );
+    config
+}
+
+#[test]
+fn a_listing_route_is_sorted_by_the_rules_of_the_route_it_names() {
+    let policy = compile_value(&with_listing(
+        json!({"format": "openai", "for_route": "chat"}),
+    ))
+    .unwrap();
+    let listing = policy.routes[4].list_models.clone().unwrap();
+    assert_eq!(listing.for_route, 3);
+    assert_eq!(listing.format, crate::policy::ListingFormat::OpenAi);
+    assert_eq!(listing.max_bytes, 1024 * 1024);
+}
+
+#[test]
+fn a_listing_for_an_unknown_route_is_refused_naming_the_field() {
+    assert_refused(
+        with_listing(json!({"format": "openai", "for_route": "chta"})),
+        "routes[4].list_models.for_route",
+        "no route named \"chta\"",
+    );
+}
+
+#[test]
+fn a_listing_for_a_route_without_a_model_is_refused() {
+    assert_refused(
+        with_listing(json!({"format": "openai", "for_route": "health"})),
+        "routes[4].list_models.for_route",
+        "anonymous",
+    );
+    let mut config = with_listing(json!({"format": "openai", "for_route": "modelless"}));
+    config["routes"].as_array_mut().unwrap().push(
+        json!({"name": "modelless", "match": {"path": "/x"}, "allow": [{"groups": ["ml-scientists"]}]}),
+    );
+    assert_refused(config, "routes[4].list_models.for_route", "names no model");
+}
+
+#[test]
+fn a_listing_route_that_names_a_model_or_is_anonymous_is_refused() {
+    let mut config = entra_config();
+    config["routes"][3]["list_models"] = json!({"format": "openai", "for_route": "infer"});
+    assert_refused(config, "routes[3].list_models", "names no model");
+    let mut config = entra_config();
+    config["routes"][0]["list_models"] = json!({"format": "openai", "for_route": "chat"});
+    assert_refused(config, "routes[0].list_models", "anonymous");
+}
+
+#[test]
+fn a_listing_with_an_unknown_format_or_bad_bound_is_refused() {
+    let error = error_of(with_listing(
+        json!({"format": "openapi", "for_route": "chat"}),
+    ));
+    assert!(error.to_string().contains("openai"), "{error}");
+    assert_refused(
+        with_listing(json!({"format": "kserve_v1", "for_route": "chat", "max_bytes": 0})),
+        "routes[4].list_models.max_bytes",
+        "between",
+    );
+}

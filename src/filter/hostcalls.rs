@@ -26,6 +26,7 @@ const CAS_MISMATCH: u32 = 8;
 #[repr(u32)]
 pub enum MapType {
     HttpRequestHeaders = 0,
+    HttpResponseHeaders = 2,
     HttpCallResponseHeaders = 6,
 }
 
@@ -33,6 +34,7 @@ pub enum MapType {
 #[repr(u32)]
 pub enum BufferType {
     HttpRequestBody = 0,
+    HttpResponseBody = 1,
     HttpCallResponseBody = 4,
     PluginConfiguration = 7,
 }
@@ -57,6 +59,13 @@ extern "C" {
         max_size: usize,
         return_buffer_data: *mut *mut u8,
         return_buffer_size: *mut usize,
+    ) -> u32;
+    fn proxy_set_buffer_bytes(
+        buffer_type: u32,
+        start: usize,
+        size: usize,
+        buffer_data: *const u8,
+        buffer_size: usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(
         map_type: u32,
@@ -164,6 +173,12 @@ pub fn get_buffer(buffer: BufferType, start: usize, max_size: usize) -> HostResu
         NOT_FOUND => Ok(Vec::new()),
         other => Err(HostError(other)),
     }
+}
+
+/// Replaces `size` bytes from `start` of the buffer with `data`.
+pub fn set_buffer(buffer: BufferType, start: usize, size: usize, data: &[u8]) -> HostResult<()> {
+    // SAFETY: pointer and length describe a live slice.
+    status(unsafe { proxy_set_buffer_bytes(buffer as u32, start, size, data.as_ptr(), data.len()) })
 }
 
 /// All request headers, names as the host gives them (Envoy: lower-case), values as bytes

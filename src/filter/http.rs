@@ -18,6 +18,7 @@ use proxy_wasm::types::Action;
 
 use super::headers::{self, HeaderHost, HeaderMap, HostRefused};
 use super::hostcalls::{self, BufferType, LogLevel, MapType};
+use super::listing;
 use super::request_state::{Phase, RequestState};
 use super::shared::Shared;
 use crate::gate::{self, Pending, Step, Verdict};
@@ -113,7 +114,7 @@ impl HttpContext for Request {
                     judge_body(&shared, *pending, body_size)
                 };
                 match verdict {
-                    Ok(verdict) => carry_out(&shared, verdict, &headers),
+                    Ok(verdict) => carry_out(&shared, verdict, &headers, &self.state),
                     Err(action) => action,
                 }
             }
@@ -165,7 +166,7 @@ impl HttpContext for Request {
                 shared.held_for_body.borrow_mut().remove(&self.context_id);
                 self.state.borrow_mut().phase = Phase::Decided;
                 match judge_body(&shared, *pending, shared.gate.max_body_bytes() + 1) {
-                    Ok(verdict) => carry_out(&shared, verdict, &headers),
+                    Ok(verdict) => carry_out(&shared, verdict, &headers, &self.state),
                     Err(action) => action,
                 }
             }
@@ -192,6 +193,28 @@ impl HttpContext for Request {
                 self.state.borrow_mut().phase = other;
                 Action::Continue
             }
+        }
+    }
+
+    /// A model listing's response is filtered for the caller (`list_models` routes).
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        match &self.shared {
+            Some(shared) => listing::on_headers(shared, &self.state, end_of_stream),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        match &self.shared {
+            Some(shared) => listing::on_body(shared, &self.state, body_size, end_of_stream),
+            None => Action::Continue,
+        }
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        match &self.shared {
+            Some(shared) => listing::on_trailers(shared, &self.state),
+            None => Action::Continue,
         }
     }
 }
@@ -251,12 +274,12 @@ fn apply_headers_step(
     match step {
         Step::Done(verdict) => {
             state.borrow_mut().phase = Phase::Decided;
-            carry_out(shared, verdict, request_headers)
+            carry_out(shared, verdict, request_headers, state)
         }
         Step::NeedBody { pending, .. } if end_of_stream => {
             state.borrow_mut().phase = Phase::Decided;
             let verdict = shared.gate.decide_with_body(*pending, Some(&[]));
-            carry_out(shared, verdict, request_headers)
+            carry_out(shared, verdict, request_headers, state)
         }
         Step::NeedBody { pending, headers } if shared.body_hold.get().holds_headers() => {
             // Held whole until the model is read: a refusal then leaves no trace upstream.
@@ -304,7 +327,7 @@ pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>, con
         Step::NeedBody { pending, .. } if body_seen && body_ended => {
             state.borrow_mut().phase = Phase::Decided;
             match judge_body(shared, *pending, shared.gate.max_body_bytes() + 1) {
-                Ok(verdict) => carry_out(shared, verdict, &headers),
+                Ok(verdict) => carry_out(shared, verdict, &headers, state),
                 Err(action) => action,
             }
         }
@@ -362,13 +385,24 @@ fn record(shared: &Shared, verdict: &Verdict) {
 }
 
 /// Carries out a verdict while the request headers are still held.
-fn carry_out(shared: &Shared, verdict: Verdict, request_headers: &HeaderMap) -> Action {
+fn carry_out(
+    shared: &Shared,
+    verdict: Verdict,
+    request_headers: &HeaderMap,
+    state: &RefCell<RequestState>,
+) -> Action {
     record(shared, &verdict);
     match verdict.action {
         gate::Disposition::Forward(forward) => {
-            match rewrite_headers(shared, request_headers, &forward) {
-                Ok(()) => Action::Continue,
-                Err(action) => action,
+            if let Err(action) = rewrite_headers(shared, request_headers, &forward) {
+                return action;
+            }
+            match verdict.listing {
+                Some(listing) => match listing::expect(state, listing) {
+                    Ok(()) => Action::Continue,
+                    Err(what) => internal_error(what),
+                },
+                None => Action::Continue,
             }
         }
         gate::Disposition::Reply(reply) => send_reply(&reply),
@@ -416,7 +450,7 @@ fn rewrite_headers(
     .map_err(|HostRefused(what)| internal_error(what))
 }
 
-fn send_reply(reply: &crate::decision::LocalReply) -> Action {
+pub(super) fn send_reply(reply: &crate::decision::LocalReply) -> Action {
     let headers: Vec<(&str, &str)> = reply
         .headers
         .iter()

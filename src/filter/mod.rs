@@ -21,6 +21,8 @@ mod http;
 #[cfg(target_arch = "wasm32")]
 mod keys;
 #[cfg(target_arch = "wasm32")]
+mod listing;
+#[cfg(target_arch = "wasm32")]
 mod logger;
 #[cfg(target_arch = "wasm32")]
 mod metrics;

@@ -1,6 +1,7 @@
 //! Where a request is in its life: deciding, held for keys, held for its body, decided.
 
 use super::headers::HeaderMap;
+use super::listing::PendingListing;
 use crate::gate::{Headers, Pending};
 
 /// What a request is waiting for.
@@ -35,4 +36,6 @@ pub enum Phase {
 #[derive(Default)]
 pub struct RequestState {
     pub phase: Phase,
+    /// The response is a model listing to filter for the caller.
+    pub listing: Option<PendingListing>,
 }

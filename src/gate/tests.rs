@@ -1130,3 +1130,191 @@ fn a_claims_condition_compares_the_whole_value() {
     let finance = user_token(|c| c["department"] = json!("finance"));
     assert_eq!(outcome(&g, &score(&finance)), "allowed");
 }
+
+/// `entra_config` with the model listings: OpenAI's (sorted by `chat`'s rules) and the v2
+/// repository index (by `infer`'s).
+fn with_listings() -> Value {
+    let mut config = entra_config();
+    let routes = config["routes"].as_array_mut().unwrap();
+    routes.push(
+        json!({"name": "models", "match": {"path": "/v1/models", "methods": ["GET"]},
+        "list_models": {"format": "openai", "for_route": "chat"}}),
+    );
+    routes.push(
+        json!({"name": "index", "match": {"path": "/v2/repository/index"},
+        "list_models": {"format": "triton", "for_route": "infer"}}),
+    );
+    config
+}
+
+const OPENAI_LISTING: &str = r#"{"object":"list","data":[{"id":"gpt-4o"},{"id":"gpt-4o-mini"},{"id":"llama-3-8b"},{"id":"finance-risk"}]}"#;
+const REPOSITORY_INDEX: &str =
+    r#"[{"name":"finance-risk","state":"READY"},{"name":"iris","state":"READY"}]"#;
+
+/// The models a caller sees in `listing` through the route at `path`.
+fn listed(
+    gate: &Gate,
+    method: &'static str,
+    path: &str,
+    token: &str,
+    listing: &str,
+) -> Vec<String> {
+    let verdict = verdict(gate, &req(method, path).bearer(token));
+    let listing_filter = verdict.listing.expect("a listing route");
+    let body = gate
+        .filter_listing(&listing_filter, listing.as_bytes())
+        .unwrap_or_else(|reply| panic!("refused: {}", reply.body));
+    let value: Value = serde_json::from_slice(&body).unwrap();
+    let entries = value
+        .get("data")
+        .unwrap_or(&value)
+        .as_array()
+        .unwrap()
+        .clone();
+    entries
+        .iter()
+        .map(|e| {
+            e.get("id")
+                .or(e.get("name"))
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_listing_shows_each_caller_only_the_models_its_rules_allow() {
+    let gate = gate(&with_listings());
+    assert_eq!(
+        listed(&gate, "GET", "/v1/models", &good_token(), OPENAI_LISTING),
+        ["gpt-4o-mini", "llama-3-8b"]
+    );
+    assert_eq!(
+        listed(
+            &gate,
+            "GET",
+            "/v1/models",
+            &contractor_token(),
+            OPENAI_LISTING
+        ),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        listed(
+            &gate,
+            "POST",
+            "/v2/repository/index",
+            &contractor_token(),
+            REPOSITORY_INDEX
+        ),
+        ["iris"]
+    );
+    assert_eq!(
+        listed(
+            &gate,
+            "POST",
+            "/v2/repository/index",
+            &good_token(),
+            REPOSITORY_INDEX
+        ),
+        ["finance-risk", "iris"]
+    );
+}
+
+#[test]
+fn a_listed_model_is_exactly_a_model_the_caller_may_call() {
+    let gate = gate(&with_listings());
+    for token in [
+        good_token(),
+        contractor_token(),
+        contractor_scientist_token(),
+        no_groups_token(),
+    ] {
+        let shown = listed(
+            &gate,
+            "POST",
+            "/v2/repository/index",
+            &token,
+            REPOSITORY_INDEX,
+        );
+        for model in ["finance-risk", "iris"] {
+            let call = outcome(
+                &gate,
+                &req("POST", &format!("/v2/models/{model}/infer")).bearer(&token),
+            );
+            assert_eq!(
+                shown.iter().any(|m| m == model),
+                call == "allowed",
+                "{model}: {call}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_incomplete_group_list_lists_nothing_where_groups_decide() {
+    let mut config = with_listings();
+    config["providers"][0]["on_groups_overage"] = json!("deny");
+    let gate = gate(&config);
+    let verdict = verdict(
+        &gate,
+        &req("GET", "/v1/models").bearer(&groups_overage_token()),
+    );
+    let listing = verdict.listing.expect("a listing route");
+    let body = gate
+        .filter_listing(&listing, OPENAI_LISTING.as_bytes())
+        .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Value>(&body).unwrap()["data"],
+        json!([])
+    );
+}
+
+#[test]
+fn a_listing_refused_by_its_own_rules_is_a_403_with_nothing_to_filter() {
+    let mut config = with_listings();
+    config["routes"][4]["allow"] = json!([{"groups": ["ml-scientists"]}]);
+    let gate = gate(&config);
+    let verdict = verdict(&gate, &req("GET", "/v1/models").bearer(&contractor_token()));
+    assert!(verdict.listing.is_none());
+    assert!(matches!(verdict.action, Disposition::Reply(ref reply) if reply.status == 403));
+}
+
+#[test]
+fn a_listing_in_dry_run_mode_is_not_filtered() {
+    let mut config = with_listings();
+    config["mode"] = json!("dry_run");
+    let gate = gate(&config);
+    assert!(
+        verdict(&gate, &req("GET", "/v1/models").bearer(&contractor_token()))
+            .listing
+            .is_none()
+    );
+}
+
+#[test]
+fn an_unreadable_or_oversized_listing_is_replaced_by_a_502_naming_the_reason() {
+    let mut config = with_listings();
+    config["routes"][4]["list_models"]["max_bytes"] = json!(64);
+    let gate = gate(&config);
+    let verdict = verdict(&gate, &req("GET", "/v1/models").bearer(&good_token()));
+    let listing = verdict.listing.expect("a listing route");
+    for (body, reason) in [
+        (OPENAI_LISTING, "listing_too_large"),
+        ("[]", "listing_unreadable"),
+    ] {
+        let reply = gate.filter_listing(&listing, body.as_bytes()).unwrap_err();
+        assert_eq!(reply.status, 502);
+        let body: Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(body["reason"], reason);
+        assert_eq!(body["route"], "models");
+    }
+}
+
+#[test]
+fn a_route_that_is_not_a_listing_has_no_listing() {
+    let gate = gate(&with_listings());
+    assert!(verdict(&gate, &score(&good_token())).listing.is_none());
+}

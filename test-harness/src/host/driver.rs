@@ -9,6 +9,7 @@ use wasmtime::{Instance, Store, WasmParams, WasmResults};
 
 use super::abi::ACTION_CONTINUE;
 use super::error::HostError;
+use super::headers::Headers;
 use super::outcome::{LogEntry, Outcome};
 use super::request::RequestSpec;
 use super::state::{CallResponse, HostState, NextCallback, Stream};
@@ -101,6 +102,7 @@ impl Inner {
             body,
             trailers,
             properties,
+            response,
         } = spec;
         let n_headers = headers.len() as u32;
         let chunks: VecDeque<Vec<u8>> = body.unwrap_or_default().into();
@@ -119,6 +121,7 @@ impl Inner {
             request_trailers: trailers,
             next,
             properties,
+            upstream_response: response,
             ..Stream::default()
         };
         self.store.data_mut().streams.insert(ctx, stream);
@@ -319,13 +322,124 @@ impl Inner {
                 NextCallback::End => {
                     if s.held {
                         s.paused = true;
-                    } else {
-                        s.forward_rest();
+                        return Ok(());
                     }
-                    return Ok(());
+                    s.forward_rest();
+                    return self.respond(ctx);
                 }
             }
         }
+    }
+
+    /// The upstream answers a forwarded request (if the test gave a response): response headers, body
+    /// frames and trailers as far as the filter lets them go, as Envoy delivers them — while the filter
+    /// holds the response headers the body is delivered only where the host does that for request
+    /// bodies too (`allow_on_headers_stop_iteration`); a body callback that pauses buffers the body.
+    fn respond(&mut self, ctx: u32) -> Result<(), HostError> {
+        let Some(s) = self.store.data_mut().streams.get_mut(&ctx) else {
+            return Ok(());
+        };
+        let Some(spec) = s.upstream_response.take() else {
+            return Ok(());
+        };
+        let mut headers = Headers::new();
+        headers.add(":status", &spec.status.to_string());
+        for (name, value) in &spec.headers {
+            headers.add(name, value);
+        }
+        let n_headers = headers.len() as u32;
+        s.response_headers = headers;
+        s.response_trailers = Headers::from_pairs(spec.trailers);
+        let n_trailers = s.response_trailers.len() as u32;
+        let mut frames: VecDeque<Vec<u8>> = spec.body.into();
+        let eos = frames.is_empty() && n_trailers == 0;
+        let mut sent_body = Vec::new();
+        let go = self.response_phase(
+            ctx,
+            "proxy_on_response_headers",
+            (ctx, n_headers, eos as u32),
+        )?;
+        let Some(go) = go else { return Ok(()) };
+        if !go && !self.body_while_headers_held && !eos {
+            // Envoy without the flag buffers the body until the headers continue: nothing comes.
+            return Ok(());
+        }
+        while let Some(frame) = frames.pop_front() {
+            let Some(s) = self.store.data_mut().streams.get_mut(&ctx) else {
+                return Ok(());
+            };
+            s.response_body.extend(frame);
+            let size = s.response_body.len() as u32;
+            let last = frames.is_empty() && n_trailers == 0;
+            let go =
+                self.response_phase(ctx, "proxy_on_response_body", (ctx, size, last as u32))?;
+            let Some(go) = go else { return Ok(()) };
+            if go {
+                if let Some(s) = self.store.data_mut().streams.get_mut(&ctx) {
+                    sent_body.extend(std::mem::take(&mut s.response_body));
+                }
+            }
+        }
+        if n_trailers > 0 {
+            let go = self.response_phase(ctx, "proxy_on_response_trailers", (ctx, n_trailers))?;
+            let Some(go) = go else { return Ok(()) };
+            if go {
+                if let Some(s) = self.store.data_mut().streams.get_mut(&ctx) {
+                    sent_body.extend(std::mem::take(&mut s.response_body));
+                }
+            }
+        }
+        let Some(s) = self.store.data_mut().streams.get_mut(&ctx) else {
+            return Ok(());
+        };
+        if !s.response_body.is_empty() {
+            // The filter still holds part of the body: the response never completes.
+            s.downstream_response = None;
+            return Ok(());
+        }
+        if let Some(started) = s.downstream_response.take() {
+            s.downstream_response = Some(super::outcome::Response {
+                headers: started.headers,
+                body: sent_body,
+                trailers: s.response_trailers.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs one of a request's response callbacks: `Some(true)` when it let the response go on (the
+    /// headers go downstream, as they are now, the first time), `Some(false)` when it held it, `None`
+    /// when it answered locally (after the headers went downstream Envoy can only reset the stream).
+    fn response_phase<P: WasmParams>(
+        &mut self,
+        ctx: u32,
+        name: &str,
+        params: P,
+    ) -> Result<Option<bool>, HostError> {
+        self.store.data_mut().in_request_callback = Some(ctx);
+        let result = self.call::<P, u32>(name, ctx, params);
+        self.store.data_mut().in_request_callback = None;
+        let action = result?.unwrap_or(ACTION_CONTINUE);
+        let Some(s) = self.store.data_mut().streams.get_mut(&ctx) else {
+            return Ok(None);
+        };
+        if s.local_response.is_some() || s.reset {
+            if s.response_started {
+                s.local_response = None;
+                s.reset = true;
+            }
+            return Ok(None);
+        }
+        let go = action == ACTION_CONTINUE || std::mem::take(&mut s.continue_requested);
+        if go && !s.response_started {
+            s.response_started = true;
+            s.downstream_response = Some(super::outcome::Response {
+                headers: s.response_headers.clone(),
+                body: Vec::new(),
+                trailers: Headers::new(),
+            });
+        }
+        Ok(Some(go))
     }
 
     /// Answers callout `token` with `response` and `status` (what `proxy_get_status` reports):
@@ -454,6 +568,7 @@ impl Inner {
                 context_id: ctx,
                 request_headers: stream.forwarded_headers.unwrap_or(stream.request_headers),
                 body: stream.forwarded_body.unwrap_or(stream.request_body),
+                response: stream.downstream_response,
                 logs,
             }
         };

@@ -41,6 +41,22 @@ impl std::fmt::Display for LogEntry {
     }
 }
 
+/// An upstream response as the client receives it after the filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Response {
+    /// The headers (`:status` included) as they were when the filter let them go downstream.
+    pub headers: Headers,
+    pub body: Vec<u8>,
+    pub trailers: Headers,
+}
+
+impl Response {
+    /// `:status`.
+    pub fn status(&self) -> Option<u16> {
+        self.headers.get(":status").and_then(|s| s.parse().ok())
+    }
+}
+
 /// How a request ended, as the client and the upstream would see it. Every variant carries the log lines
 /// written in the request's context.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +70,8 @@ pub enum Outcome {
         request_headers: Headers,
         /// The request body as forwarded.
         body: Vec<u8>,
+        /// The upstream's response as the client received it (`None` when the test gave none).
+        response: Option<Response>,
         /// Log lines of this request.
         logs: Vec<LogEntry>,
     },
@@ -156,6 +174,14 @@ impl Outcome {
                 upstream_headers, ..
             } => upstream_headers.is_some(),
             _ => false,
+        }
+    }
+
+    /// The upstream's response as the client received it; `None` unless forwarded and answered.
+    pub fn response(&self) -> Option<&Response> {
+        match self {
+            Outcome::Forwarded { response, .. } => response.as_ref(),
+            _ => None,
         }
     }
 

@@ -16,6 +16,56 @@ pub(crate) struct RequestSpec {
     pub body: Option<Vec<Vec<u8>>>,
     pub trailers: Headers,
     pub properties: HashMap<String, Vec<u8>>,
+    /// What the upstream answers once the request reaches it.
+    pub response: Option<UpstreamResponse>,
+}
+
+/// What the upstream answers a forwarded request with: the filter sees it in
+/// `proxy_on_response_headers`, `_body` and `_trailers`, and the client gets what it lets through
+/// ([`Outcome::response`]).
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamResponse {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    /// The body's data frames, one response body callback each.
+    pub(crate) body: Vec<Vec<u8>>,
+    pub(crate) trailers: Vec<(String, String)>,
+}
+
+impl UpstreamResponse {
+    /// A response with this status, no headers and no body.
+    pub fn status(status: u16) -> Self {
+        UpstreamResponse {
+            status,
+            ..UpstreamResponse::default()
+        }
+    }
+
+    /// A JSON body with `content-type: application/json` and its `content-length`.
+    pub fn json(status: u16, body: &str) -> Self {
+        UpstreamResponse::status(status)
+            .header("content-type", "application/json")
+            .header("content-length", &body.len().to_string())
+            .body_frames([body])
+    }
+
+    /// Adds a header (names are lower-cased).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// The body, as these data frames.
+    pub fn body_frames<F: AsRef<[u8]>>(mut self, frames: impl IntoIterator<Item = F>) -> Self {
+        self.body = frames.into_iter().map(|f| f.as_ref().to_vec()).collect();
+        self
+    }
+
+    /// A response trailer.
+    pub fn trailer(mut self, name: &str, value: &str) -> Self {
+        self.trailers.push((name.into(), value.into()));
+        self
+    }
 }
 
 /// A request under construction. Defaults: `GET /` on host `localhost`, scheme `https`, no body.
@@ -30,6 +80,7 @@ pub struct RequestBuilder<'h> {
     body: Option<Vec<Vec<u8>>>,
     trailers: Vec<(String, String)>,
     properties: HashMap<String, Vec<u8>>,
+    response: Option<UpstreamResponse>,
 }
 
 impl<'h> RequestBuilder<'h> {
@@ -44,6 +95,7 @@ impl<'h> RequestBuilder<'h> {
             body: None,
             trailers: Vec::new(),
             properties: HashMap::new(),
+            response: None,
         }
     }
 
@@ -141,6 +193,12 @@ impl<'h> RequestBuilder<'h> {
         self.property(&["route_name"], name)
     }
 
+    /// The upstream answers the request with `response` once it is forwarded.
+    pub fn answered_with(mut self, response: UpstreamResponse) -> Self {
+        self.response = Some(response);
+        self
+    }
+
     /// Runs the request through the filter: context create, request headers, body and trailers if given,
     /// then (once forwarded or answered) log, done, delete. A request the filter pauses comes back as
     /// [`Outcome::Paused`]; it stays pending until the filter resumes or answers it.
@@ -169,6 +227,7 @@ impl<'h> RequestBuilder<'h> {
             body: self.body,
             trailers: Headers::from_pairs(self.trailers),
             properties: self.properties,
+            response: self.response,
         }
     }
 }

@@ -41,6 +41,12 @@ pub(crate) struct Stream {
     pub response_headers: Headers,
     pub response_body: Vec<u8>,
     pub response_trailers: Headers,
+    /// What the upstream will answer, until it does.
+    pub upstream_response: Option<super::request::UpstreamResponse>,
+    /// What the client received of the upstream's response (`None`: no response, or it is held).
+    pub downstream_response: Option<super::outcome::Response>,
+    /// The response headers went downstream: a local response now can only reset the stream.
+    pub response_started: bool,
     /// Properties set for this request (by the test, or by the filter in this context), by NUL-joined path.
     pub properties: HashMap<String, Vec<u8>>,
     /// Snapshot of the headers when the filter let them go upstream.
