@@ -299,9 +299,22 @@ impl Stack {
         concurrency: u32,
         mutate: impl FnOnce(&mut Value),
     ) -> Option<Stack> {
+        Stack::start_in_front_of(template, name, concurrency, None, mutate)
+    }
+
+    /// Like [`Stack::start_from`], with Envoy's `ml_backend` cluster on `upstream_port` (a real model
+    /// server on 127.0.0.1) instead of the demo backend's port, when given. The demo backend still runs.
+    pub fn start_in_front_of(
+        template: &str,
+        name: &str,
+        concurrency: u32,
+        upstream_port: Option<u16>,
+        mutate: impl FnOnce(&mut Value),
+    ) -> Option<Stack> {
         let (envoy_bin, wasm) = prerequisites()?;
         let idp = Idp::start(IdpOptions::default()).expect("start demo IdP");
         let backend = Backend::start(0).expect("start demo backend");
+        let upstream_port = upstream_port.unwrap_or_else(|| backend.port());
         let mut config = demo_config(&idp);
         mutate(&mut config);
         // A free port can be taken between picking and binding: try a few times.
@@ -313,7 +326,7 @@ impl Stack {
                 &envoy_bin,
                 &wasm,
                 &config,
-                backend.port(),
+                upstream_port,
                 idp.port(),
                 concurrency,
             );
