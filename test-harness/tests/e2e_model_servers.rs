@@ -483,7 +483,7 @@ fn mlserver_gives_an_allowed_persona_predictions() {
 }
 
 #[test]
-fn mlserver_is_not_reached_by_a_contractor_on_a_finance_model() {
+fn a_contractor_is_refused_a_finance_model_on_mlserver() {
     let Some(s) = mlserver_stack() else {
         return;
     };
@@ -507,7 +507,7 @@ fn mlserver_gives_a_contractor_predictions_from_a_model_outside_finance() {
 }
 
 #[test]
-fn mlserver_is_not_reached_by_a_persona_without_the_group() {
+fn a_persona_without_the_group_is_refused_on_mlserver() {
     let Some(s) = mlserver_stack() else {
         return;
     };
@@ -518,7 +518,7 @@ fn mlserver_is_not_reached_by_a_persona_without_the_group() {
 }
 
 #[test]
-fn mlserver_is_not_reached_without_a_token() {
+fn a_call_without_a_token_is_refused_on_mlserver() {
     let Some(s) = mlserver_stack() else {
         return;
     };
@@ -547,4 +547,49 @@ fn mlserver_repository_index_answers_an_allowed_persona_through_envoy() {
         "{r}"
     );
     assert!(index.iter().all(|m| m["state"] == "READY"), "{r}");
+}
+
+/// Every row of envoy/demo-scenarios-mlserver.json (what `make demo BACKEND=mlserver` prints): status and
+/// mlgate's reason, with MLServer behind the gateway.
+#[test]
+fn mlserver_demo_scenarios_give_expected_status_and_reason() {
+    let Some(s) = mlserver_stack() else {
+        return;
+    };
+    let file = fs::read_to_string(root().join("envoy/demo-scenarios-mlserver.json"))
+        .expect("envoy/demo-scenarios-mlserver.json");
+    let scenarios: Value = serde_json::from_str(&file).expect("scenarios are JSON");
+    let scenarios = scenarios["scenarios"].as_array().expect("scenarios");
+    assert!(!scenarios.is_empty());
+    for sc in scenarios {
+        let headers: Vec<(String, String)> = sc["token"]
+            .as_str()
+            .map(|p| vec![e2e_fixture::bearer(&s.stack.token(p))])
+            .unwrap_or_default();
+        let method = sc["method"].as_str().expect("method");
+        let url = s.stack.envoy.url(sc["path"].as_str().expect("path"));
+        let body = sc.get("body");
+        let answer = e2e_fixture::send(method, &url, &headers, body);
+        let name = &sc["name"];
+        assert_eq!(
+            Value::from(answer.status),
+            sc["expect"]["status"],
+            "{name}: {}",
+            answer.raw
+        );
+        if let Some(reason) = sc["expect"].get("reason") {
+            assert_eq!(&answer.body["reason"], reason, "{name}: {}", answer.raw);
+        }
+        if let Some(w) = sc["expect"].get("www_authenticate") {
+            assert_eq!(
+                answer.www_authenticate.as_deref(),
+                w.as_str(),
+                "{name}: {}",
+                answer.raw
+            );
+        }
+        if answer.status == 200 && method == "POST" {
+            assert!(answer.body["outputs"].is_array(), "{name}: {}", answer.raw);
+        }
+    }
 }
