@@ -13,7 +13,7 @@ HARNESS_DEV  := target/release/mlgate-harness-devtools
 export MLGATE_WASM := $(CURDIR)/$(WASM)
 export MLGATE_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: build build-portable wasm-target tools envoy devtools harness test test-core test-harness test-e2e check-cases \
+.PHONY: build build-portable wasm-target tools envoy venv-sdk venv-mlserver devtools harness test test-core test-harness test-e2e check-cases \
         validate-envoy lint demo bench oci fuzz clean
 
 wasm-target:
@@ -64,6 +64,31 @@ $(ENVOY):
 
 envoy: $(ENVOY)
 
+# Real clients and a real model server for the end-to-end suites (test-harness/tests/e2e_model_servers.rs) and the
+# demo, into the same .venv, pinned; a stamp per group records what is installed (its name carries the versions,
+# so a new pin reinstalls). The OpenAI SDK is small (`make demo` installs it); MLServer with its scikit-learn runtime
+# and Triton's HTTP v2 client are ~500 MB, so only `make test` and `make demo BACKEND=mlserver` install them.
+OPENAI_VERSION       := 3.63.0
+MLSERVER_VERSION     := 1.7.1
+SKLEARN_VERSION      := 1.9.1
+JOBLIB_VERSION       := 1.6.0
+TRITONCLIENT_VERSION := 2.73.0
+VENV_SDK      := $(VENV)/.installed-openai-$(OPENAI_VERSION)
+VENV_MLSERVER := $(VENV)/.installed-mlserver-$(MLSERVER_VERSION)-sklearn-$(SKLEARN_VERSION)-tritonclient-$(TRITONCLIENT_VERSION)
+
+$(VENV_SDK): | $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check openai==$(OPENAI_VERSION)
+	@touch $@
+
+$(VENV_MLSERVER): | $(ENVOY)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check mlserver==$(MLSERVER_VERSION) \
+	  mlserver-sklearn==$(MLSERVER_VERSION) scikit-learn==$(SKLEARN_VERSION) joblib==$(JOBLIB_VERSION) \
+	  "tritonclient[http]==$(TRITONCLIENT_VERSION)"
+	@touch $@
+
+venv-sdk: $(VENV_SDK)
+venv-mlserver: $(VENV_MLSERVER)
+
 # The demo's own programs, without the wasmtime host, so `make demo` stays quick.
 devtools:
 	$(CARGO) build --release -p mlgate-harness --no-default-features --target-dir target/devtools
@@ -79,7 +104,7 @@ test-core:
 	$(CARGO) test -p mlgate
 	$(CARGO) test -p mlgate --features portable --lib
 
-test-harness: build build-portable envoy
+test-harness: build build-portable envoy venv-sdk venv-mlserver
 	$(CARGO) test --release -p mlgate-harness
 
 check-cases: build harness
@@ -98,8 +123,10 @@ lint: wasm-target
 	$(CARGO) clippy -p mlgate --target $(WASM_TARGET) -- -D warnings
 	$(CARGO) clippy -p mlgate-harness --all-targets -- -D warnings
 
-demo: build envoy devtools
-	@bash envoy/demo.sh
+# `make demo BACKEND=mlserver`: a real MLServer (scikit-learn runtime) serving a tiny model instead of the demo backend.
+BACKEND ?= demo
+demo: build envoy venv-sdk devtools $(if $(filter mlserver,$(BACKEND)),venv-mlserver)
+	@MLGATE_DEMO_BACKEND=$(BACKEND) bash envoy/demo.sh
 
 # A benchmark, never a test: real Envoy chains side by side (pass-through, no-op wasm floor, native jwt_authn + rbac
 # with and without its cache, mlgate), wrk on loopback; ~10 min (3 rounds; +2 min to mint 100,000 tokens on a first run). Writes target/bench/results.md (envoy/bench/run.sh).

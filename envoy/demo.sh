@@ -9,8 +9,11 @@
 #   MLGATE_DEMO_CONCURRENCY [2]  Envoy worker threads     MLGATE_DEMO_LOG_LEVEL [info]  Envoy's --log-level
 #   MLGATE_DEMO_CHECK=1   send every scenario once, print ok/MISMATCH, stop, exit 1 on any mismatch
 #   MLGATE_DEMO_NATIVE=1  run envoy/native-jwt-rbac.yaml (Envoy's jwt_authn + rbac) instead of mlgate
+#   MLGATE_DEMO_BACKEND [demo]  `mlserver` (`make demo BACKEND=mlserver`): a real MLServer with its scikit-learn
+#                         runtime on BACKEND_PORT (gRPC on MLSERVER_GRPC_PORT [9501]) instead of the demo backend,
+#                         serving finance-risk and fraud-detector, a tiny model trained into .run/mlserver/
 #
-# Logs: .run/idp.log, .run/backend.log, .run/envoy.log. Rendered configs: .run/demo.filter.json,
+# Logs: .run/idp.log, .run/backend.log (.run/mlserver.log), .run/envoy.log. Rendered configs: .run/demo.filter.json,
 # .run/demo.envoy.yaml. Ctrl-C stops everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,12 +27,21 @@ ENVOY=${MLGATE_ENVOY:-$ROOT/.venv/bin/envoy}
 WASM=${MLGATE_WASM:-$ROOT/target/mlgate.wasm}
 HARNESS=${MLGATE_HARNESS:-$ROOT/target/release/mlgate-harness-devtools}
 CONCURRENCY=${MLGATE_DEMO_CONCURRENCY:-2}
+BACKEND_KIND=${MLGATE_DEMO_BACKEND:-demo}
+MLSERVER_GRPC_PORT=${MLSERVER_GRPC_PORT:-9501}
+PYTHON=$ROOT/.venv/bin/python
 RUN=$ROOT/.run
 RENDER="python3 $ROOT/envoy/render.py"
 
 for f in "$ENVOY" "$WASM" "$HARNESS"; do
   [ -x "$f" ] || [ -f "$f" ] || { echo "demo: missing $f (run: make demo)" >&2; exit 1; }
 done
+case "$BACKEND_KIND" in
+  demo) ;;
+  mlserver)
+    [ -x "$ROOT/.venv/bin/mlserver" ] || { echo "demo: missing .venv/bin/mlserver (run: make demo BACKEND=mlserver)" >&2; exit 1; } ;;
+  *) echo "demo: unknown backend '$BACKEND_KIND' (demo or mlserver)" >&2; exit 1 ;;
+esac
 mkdir -p "$RUN"
 
 pids=()
@@ -56,12 +68,26 @@ echo "demo: ports: envoy 127.0.0.1:$LISTEN_PORT (MLGATE_DEMO_PORT), admin :$ADMI
 
 "$HARNESS" idp --port "$IDP_PORT" >"$RUN/idp.log" 2>&1 &
 pids+=($!)
-"$HARNESS" backend --port "$BACKEND_PORT" >"$RUN/backend.log" 2>&1 &
-pids+=($!)
+if [ "$BACKEND_KIND" = mlserver ]; then
+  # A tiny scikit-learn model, trained now, served by MLServer under the demo's model names.
+  rm -rf "$RUN/mlserver"
+  "$PYTHON" test-harness/tests/clients/mlserver_model.py --out "$RUN/mlserver" --http-port "$BACKEND_PORT" \
+    --grpc-port "$MLSERVER_GRPC_PORT" --model finance-risk --model fraud-detector >"$RUN/mlserver.log" 2>&1
+  (cd "$RUN/mlserver" && exec "$ROOT/.venv/bin/mlserver" start .) >>"$RUN/mlserver.log" 2>&1 &
+  pids+=($!)
+else
+  "$HARNESS" backend --port "$BACKEND_PORT" >"$RUN/backend.log" 2>&1 &
+  pids+=($!)
+fi
 $RENDER wait "http://127.0.0.1:$IDP_PORT/.well-known/openid-configuration" --pid "${pids[0]}" --log "$RUN/idp.log" --timeout 20
-$RENDER wait "http://127.0.0.1:$BACKEND_PORT/healthz" --pid "${pids[1]}" --log "$RUN/backend.log" --timeout 20
 echo "demo: idp     http://127.0.0.1:$IDP_PORT  (log .run/idp.log)"
-echo "demo: backend http://127.0.0.1:$BACKEND_PORT  (log .run/backend.log)"
+if [ "$BACKEND_KIND" = mlserver ]; then
+  $RENDER wait "http://127.0.0.1:$BACKEND_PORT/v2/health/ready" --pid "${pids[1]}" --log "$RUN/mlserver.log" --timeout 120
+  echo "demo: backend http://127.0.0.1:$BACKEND_PORT  MLServer (scikit-learn runtime): finance-risk, fraud-detector (log .run/mlserver.log)"
+else
+  $RENDER wait "http://127.0.0.1:$BACKEND_PORT/healthz" --pid "${pids[1]}" --log "$RUN/backend.log" --timeout 20
+  echo "demo: backend http://127.0.0.1:$BACKEND_PORT  (log .run/backend.log)"
+fi
 
 # The filter configuration with the live IdP's issuer and keys inlined.
 $RENDER filter --in filters/demo.json --out "$RUN/demo.filter.json" --idp "http://127.0.0.1:$IDP_PORT"
@@ -97,11 +123,25 @@ echo "  carol   groups overage (_claim_names)                 eve    user from a
 echo "A fresh token: curl -s 'http://127.0.0.1:$IDP_PORT/token?persona=alice&format=raw'"
 echo "Rotate the IdP's key: curl -s -X POST http://127.0.0.1:$IDP_PORT/admin/rotate"
 
+SCENARIOS=(--file envoy/demo-scenarios.json)
+[ "$BACKEND_KIND" = mlserver ] && SCENARIOS=(--file envoy/demo-scenarios-mlserver.json)
 if [ "${MLGATE_DEMO_CHECK:-}" = 1 ]; then
-  $RENDER scenarios --idp "http://127.0.0.1:$IDP_PORT" --gateway "http://127.0.0.1:$LISTEN_PORT" --check "${STATUS_ONLY[@]}"
+  $RENDER scenarios "${SCENARIOS[@]}" --idp "http://127.0.0.1:$IDP_PORT" --gateway "http://127.0.0.1:$LISTEN_PORT" --check "${STATUS_ONLY[@]}"
   exit $?
 fi
-$RENDER scenarios --idp "http://127.0.0.1:$IDP_PORT" --gateway "http://127.0.0.1:$LISTEN_PORT"
+$RENDER scenarios "${SCENARIOS[@]}" --idp "http://127.0.0.1:$IDP_PORT" --gateway "http://127.0.0.1:$LISTEN_PORT"
+TOKEN_OF="curl -s 'http://127.0.0.1:$IDP_PORT/token?persona=alice&format=raw'"
+echo
+if [ "$BACKEND_KIND" = mlserver ]; then
+  echo "# alice with a real KServe v2 client (tritonclient[http]; the token goes in MLGATE_TOKEN, never on the command line):"
+  echo "MLGATE_TOKEN=\$($TOKEN_OF) .venv/bin/python test-harness/tests/clients/kserve_client.py --url 127.0.0.1:$LISTEN_PORT --persona alice infer finance-risk"
+else
+  echo "# alice: a streamed chat completion, Server-Sent Events through Envoy (-N: print each event as it comes)"
+  echo "curl -N -H \"authorization: Bearer \$($TOKEN_OF)\" -H 'content-type: application/json' \\"
+  echo "  -d '{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}' http://127.0.0.1:$LISTEN_PORT/v1/chat/completions"
+  echo "# alice with the OpenAI Python SDK (the token is the api_key; stream, create or models):"
+  echo "OPENAI_API_KEY=\$($TOKEN_OF) .venv/bin/python test-harness/tests/clients/openai_client.py --base-url http://127.0.0.1:$LISTEN_PORT/v1 --persona alice stream gpt-4o-mini 'hello'"
+fi
 echo
 echo "demo: running; tokens above are valid for an hour. Ctrl-C stops everything."
 # Stay until a signal arrives or a component dies.

