@@ -1,0 +1,161 @@
+//! Quotas per caller and model through a real Envoy 1.40: envoy/demo.yaml's `local_ratelimit`
+//! filter, after mlgate, keyed by the headers mlgate writes (x-mlgate-route, x-mlgate-principal,
+//! x-mlgate-model, x-mlgate-max-tokens). The demo quotas: alice × llama-3-8b on the chat route, 3
+//! requests a minute; alice × gpt-4o-mini on the chat route, 1000 declared completion tokens a
+//! minute. The buckets refill once a minute, after a whole test's requests (each test starts its
+//! own Envoy, so its buckets start full).
+
+mod e2e_fixture;
+
+use e2e_fixture::{bearer, send, Answer, Stack};
+use serde_json::{json, Value};
+
+const QUOTA: u64 = 3;
+const TOKEN_BUDGET: u64 = 1000;
+
+fn chat_body(model: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn chat_as(stack: &Stack, persona: &str, body: &Value) -> Answer {
+    let url = stack.envoy.url("/v1/chat/completions");
+    send("POST", &url, &[bearer(&stack.token(persona))], Some(body))
+}
+
+fn assert_quota_refusal(answer: &Answer, limit: &str) {
+    assert_eq!(answer.status, 429, "{}", answer.raw);
+    assert_eq!(answer.body["error"], "too_many_requests", "{}", answer.raw);
+    assert_eq!(answer.body["reason"], "quota_exceeded", "{}", answer.raw);
+    assert_eq!(answer.body["route"], "chat", "{}", answer.raw);
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/json"),
+        "{:?}",
+        answer.headers
+    );
+    assert_eq!(
+        answer.header("x-ratelimit-limit"),
+        Some(limit),
+        "{:?}",
+        answer.headers
+    );
+    assert!(
+        answer.header("x-ratelimit-remaining").is_some()
+            && answer.header("x-ratelimit-reset").is_some(),
+        "{:?}",
+        answer.headers
+    );
+}
+
+/// The chat route also lets ml-scientists (carl) use llama-*, so a second caller shares the model.
+fn carl_may_chat(config: &mut Value) {
+    let routes = config["routes"].as_array_mut().expect("routes");
+    let chat = routes
+        .iter_mut()
+        .find(|r| r["name"] == "chat")
+        .expect("filters/demo.json has a chat route");
+    chat["allow"]
+        .as_array_mut()
+        .expect("chat allow rules")
+        .push(json!({"groups": ["ml-scientists"], "models": ["llama-*"]}));
+}
+
+#[test]
+fn the_caller_over_its_quota_gets_429_with_ratelimit_headers() {
+    let Some(stack) = Stack::start("quota-over", 1) else {
+        return;
+    };
+    for n in 1..=QUOTA {
+        let answer = chat_as(&stack, "alice", &chat_body("llama-3-8b"));
+        assert_eq!(answer.status, 200, "request {n}: {}", answer.raw);
+        assert_eq!(answer.header("x-ratelimit-limit"), Some("3"), "request {n}");
+        let remaining = (QUOTA - n).to_string();
+        assert_eq!(
+            answer.header("x-ratelimit-remaining"),
+            Some(remaining.as_str()),
+            "request {n}"
+        );
+    }
+    let over = chat_as(&stack, "alice", &chat_body("llama-3-8b"));
+    assert_quota_refusal(&over, "3");
+    assert_eq!(over.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(stack.backend.requests_seen(), QUOTA, "the 429 went upstream");
+    // The same caller on another model has no quota.
+    let other_model = chat_as(&stack, "alice", &chat_body("gpt-4o-mini"));
+    assert_eq!(other_model.status, 200, "{}", other_model.raw);
+}
+
+#[test]
+fn another_caller_on_the_same_model_is_not_limited() {
+    let Some(stack) = Stack::start_with("quota-other-caller", 1, carl_may_chat) else {
+        return;
+    };
+    for _ in 0..QUOTA {
+        assert_eq!(
+            chat_as(&stack, "alice", &chat_body("llama-3-8b")).status,
+            200
+        );
+    }
+    assert_quota_refusal(&chat_as(&stack, "alice", &chat_body("llama-3-8b")), "3");
+    // Same model, same route, same minute: carl's requests are his own.
+    for n in 0..=QUOTA {
+        let answer = chat_as(&stack, "carl", &chat_body("llama-3-8b"));
+        assert_eq!(answer.status, 200, "carl's request {n}: {}", answer.raw);
+        assert_eq!(answer.body["identity"]["x-mlgate-model"], "llama-3-8b");
+        assert_eq!(
+            answer.header("x-ratelimit-limit"),
+            None,
+            "carl has no quota: {:?}",
+            answer.headers
+        );
+    }
+}
+
+#[test]
+fn requests_mlgate_refuses_spend_no_quota() {
+    let Some(stack) = Stack::start("quota-refused", 1) else {
+        return;
+    };
+    let url = stack.envoy.url("/v1/chat/completions");
+    let alice = mlgate_harness::idp::persona("alice").unwrap().oid;
+    // Client-sent copies of the headers the quota is keyed by, naming alice × llama-3-8b.
+    let forged = [
+        ("x-mlgate-route".to_string(), "chat".to_string()),
+        ("x-mlgate-principal".to_string(), alice.to_string()),
+        ("x-mlgate-model".to_string(), "llama-3-8b".to_string()),
+    ];
+    let body = chat_body("llama-3-8b");
+    for _ in 0..=QUOTA {
+        // No token: mlgate answers 401 before the quota filter.
+        let answer = send("POST", &url, &forged, Some(&body));
+        assert_eq!(answer.status, 401, "{}", answer.raw);
+        // Alice's token, but a body mlgate cannot read as the model server would: 415.
+        let mut headers = forged.to_vec();
+        headers.push(bearer(&stack.token("alice")));
+        headers.push(("content-type".to_string(), "text/plain".to_string()));
+        let answer = send_text(&url, &headers, &body.to_string());
+        assert_eq!(answer.0, 415, "{}", answer.1);
+    }
+    // Alice's quota is whole.
+    for n in 1..=QUOTA {
+        let answer = chat_as(&stack, "alice", &chat_body("llama-3-8b"));
+        assert_eq!(answer.status, 200, "request {n}: {}", answer.raw);
+    }
+    assert_quota_refusal(&chat_as(&stack, "alice", &chat_body("llama-3-8b")), "3");
+}
+
+/// A POST with a body sent as it is (`send` always labels a body application/json).
+fn send_text(url: &str, headers: &[(String, String)], body: &str) -> (u16, String) {
+    let mut builder = ureq::http::Request::builder().method("POST").uri(url);
+    for (k, v) in headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let request = builder.body(body.as_bytes().to_vec()).expect("request");
+    match e2e_fixture::agent().run(request) {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            (status, resp.into_body().read_to_string().unwrap_or_default())
+        }
+        Err(e) => (0, format!("(no answer: {e})")),
+    }
+}
