@@ -39,6 +39,7 @@ pub enum Reason {
     ModelUnreadable,
     ModelAmbiguous,
     UnsupportedMediaType,
+    MaxTokensInvalid,
 }
 
 /// How a reason is answered on the wire.
@@ -66,7 +67,7 @@ enum Kind {
 
 impl Reason {
     /// Every reason, for metric definition and tests.
-    pub const ALL: [Reason; 30] = [
+    pub const ALL: [Reason; 31] = [
         Reason::MissingToken,
         Reason::MultipleTokens,
         Reason::TokenTooLarge,
@@ -97,6 +98,7 @@ impl Reason {
         Reason::ModelUnreadable,
         Reason::ModelAmbiguous,
         Reason::UnsupportedMediaType,
+        Reason::MaxTokensInvalid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -131,6 +133,7 @@ impl Reason {
             Reason::ModelUnreadable => "model_unreadable",
             Reason::ModelAmbiguous => "model_ambiguous",
             Reason::UnsupportedMediaType => "unsupported_media_type",
+            Reason::MaxTokensInvalid => "max_tokens_invalid",
         }
     }
 
@@ -147,7 +150,8 @@ impl Reason {
             Reason::InvalidPath
             | Reason::ModelMissing
             | Reason::ModelUnreadable
-            | Reason::ModelAmbiguous => Kind::BadRequest,
+            | Reason::ModelAmbiguous
+            | Reason::MaxTokensInvalid => Kind::BadRequest,
             Reason::UnsupportedMediaType => Kind::UnsupportedMedia,
             Reason::KeysUnavailable => Kind::Unavailable,
             _ => Kind::InvalidToken,

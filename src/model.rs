@@ -199,7 +199,7 @@ impl<'de> Visitor<'de> for TopLevel<'_> {
 /// field in practice) exactly two other characters fold into ASCII letters: `ſ` (U+017F) to `s`
 /// and the Kelvin sign `K` (U+212A) to `k`; the rest is ASCII case. Written out rather than with
 /// `char::to_lowercase`, whose Unicode tables cost 27 KB of .wasm for no other key.
-fn folds_to(key: &str, field: &str) -> bool {
+pub(crate) fn folds_to(key: &str, field: &str) -> bool {
     fn fold(c: char) -> char {
         match c {
             '\u{17f}' => 's',

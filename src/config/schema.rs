@@ -386,6 +386,8 @@ pub(super) struct ForwardConfig {
     pub(super) route: Option<ForwardField>,
     pub(super) model: Option<ForwardField>,
     pub(super) provider: Option<ForwardField>,
+    /// Off unless set: the `max_tokens` a json_body request declares (src/max_tokens.rs).
+    pub(super) max_tokens: Option<ForwardField>,
     #[serde(default)]
     pub(super) strip_authorization: bool,
     /// Claim path → header name: more claims forwarded as they are.
@@ -407,6 +409,7 @@ impl Default for ForwardConfig {
             route: None,
             model: None,
             provider: None,
+            max_tokens: None,
             claims: Default::default(),
             strip_authorization: false,
         }

@@ -79,7 +79,11 @@ fn the_caller_over_its_quota_gets_429_with_ratelimit_headers() {
     let over = chat_as(&stack, "alice", &chat_body("llama-3-8b"));
     assert_quota_refusal(&over, "3");
     assert_eq!(over.header("x-ratelimit-remaining"), Some("0"));
-    assert_eq!(stack.backend.requests_seen(), QUOTA, "the 429 went upstream");
+    assert_eq!(
+        stack.backend.requests_seen(),
+        QUOTA,
+        "the 429 went upstream"
+    );
     // The same caller on another model has no quota.
     let other_model = chat_as(&stack, "alice", &chat_body("gpt-4o-mini"));
     assert_eq!(other_model.status, 200, "{}", other_model.raw);
@@ -154,8 +158,85 @@ fn send_text(url: &str, headers: &[(String, String)], body: &str) -> (u16, Strin
     match e2e_fixture::agent().run(request) {
         Ok(resp) => {
             let status = resp.status().as_u16();
-            (status, resp.into_body().read_to_string().unwrap_or_default())
+            (
+                status,
+                resp.into_body().read_to_string().unwrap_or_default(),
+            )
         }
         Err(e) => (0, format!("(no answer: {e})")),
     }
+}
+
+fn gpt_with_max_tokens(max_tokens: Value) -> Value {
+    json!({"model": "gpt-4o-mini", "max_tokens": max_tokens, "messages": []})
+}
+
+#[test]
+fn a_request_over_the_llm_token_budget_gets_429() {
+    let Some(stack) = Stack::start("token-budget", 1) else {
+        return;
+    };
+    let first = chat_as(&stack, "alice", &gpt_with_max_tokens(json!(600)));
+    assert_eq!(first.status, 200, "{}", first.raw);
+    assert_eq!(first.body["identity"]["x-mlgate-max-tokens"], "600");
+    assert_eq!(first.header("x-ratelimit-limit"), Some("1000"));
+    assert_eq!(first.header("x-ratelimit-remaining"), Some("400"));
+    // 600 more would pass the budget: refused, and nothing is spent.
+    let over = chat_as(&stack, "alice", &gpt_with_max_tokens(json!(600)));
+    assert_quota_refusal(&over, "1000");
+    assert_eq!(over.header("x-ratelimit-remaining"), Some("400"));
+    let rest = chat_as(
+        &stack,
+        "alice",
+        &gpt_with_max_tokens(json!(TOKEN_BUDGET - 600)),
+    );
+    assert_eq!(rest.status, 200, "{}", rest.raw);
+    assert_eq!(rest.header("x-ratelimit-remaining"), Some("0"));
+    assert_eq!(stack.backend.requests_seen(), 2, "the 429 went upstream");
+}
+
+#[test]
+fn a_max_tokens_the_server_could_read_otherwise_is_refused_and_not_charged() {
+    let Some(stack) = Stack::start("token-budget-unreadable", 1) else {
+        return;
+    };
+    for max_tokens in [
+        json!("1000"),
+        json!(1000.0),
+        json!(-1),
+        json!(1_000_000_001u64),
+    ] {
+        let answer = chat_as(&stack, "alice", &gpt_with_max_tokens(max_tokens.clone()));
+        assert_eq!(
+            (answer.status, answer.body["reason"].as_str()),
+            (400, Some("max_tokens_invalid")),
+            "max_tokens {max_tokens}: {}",
+            answer.raw
+        );
+    }
+    assert_eq!(stack.backend.requests_seen(), 0);
+    let whole = chat_as(&stack, "alice", &gpt_with_max_tokens(json!(TOKEN_BUDGET)));
+    assert_eq!(whole.status, 200, "{}", whole.raw);
+    assert_eq!(whole.header("x-ratelimit-remaining"), Some("0"));
+}
+
+#[test]
+fn a_client_sent_max_tokens_header_is_replaced_by_the_body_s() {
+    let Some(stack) = Stack::start("token-budget-forged", 1) else {
+        return;
+    };
+    let url = stack.envoy.url("/v1/chat/completions");
+    let headers = [
+        bearer(&stack.token("alice")),
+        ("x-mlgate-max-tokens".to_string(), "1".to_string()),
+    ];
+    let answer = send(
+        "POST",
+        &url,
+        &headers,
+        Some(&gpt_with_max_tokens(json!(900))),
+    );
+    assert_eq!(answer.status, 200, "{}", answer.raw);
+    assert_eq!(answer.body["identity"]["x-mlgate-max-tokens"], "900");
+    assert_eq!(answer.header("x-ratelimit-remaining"), Some("100"));
 }
