@@ -5,8 +5,8 @@
 //!
 //! A budget is only as strong as the reading of the number: a body the model server reads as a
 //! larger limit than the one charged gets tokens for free. So the number is taken only when there
-//! is one way to read it — a JSON integer literal (no fraction, no exponent, no string), not
-//! negative, at most [`BOUND`], in a strict JSON object with no repeated top-level key and no other
+//! is one way to read it — a JSON integer literal (no fraction, no exponent, no string) from 1 to
+//! [`BOUND`], in a strict JSON object with no repeated top-level key and no other
 //! key that case-folds to either name (Go's `encoding/json` would read it) — and anything else is
 //! refused. When both names are given, the larger is charged: servers differ in which one wins.
 //! `null` or no such key declares nothing: the server's own default applies, which the budget
@@ -25,12 +25,14 @@ pub const FIELDS: [&str; 2] = ["max_tokens", "max_completion_tokens"];
 
 /// The largest limit forwarded: Envoy's own bound on a `hits_addend` read from a header. Envoy
 /// ignores a larger one — the request would be charged nothing — so mlgate refuses it instead.
+/// The smallest is 1: model servers refuse 0 (vLLM: "at least 1"), and Envoy 1.40's
+/// `local_ratelimit` answers a `hits_addend` of 0 with 429 whatever the bucket holds.
 pub const BOUND: u64 = 1_000_000_000;
 
 /// Why a body's limit cannot be charged as the model server will read it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MaxTokensError {
-    /// Not strict JSON, not an object, or a limit that is not an integer in `0..=BOUND`.
+    /// Not strict JSON, not an object, or a limit that is not an integer in `1..=BOUND`.
     Unreadable,
     /// A repeated top-level key, or another spelling of a limit's name.
     Ambiguous,
@@ -59,7 +61,7 @@ pub fn from_json_body(body: &[u8]) -> Result<Option<u64>, MaxTokensError> {
             Value::Null => continue,
             Value::Number(n) => n
                 .as_u64()
-                .filter(|n| *n <= BOUND)
+                .filter(|n| (1..=BOUND).contains(n))
                 .ok_or(MaxTokensError::Unreadable)?,
             _ => return Err(MaxTokensError::Unreadable),
         };
@@ -127,7 +129,7 @@ mod tests {
     #[test]
     fn an_integer_limit_is_read() {
         assert_eq!(read(r#"{"model":"m","max_tokens":256}"#), Ok(Some(256)));
-        assert_eq!(read(r#"{"max_completion_tokens":0}"#), Ok(Some(0)));
+        assert_eq!(read(r#"{"max_completion_tokens":1}"#), Ok(Some(1)));
         assert_eq!(read(r#"{"max_tokens":1000000000}"#), Ok(Some(BOUND)));
     }
 
@@ -169,6 +171,7 @@ mod tests {
             r#"{"max_tokens":256.0}"#,
             r#"{"max_tokens":2.56e2}"#,
             r#"{"max_tokens":-1}"#,
+            r#"{"max_tokens":0}"#,
             r#"{"max_tokens":1000000001}"#,
             r#"{"max_tokens":18446744073709551616}"#,
             r#"{"max_tokens":true}"#,
