@@ -251,3 +251,24 @@ fn a_client_sent_max_tokens_header_is_replaced_by_the_body_s() {
     assert_eq!(answer.body["identity"]["x-mlgate-max-tokens"], "900");
     assert_eq!(answer.header("x-ratelimit-remaining"), Some("100"));
 }
+
+/// Why envoy/demo.yaml holds json_body requests whole: without `allow_on_headers_stop_iteration`
+/// the headers pass the rate-limit filter before mlgate has read the body's model, so the
+/// descriptor lacks `model` and a per-model quota on such a route never applies.
+#[test]
+fn without_the_body_hold_a_per_model_quota_on_a_json_body_route_is_not_applied() {
+    let template = std::fs::read_to_string(e2e_fixture::root().join("envoy/demo.yaml")).unwrap();
+    assert!(template.contains("allow_on_headers_stop_iteration: true"));
+    let without = template.replace(
+        "allow_on_headers_stop_iteration: true",
+        "allow_on_headers_stop_iteration: false",
+    );
+    let Some(stack) = Stack::start_from(&without, "quota-no-body-hold", 1, |_| {}) else {
+        return;
+    };
+    for n in 0..=QUOTA {
+        let answer = chat_as(&stack, "alice", &chat_body("llama-3-8b"));
+        assert_eq!(answer.status, 200, "request {n}: {}", answer.raw);
+        assert_eq!(answer.header("x-ratelimit-limit"), None, "request {n}");
+    }
+}
