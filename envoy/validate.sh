@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make validate-envoy`: every Envoy config template in envoy/*.yaml, rendered, must pass
 # `envoy --mode validate` against the built target/mlgate.wasm; and demo.yaml must validate with
-# every shipped filter configuration in filters/*.json.
+# every shipped filter configuration in filters/*.json; and envoy/ratelimit/*.yaml likewise.
 #
 # Validate mode builds the whole configuration without opening sockets. For the wasm filter that
 # includes loading the module into V8 and calling its on_configure with the plugin configuration,
@@ -36,6 +36,15 @@ check() { # name rendered-file
 for tpl in envoy/*.yaml; do
   name=$(basename "$tpl" .yaml)
   python3 envoy/render.py envoy --template "$tpl" --out "$OUT/$name.yaml" "${COMMON[@]}"
+  check "$tpl" "$OUT/$name.yaml"
+done
+
+# The fleet-wide quota variant (envoy/ratelimit/): demo.yaml with the global ratelimit filter and
+# its gRPC cluster, which validate mode builds without connecting.
+for tpl in envoy/ratelimit/*.yaml; do
+  name=ratelimit-$(basename "$tpl" .yaml)
+  python3 envoy/render.py envoy --template "$tpl" --out "$OUT/$name.yaml" "${COMMON[@]}" \
+    --set RATELIMIT_PORT=8081
   check "$tpl" "$OUT/$name.yaml"
 done
 

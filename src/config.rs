@@ -20,7 +20,7 @@ use std::fmt;
 use crate::claims::ClaimPath;
 use crate::crypto::Backend;
 use crate::json_path;
-use crate::policy::{AuditLevel, Mode, Policy, Provider, Route, Unmatched};
+use crate::policy::{AuditLevel, Mode, ModelFrom, Policy, Provider, Route, Unmatched};
 use crate::token::TokenSource;
 
 use forward::compile_forward;
@@ -138,6 +138,14 @@ impl Compiler<'_> {
             if let Some(route) = routes.get_mut(index) {
                 route.list_models = Some(compiled);
             }
+        }
+        // The limit is read from a body only where mlgate reads the body's model.
+        let reads_a_body = |r: &Route| matches!(r.model_from, Some(ModelFrom::JsonBody(_)));
+        if forward.max_tokens.is_some() && !routes.iter().any(reads_a_body) {
+            return err(
+                "forward.max_tokens",
+                "is read from request bodies, but no route has model_from.json_body",
+            );
         }
         Ok(Policy {
             providers,

@@ -44,6 +44,7 @@ pub enum Reason {
     ListingUnreadable,
     /// A model listing larger than its route's `list_models.max_bytes`.
     ListingTooLarge,
+    MaxTokensInvalid,
 }
 
 /// How a reason is answered on the wire.
@@ -73,7 +74,7 @@ enum Kind {
 
 impl Reason {
     /// Every reason, for metric definition and tests.
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::MissingToken,
         Reason::MultipleTokens,
         Reason::TokenTooLarge,
@@ -106,6 +107,7 @@ impl Reason {
         Reason::UnsupportedMediaType,
         Reason::ListingUnreadable,
         Reason::ListingTooLarge,
+        Reason::MaxTokensInvalid,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -142,6 +144,7 @@ impl Reason {
             Reason::UnsupportedMediaType => "unsupported_media_type",
             Reason::ListingUnreadable => "listing_unreadable",
             Reason::ListingTooLarge => "listing_too_large",
+            Reason::MaxTokensInvalid => "max_tokens_invalid",
         }
     }
 
@@ -158,7 +161,8 @@ impl Reason {
             Reason::InvalidPath
             | Reason::ModelMissing
             | Reason::ModelUnreadable
-            | Reason::ModelAmbiguous => Kind::BadRequest,
+            | Reason::ModelAmbiguous
+            | Reason::MaxTokensInvalid => Kind::BadRequest,
             Reason::UnsupportedMediaType => Kind::UnsupportedMedia,
             Reason::KeysUnavailable => Kind::Unavailable,
             Reason::ListingUnreadable | Reason::ListingTooLarge => Kind::BadGateway,

@@ -18,6 +18,7 @@ use crate::crypto::Backend;
 use crate::decision::{local_reply, LocalReply, Reason};
 use crate::jwks::KeySet;
 use crate::keystore::KeyStore;
+use crate::max_tokens;
 use crate::model::{self, ModelError};
 use crate::policy::{
     path_is_unambiguous, AuditLevel, ListingFormat, Mode, ModelFrom, Policy, RequestParts, Route,
@@ -429,7 +430,24 @@ impl Gate {
                 None
             }
         };
-        self.judge(route, caller, model, audit)
+        // `forward.max_tokens`: the limit the body declares, for Envoy's rate limits to charge.
+        let declared = match &self.policy.forward.max_tokens {
+            None => None,
+            Some(header) => match max_tokens::from_json_body(body) {
+                Ok(limit) => limit.map(|n| (header.clone(), n.to_string())),
+                Err(_) => {
+                    let mut refusal = Refusal::new(Reason::MaxTokensInvalid, Some(route));
+                    refusal.caller = Some(caller);
+                    refusal.model = model;
+                    return self.refuse(refusal, audit);
+                }
+            },
+        };
+        let mut verdict = self.judge(route, caller, model, audit);
+        if let (Some(header), Disposition::Forward(headers)) = (declared, &mut verdict.action) {
+            headers.push(header);
+        }
+        verdict
     }
 
     /// What a model that cannot be read means on this route: a refusal when the route's rules

@@ -18,6 +18,7 @@ pub mod json_path;
 pub mod jwks;
 pub mod keyring;
 pub mod keystore;
+pub mod max_tokens;
 pub mod model;
 pub mod payload;
 pub mod policy;

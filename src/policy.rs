@@ -85,6 +85,8 @@ pub struct Forward {
     pub route: Option<String>,
     pub model: Option<String>,
     pub provider: Option<String>,
+    /// The completion-token limit a json_body request declares (off by default).
+    pub max_tokens: Option<String>,
     pub dry_run: String,
     pub strip_authorization: bool,
     /// More claims forwarded as they are: (index into `Policy::extra_claims`, header name).

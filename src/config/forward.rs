@@ -54,11 +54,46 @@ pub(super) fn compile_forward(
         route: field("route", config.route)?,
         model: field("model", config.model)?,
         provider: field("provider", config.provider)?,
+        // Off unless asked for: it refuses bodies whose limit cannot be read one way.
+        max_tokens: match config.max_tokens {
+            None | Some(ForwardField::Enabled(false)) => None,
+            Some(ForwardField::Enabled(true)) => Some(format!("{prefix}max-tokens")),
+            Some(ForwardField::Named(header)) => {
+                let header = header_name("forward.max_tokens", &header)?;
+                if !header.starts_with(&prefix) {
+                    return err(
+                        "forward.max_tokens",
+                        format!("{header:?} must start with the prefix {prefix:?}, so that client-sent copies are stripped"),
+                    );
+                }
+                Some(header)
+            }
+        },
         dry_run: format!("{prefix}dry-run"),
         strip_authorization: config.strip_authorization,
         claims: Vec::with_capacity(config.claims.len()),
         prefix,
     };
+    if let Some(header) = &forward.max_tokens {
+        let others = [
+            &forward.principal,
+            &forward.tenant,
+            &forward.app,
+            &forward.caller,
+            &forward.groups,
+            &forward.roles,
+            &forward.scopes,
+            &forward.route,
+            &forward.model,
+            &forward.provider,
+        ];
+        if others.iter().any(|name| name.as_deref() == Some(header)) || *header == forward.dry_run {
+            return err(
+                "forward.max_tokens",
+                format!("{header:?} is already forwarded for something else"),
+            );
+        }
+    }
     for (claim, header) in config.claims {
         let at = format!("forward.claims.{claim}");
         if claim.is_empty() {
@@ -82,6 +117,7 @@ pub(super) fn compile_forward(
             &forward.route,
             &forward.model,
             &forward.provider,
+            &forward.max_tokens,
         ];
         let taken = standard
             .iter()

@@ -54,28 +54,45 @@ fn bool_or_string<'de, D, T>(
 where
     D: de::Deserializer<'de>,
 {
-    struct BoolOrString<T> {
-        expecting: &'static str,
-        from_bool: fn(bool) -> T,
-        from_string: fn(String) -> T,
+    // Not generic in T: one visitor for every such field keeps the module small.
+    enum Read {
+        Bool(bool),
+        String(String),
     }
-    impl<T> Visitor<'_> for BoolOrString<T> {
-        type Value = T;
+    struct BoolOrString {
+        expecting: &'static str,
+    }
+    impl<'de> Visitor<'de> for BoolOrString {
+        type Value = Read;
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str(self.expecting)
         }
-        fn visit_bool<E: de::Error>(self, value: bool) -> Result<T, E> {
-            Ok((self.from_bool)(value))
+        fn visit_bool<E: de::Error>(self, value: bool) -> Result<Read, E> {
+            Ok(Read::Bool(value))
         }
-        fn visit_str<E: de::Error>(self, value: &str) -> Result<T, E> {
-            Ok((self.from_string)(value.to_string()))
+        fn visit_str<E: de::Error>(self, value: &str) -> Result<Read, E> {
+            Ok(Read::String(value.to_string()))
+        }
+        // An array or object is read to its end before it is refused, so that the error's
+        // position (and json_path's path) is the field's, not its first element's.
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Read, A::Error> {
+            while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+            Err(de::Error::invalid_type(de::Unexpected::Seq, &self))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
+            while map
+                .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                .is_some()
+            {}
+            Err(de::Error::invalid_type(de::Unexpected::Map, &self))
         }
     }
-    deserializer.deserialize_any(BoolOrString {
-        expecting,
-        from_bool,
-        from_string,
-    })
+    Ok(
+        match deserializer.deserialize_any(BoolOrString { expecting })? {
+            Read::Bool(value) => from_bool(value),
+            Read::String(value) => from_string(value),
+        },
+    )
 }
 
 impl OneOrMany {
@@ -397,6 +414,8 @@ pub(super) struct ForwardConfig {
     pub(super) route: Option<ForwardField>,
     pub(super) model: Option<ForwardField>,
     pub(super) provider: Option<ForwardField>,
+    /// Off unless set: the `max_tokens` a json_body request declares (src/max_tokens.rs).
+    pub(super) max_tokens: Option<ForwardField>,
     #[serde(default)]
     pub(super) strip_authorization: bool,
     /// Claim path → header name: more claims forwarded as they are.
@@ -418,6 +437,7 @@ impl Default for ForwardConfig {
             route: None,
             model: None,
             provider: None,
+            max_tokens: None,
             claims: Default::default(),
             strip_authorization: false,
         }

@@ -1199,13 +1199,63 @@ fn a_listing_route_that_names_a_model_or_is_anonymous_is_refused() {
 
 #[test]
 fn a_listing_with_an_unknown_format_or_bad_bound_is_refused() {
-    let error = error_of(with_listing(
-        json!({"format": "openapi", "for_route": "chat"}),
-    ));
-    assert!(error.to_string().contains("openai"), "{error}");
+    assert_refused(
+        with_listing(json!({"format": "openapi", "for_route": "chat"})),
+        "routes[4].list_models.format",
+        "\"openapi\" is not one of",
+    );
     assert_refused(
         with_listing(json!({"format": "kserve_v1", "for_route": "chat", "max_bytes": 0})),
         "routes[4].list_models.max_bytes",
         "between",
     );
+}
+
+#[test]
+fn forwarding_max_tokens_is_off_unless_asked_for() {
+    let compiled = |forward: Value| {
+        let mut config = entra_config();
+        config["forward"] = forward;
+        super::compile(
+            config.to_string().as_bytes(),
+            &crate::testing::envoy_backend(),
+        )
+        .unwrap()
+        .forward
+        .max_tokens
+    };
+    assert_eq!(compiled(json!({})), None);
+    assert_eq!(compiled(json!({"max_tokens": false})), None);
+    assert_eq!(
+        compiled(json!({"max_tokens": true})).as_deref(),
+        Some("x-mlgate-max-tokens")
+    );
+    assert_eq!(
+        compiled(json!({"max_tokens": "X-MLGate-Budget"})).as_deref(),
+        Some("x-mlgate-budget")
+    );
+}
+
+#[test]
+fn a_max_tokens_header_outside_the_prefix_or_already_forwarded_is_refused() {
+    let mut outside = entra_config();
+    outside["forward"] = json!({"max_tokens": "x-max-tokens"});
+    assert_refused(outside, "forward.max_tokens", "must start with the prefix");
+    let mut taken = entra_config();
+    taken["forward"] = json!({"max_tokens": "x-mlgate-model"});
+    assert_refused(taken, "forward.max_tokens", "already forwarded");
+    let mut claim = entra_config();
+    claim["forward"] = json!({"max_tokens": true, "claims": {"upn": "x-mlgate-max-tokens"}});
+    assert_refused(claim, "forward.claims.upn", "already forwarded");
+}
+
+#[test]
+fn max_tokens_without_a_json_body_route_is_refused() {
+    let mut config = entra_config();
+    config["forward"] = json!({"max_tokens": true});
+    config["routes"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|r| r["model_from"]["json_body"].is_null());
+    assert_refused(config, "forward.max_tokens", "model_from.json_body");
 }

@@ -30,6 +30,11 @@ impl Headers {
             .map(|(name, value)| (name.as_str(), value.as_str()))
     }
 
+    /// One more header of this request's own.
+    pub(super) fn push(&mut self, header: (String, String)) {
+        self.request.push(header);
+    }
+
     pub fn to_vec(&self) -> Vec<(String, String)> {
         self.iter()
             .map(|(name, value)| (name.to_string(), value.to_string()))

@@ -1318,3 +1318,63 @@ fn a_route_that_is_not_a_listing_has_no_listing() {
     let gate = gate(&with_listings());
     assert!(verdict(&gate, &score(&good_token())).listing.is_none());
 }
+/// The chat route's verdict for alice with `body`, with `forward.max_tokens: true`.
+fn chat_with_max_tokens(body: &[u8]) -> Disposition {
+    let mut config = entra_config();
+    config["forward"] = json!({"max_tokens": true});
+    let g = gate(&config);
+    let Step::NeedBody { pending, .. } = step(&g, &chat().bearer(&good_token())) else {
+        panic!()
+    };
+    g.decide_with_body(*pending, Some(body)).action
+}
+
+#[test]
+fn a_declared_max_tokens_is_forwarded_when_asked_for() {
+    let body = br#"{"model":"llama-3-8b","max_tokens":512}"#;
+    let Disposition::Forward(headers) = chat_with_max_tokens(body) else {
+        panic!()
+    };
+    assert!(headers
+        .to_vec()
+        .contains(&("x-mlgate-max-tokens".into(), "512".into())));
+    // Not asked for: not read, not forwarded.
+    let g = gate(&entra_config());
+    let Step::NeedBody { pending, .. } = step(&g, &chat().bearer(&good_token())) else {
+        panic!()
+    };
+    let Disposition::Forward(headers) = g.decide_with_body(*pending, Some(body)).action else {
+        panic!()
+    };
+    assert!(headers
+        .iter()
+        .all(|(name, _)| name != "x-mlgate-max-tokens"));
+}
+
+#[test]
+fn a_request_declaring_no_max_tokens_is_forwarded_without_the_header() {
+    let Disposition::Forward(headers) = chat_with_max_tokens(br#"{"model":"llama-3-8b"}"#) else {
+        panic!()
+    };
+    assert!(headers
+        .iter()
+        .all(|(name, _)| name != "x-mlgate-max-tokens"));
+}
+
+#[test]
+fn a_max_tokens_read_two_ways_is_refused_as_max_tokens_invalid() {
+    for body in [
+        &br#"{"model":"llama-3-8b","max_tokens":"512"}"#[..],
+        br#"{"model":"llama-3-8b","max_tokens":5,"Max_Tokens":5000}"#,
+    ] {
+        let Disposition::Reply(reply) = chat_with_max_tokens(body) else {
+            panic!("{}", String::from_utf8_lossy(body))
+        };
+        assert_eq!(reply.status, 400);
+        assert!(
+            reply.body.contains("\"reason\":\"max_tokens_invalid\""),
+            "{}",
+            reply.body
+        );
+    }
+}

@@ -374,8 +374,20 @@ pub fn agent() -> ureq::Agent {
 pub struct Answer {
     pub status: u16,
     pub www_authenticate: Option<String>,
+    /// Every response header, names lower-case.
+    pub headers: Vec<(String, String)>,
     pub body: Value,
     pub raw: String,
+}
+
+impl Answer {
+    /// The value of response header `name` (lower-case), if present.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub fn send(method: &str, url: &str, headers: &[(String, String)], body: Option<&Value>) -> Answer {
@@ -398,6 +410,7 @@ pub fn send(method: &str, url: &str, headers: &[(String, String)], body: Option<
             return Answer {
                 status: 0,
                 www_authenticate: None,
+                headers: Vec::new(),
                 body: Value::Null,
                 raw: format!("(no answer: {e})"),
             }
@@ -409,11 +422,20 @@ pub fn send(method: &str, url: &str, headers: &[(String, String)], body: Option<
         .get("www-authenticate")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (n.as_str().to_string(), value)
+        })
+        .collect();
     let raw = resp.into_body().read_to_string().unwrap_or_default();
     let body = serde_json::from_str(&raw).unwrap_or(Value::Null);
     Answer {
         status,
         www_authenticate,
+        headers,
         body,
         raw,
     }
