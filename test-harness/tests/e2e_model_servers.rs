@@ -396,8 +396,7 @@ impl Drop for MlServer {
     }
 }
 
-/// Envoy + mlgate in front of MLServer. The demo policy as it is, plus a route for the repository index
-/// when filters/demo.json has none (the readers and the scientists may ask what is served).
+/// Envoy + mlgate in front of MLServer, with the demo policy as it is.
 struct MlServerStack {
     mlserver: MlServer,
     stack: Stack,
@@ -431,26 +430,12 @@ fn mlserver_stack() -> Option<&'static MlServerStack> {
                     "mlserver",
                     1,
                     Some(mlserver.port),
-                    with_repository_index_route,
+                    |_| {},
                 )?;
                 Some(MlServerStack { mlserver, stack })
             })
         })
         .as_ref()
-}
-
-fn with_repository_index_route(config: &mut Value) {
-    let routes = config["routes"].as_array_mut().expect("routes");
-    let has = routes
-        .iter()
-        .any(|r| r["match"]["path"] == "/v2/repository/index");
-    if !has {
-        routes.push(json!({
-            "name": "repository-index",
-            "match": { "path": "/v2/repository/index", "methods": ["POST"] },
-            "allow": [ { "groups": ["ml-scientists", "ml-readers"] } ],
-        }));
-    }
 }
 
 fn kserve(s: &MlServerStack, persona: &str, call: &[&str]) -> Run {
@@ -528,25 +513,41 @@ fn a_call_without_a_token_is_refused_on_mlserver() {
     assert_eq!(r["status"], "401", "{r}");
 }
 
-/// What MLServer's repository index says through the gateway. The per-caller filtering (a contractor not
-/// seeing `finance-*`) is asserted once routes have the `list_models` option; until then every allowed
-/// caller gets MLServer's whole index.
+/// MLServer's repository index through the gateway, filtered per caller by the `infer` route's rules
+/// (filters/demo.json's `repository-index` route, `list_models: triton`): Alice (ml-scientists) sees
+/// both models, Carl (a contractor) not `finance-risk`, Bob (ml-readers, no infer rule) none — each
+/// exactly the models it may call.
 #[test]
-fn mlserver_repository_index_answers_an_allowed_persona_through_envoy() {
+fn mlserver_repository_index_shows_each_persona_the_models_it_may_infer_with() {
     let Some(s) = mlserver_stack() else {
         return;
     };
-    let run = kserve(s, "alice", &["index"]);
-    let r = &run.result;
-    assert_eq!(r["ok"], true, "{}{r}", run.transcript);
-    let index = r["index"].as_array().expect("an index");
-    let names: BTreeSet<&str> = index.iter().filter_map(|m| m["name"].as_str()).collect();
-    assert_eq!(
-        names,
-        MLSERVER_MODELS.iter().copied().collect::<BTreeSet<_>>(),
-        "{r}"
-    );
-    assert!(index.iter().all(|m| m["state"] == "READY"), "{r}");
+    for (persona, expected) in [
+        ("alice", &["finance-risk", "fraud-detector"][..]),
+        ("carl", &["fraud-detector"][..]),
+        ("bob", &[][..]),
+    ] {
+        let run = kserve(s, persona, &["index"]);
+        let r = &run.result;
+        assert_eq!(r["ok"], true, "{}{r}", run.transcript);
+        let index = r["index"].as_array().expect("an index");
+        let names: BTreeSet<&str> = index.iter().filter_map(|m| m["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            expected.iter().copied().collect::<BTreeSet<_>>(),
+            "{persona}: {r}"
+        );
+        assert!(index.iter().all(|m| m["state"] == "READY"), "{r}");
+        for model in MLSERVER_MODELS {
+            let call = kserve(s, persona, &["infer", model]);
+            assert_eq!(
+                call.result["ok"] == true,
+                names.contains(model),
+                "{persona} × {model}: {}",
+                call.result
+            );
+        }
+    }
 }
 
 /// Every row of envoy/demo-scenarios-mlserver.json (what `make demo BACKEND=mlserver` prints): status and
