@@ -261,17 +261,24 @@ fn the_sdk_raises_authentication_error_for_a_bad_token() {
     );
 }
 
+/// `client.models.list()` through mlgate: each persona sees only the chat models it may call
+/// (filters/demo.json's `models` route, `list_models: openai` for `chat`).
 #[test]
-fn the_sdk_lists_models() {
+fn the_sdk_lists_only_the_models_each_persona_may_call() {
     let Some(stack) = openai_stack() else {
         return;
     };
-    let token = stack.token("bob");
-    let run = sdk(stack, "bob", Some(&token), &["models"]);
-    let r = &run.result;
-    assert_eq!(r["ok"], true, "{}{r}", run.transcript);
-    let listed = r["models"].as_array().map(Vec::len).unwrap_or(0);
-    assert!(listed > 0, "{r}");
+    for (persona, expected) in [
+        ("alice", json!(["gpt-4o-mini", "llama-3-8b"])),
+        ("bob", json!([])),
+        ("carl", json!([])),
+    ] {
+        let token = stack.token(persona);
+        let run = sdk(stack, persona, Some(&token), &["models"]);
+        let r = &run.result;
+        assert_eq!(r["ok"], true, "{}{r}", run.transcript);
+        assert_eq!(r["models"], expected, "{persona}: {r}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------
