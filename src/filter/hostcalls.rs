@@ -24,6 +24,7 @@ const CAS_MISMATCH: u32 = 8;
 
 #[derive(Clone, Copy)]
 #[repr(u32)]
+#[allow(clippy::enum_variant_names)] // the ABI's names
 pub enum MapType {
     HttpRequestHeaders = 0,
     HttpResponseHeaders = 2,
