@@ -9,9 +9,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
-
-use crate::audit::{fingerprint, Audit, Decision};
+use crate::audit::{token_fingerprint, Audit, Decision, RuleRef};
 use crate::cache::TokenCache;
 use crate::claims::Identity;
 use crate::crypto::Backend;
@@ -264,16 +262,15 @@ impl Gate {
             }
         };
         let mut step = self.decide_token(req, &found, route_index, &captures, audit, now, may_wait);
-        // The token's fingerprint (a SHA-256 inside the VM) only for records that are logged.
+        // Every record names its token (filter state, access log): a verified token's fingerprint
+        // came with its identity; a refused one is hashed here.
         let record = match &mut step {
-            Step::Done(verdict) if self.logs(&verdict.audit) => Some(&mut verdict.audit),
-            Step::NeedBody { pending, .. } if self.policy.audit != AuditLevel::Off => {
-                Some(&mut pending.audit)
-            }
-            _ => None,
+            Step::Done(verdict) => Some(&mut verdict.audit),
+            Step::NeedBody { pending, .. } => Some(&mut pending.audit),
+            Step::NeedKeys { .. } => None,
         };
-        if let Some(audit) = record {
-            audit.token_sha256 = Some(fingerprint(&Sha256::digest(found.token.as_bytes()).into()));
+        if let Some(audit) = record.filter(|a| a.token_sha256.is_none()) {
+            audit.token_sha256 = Some(token_fingerprint(&found.token).into());
         }
         step
     }
@@ -302,7 +299,7 @@ impl Gate {
         let Some(route) = self.policy.routes.get(route_index) else {
             return Step::Done(self.refuse(Refusal::new(Reason::NoMatchingRoute, None), audit));
         };
-        let caller = match self.authenticate(route, found, now, may_wait) {
+        let caller = match self.authenticate(route, found, (now, may_wait), &mut audit) {
             Ok(caller) => caller,
             Err(AuthError::NeedKeys { provider, refetch }) => {
                 return Step::NeedKeys { provider, refetch }
@@ -311,7 +308,7 @@ impl Gate {
                 return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
             }
         };
-        self.describe(&mut audit, &caller.identity);
+        self.describe(&mut audit, &caller);
         let identity = &*caller.identity;
 
         let provider = self.policy.providers.get(identity.provider);
@@ -444,18 +441,23 @@ impl Gate {
         };
         let identity = &*caller.identity;
         let model_ref = model.as_deref();
-        let reason = if route
+        let deny = route
             .deny
             .iter()
-            .any(|rule| rule.matches(identity, model_ref))
-        {
-            Some(Reason::DeniedByRule)
-        } else if route.allow.is_empty()
-            || route
+            .position(|rule| rule.matches(identity, model_ref));
+        let allow = || {
+            route
                 .allow
                 .iter()
-                .any(|rule| rule.matches(identity, model_ref))
-        {
+                .position(|rule| rule.matches(identity, model_ref))
+        };
+        let reason = if let Some(index) = deny {
+            audit.rule = Some(RuleRef::Deny(index));
+            Some(Reason::DeniedByRule)
+        } else if route.allow.is_empty() {
+            None
+        } else if let Some(index) = allow() {
+            audit.rule = Some(RuleRef::Allow(index));
             None
         } else if route
             .allow
@@ -526,9 +528,11 @@ impl Gate {
         }
     }
 
-    fn describe(&self, audit: &mut Audit, identity: &Rc<Identity>) {
+    fn describe(&self, audit: &mut Audit, caller: &Authenticated) {
+        let identity = &caller.identity;
         audit.provider = self.provider_names.get(identity.provider).cloned();
         audit.identity = Some(identity.clone());
+        audit.token_sha256 = Some(caller.fingerprint.clone());
     }
 }
 
