@@ -13,11 +13,11 @@ use e2e_fixture::{agent, bearer, send, Stack};
 use mlgate_harness::idp::MintOptions;
 use serde_json::{json, Value};
 
-/// The access-log lines (JSON objects) whose `path` is `path`, waiting up to 15 s for `count`:
-/// Envoy writes a line when its stream ends, and flushes its access-log files every 10 s
-/// (`--file-flush-interval-msec`).
+/// The access-log lines (JSON objects) whose `path` is `path`, waiting up to 5 s for `count`:
+/// Envoy writes a line when its stream ends, to a file it flushes every 100 ms (the fixture's
+/// `--file-flush-interval-msec`).
 fn log_lines(stack: &Stack, path: &str, count: usize) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let lines: Vec<Value> = stack
             .envoy
@@ -98,7 +98,6 @@ fn access_log_names_each_decision_and_its_reason() {
         .expect("mint")
         .token;
 
-    // Every request first, then the lines: they come out at the next access-log flush.
     let allowed = send(
         "POST",
         &stack.envoy.url("/v2/models/fraud-detector/infer"),
