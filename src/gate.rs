@@ -262,17 +262,24 @@ impl Gate {
             }
         };
         let mut step = self.decide_token(req, &found, route_index, &captures, audit, now, may_wait);
-        // Every record names its token (filter state, access log): a verified token's fingerprint
-        // came with its identity; a refused one is hashed here.
+        // Every record names its token (filter state, access log, audit line): a verified
+        // token's fingerprint came with its identity; a refused one is hashed here.
         let record = match &mut step {
             Step::Done(verdict) => Some(&mut verdict.audit),
             Step::NeedBody { pending, .. } => Some(&mut pending.audit),
             Step::NeedKeys { .. } => None,
         };
-        if let Some(audit) = record.filter(|a| a.token_sha256.is_none()) {
+        let unnamed = record.filter(|a| a.token_sha256.is_none() && self.fingerprints());
+        if let Some(audit) = unnamed {
             audit.token_sha256 = Some(token_fingerprint(&found.token).into());
         }
         step
+    }
+
+    /// Whether records carry the token's fingerprint: a SHA-256 of the token inside the VM costs
+    /// more than the rest of a cache hit, so not with `audit: off`.
+    fn fingerprints(&self) -> bool {
+        self.policy.audit != AuditLevel::Off
     }
 
     /// Whether this record goes to the log, by the policy's `audit` level.
@@ -532,7 +539,7 @@ impl Gate {
         let identity = &caller.identity;
         audit.provider = self.provider_names.get(identity.provider).cloned();
         audit.identity = Some(identity.clone());
-        audit.token_sha256 = Some(caller.fingerprint.clone());
+        audit.token_sha256.clone_from(&caller.fingerprint);
     }
 }
 

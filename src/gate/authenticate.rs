@@ -19,9 +19,9 @@ use crate::verify::{self, dangerous};
 pub struct Authenticated {
     pub identity: Rc<Identity>,
     pub(super) headers: Rc<[(String, String)]>,
-    /// The token's fingerprint ([`crate::audit::fingerprint`]), computed once per verification:
-    /// a cache hit does not hash the token again.
-    pub(super) fingerprint: Rc<str>,
+    /// The token's fingerprint ([`crate::audit::fingerprint`]), computed once per verification
+    /// (a cache hit does not hash the token again), unless the policy's `audit` is `off`.
+    pub(super) fingerprint: Option<Rc<str>>,
 }
 
 /// Why authentication stopped.
@@ -56,7 +56,7 @@ impl Gate {
         let caller = Authenticated {
             headers: self.identity_headers(&identity).into(),
             identity: Rc::new(identity),
-            fingerprint: token_fingerprint(&found.token).into(),
+            fingerprint: self.fingerprints().then(|| token_fingerprint(&found.token).into()),
         };
         let skew = self
             .policy

@@ -44,6 +44,17 @@ fn allowed_request_records_route_rule_caller_and_token_fingerprint() {
 }
 
 #[test]
+fn audit_off_leaves_the_token_fingerprint_out() {
+    let mut config = entra_config();
+    config["audit"] = json!("off");
+    let h = harness(&config);
+    let out = score(&h, &user_token(&h, |_| {}));
+    let r = record(&h, &out);
+    assert_eq!(r["decision"], "allowed");
+    assert!(r.get("token_sha256").is_none(), "{r}");
+}
+
+#[test]
 fn filter_state_never_holds_the_token() {
     let h = harness(&entra_config());
     let token = user_token(&h, |_| {});
