@@ -56,7 +56,9 @@ impl Gate {
         let caller = Authenticated {
             headers: self.identity_headers(&identity).into(),
             identity: Rc::new(identity),
-            fingerprint: self.fingerprints().then(|| token_fingerprint(&found.token).into()),
+            fingerprint: self
+                .fingerprints()
+                .then(|| token_fingerprint(&found.token).into()),
         };
         let skew = self
             .policy
