@@ -101,6 +101,25 @@ fn deny_rule_is_named_in_the_record() {
 }
 
 #[test]
+fn model_refused_in_the_body_is_recorded_with_its_reason() {
+    let h = harness(&entra_config());
+    let out = h
+        .request()
+        .method("POST")
+        .path("/v1/chat/completions")
+        .bearer(&user_token(&h, |_| {}))
+        .json(&json!({"model": "gpt-4-turbo", "messages": []}))
+        .send()
+        .unwrap();
+    assert_eq!(out.status(), Some(403), "{out}");
+    assert_eq!(out.details(), Some("mlgate_model_not_allowed"));
+    let r = record(&h, &out);
+    assert_eq!(r["reason"], "model_not_allowed");
+    assert_eq!(r["route"], "chat");
+    assert_eq!(r["model"], "gpt-4-turbo");
+}
+
+#[test]
 fn expired_token_is_a_401_with_its_reason_in_details_and_a_fingerprint() {
     let h = harness(&entra_config());
     let now = h.now_unix() as i64;
