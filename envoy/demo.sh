@@ -106,7 +106,9 @@ $RENDER envoy --template "$TEMPLATE" --out "$RUN/demo.envoy.yaml" \
   --set LISTEN_PORT="$LISTEN_PORT" --set ADMIN_PORT="$ADMIN_PORT" \
   --set BACKEND_PORT="$BACKEND_PORT" --set IDP_PORT="$IDP_PORT"
 
+# Access-log lines reach .run/envoy.log within a second (Envoy's default flush is every 10 s).
 "$ENVOY" -c "$RUN/demo.envoy.yaml" --concurrency "$CONCURRENCY" --disable-hot-restart \
+  --file-flush-interval-msec 1000 \
   --log-level "${MLGATE_DEMO_LOG_LEVEL:-info}" >"$RUN/envoy.log" 2>&1 &
 pids+=($!)
 if ! $RENDER wait "http://127.0.0.1:$ADMIN_PORT/ready" --pid "${pids[2]}" --log "$RUN/envoy.log" --timeout 60; then

@@ -1,19 +1,19 @@
 //! The audit record of one decision, and metric names.
 //!
-//! A record names the caller (principal, tenant, app), the route, the model and the reason. It
-//! never holds a token: only the first 16 hex digits of the token's SHA-256, and its `jti`.
+//! A record names the caller (principal, tenant, app), the route, the rule, the model and the
+//! reason. It never holds a token: only the first 16 hex digits of the token's SHA-256, and its
+//! `jti`. Its JSON ([`Audit::json`]) is built once per request: the adapter hands it to the host as
+//! filter state (for the access log) and, when the policy's `audit` level says so, logs it.
 
 use std::rc::Rc;
 
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::claims::Identity;
 use crate::decision::Reason;
 
 /// What became of the request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// A valid token satisfied the route's rules.
     Allowed,
@@ -47,34 +47,32 @@ pub struct Audit {
     /// The verified caller: principal, tenant, app and `jti` come from here.
     pub identity: Option<Rc<Identity>>,
     pub model: Option<String>,
-    pub token_sha256: Option<String>,
+    /// The rule that decided: `allow[i]` or `deny[i]` of the route.
+    pub rule: Option<RuleRef>,
+    pub token_sha256: Option<Rc<str>>,
+    /// Whether the token's identity came from the verified-token cache (`None`: no token was
+    /// looked up).
+    pub token_cached: Option<bool>,
     pub request_id: Option<String>,
 }
 
-/// The logged form of an [`Audit`].
-#[derive(Serialize)]
-struct Line<'a> {
-    decision: Decision,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    route: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    provider: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    principal: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tenant: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    app: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    model: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token_sha256: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    jti: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    request_id: Option<&'a str>,
+/// A route's rule, by list and index, as the configuration names it (`routes[n].allow[i]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleRef {
+    Allow(usize),
+    Deny(usize),
+}
+
+impl RuleRef {
+    fn write(self, out: &mut String) {
+        let (list, index) = match self {
+            RuleRef::Allow(i) => ("allow[", i),
+            RuleRef::Deny(i) => ("deny[", i),
+        };
+        out.push_str(list);
+        push_decimal(out, index);
+        out.push(']');
+    }
 }
 
 impl Audit {
@@ -86,7 +84,9 @@ impl Audit {
             provider: None,
             identity: None,
             model: None,
+            rule: None,
             token_sha256: None,
+            token_cached: None,
             request_id: None,
         }
     }
@@ -102,27 +102,97 @@ impl Audit {
 
     /// One log line: `mlgate audit {json}`.
     pub fn line(&self) -> String {
+        format!("mlgate audit {}", self.json())
+    }
+
+    /// The record as one JSON object (what [`Audit::line`] logs); absent fields are left out.
+    /// Written by hand, once per request: serde_json's serializer cost more than the rest of a
+    /// cache hit.
+    pub fn json(&self) -> String {
         let identity = self.identity.as_deref();
-        let line = Line {
-            decision: self.decision,
-            reason: self.reason,
-            route: self.route.as_deref(),
-            provider: self.provider.as_deref(),
-            principal: identity.and_then(|i| i.principal.as_deref()),
-            tenant: identity.and_then(|i| i.tenant.as_deref()),
-            app: identity.and_then(|i| i.app.as_deref()),
-            model: self.model.as_deref(),
-            token_sha256: self.token_sha256.as_deref(),
-            jti: identity.and_then(|i| i.jti.as_deref()),
-            request_id: self.request_id.as_deref(),
-        };
-        match serde_json::to_string(&line) {
-            Ok(json) => format!("mlgate audit {json}"),
-            Err(_) => format!(
-                "mlgate audit {{\"decision\":\"{}\"}}",
-                self.decision.as_str()
-            ),
+        let mut out = String::with_capacity(384);
+        out.push_str("{\"decision\":\"");
+        out.push_str(self.decision.as_str());
+        out.push('"');
+        let text = [("reason", self.reason), ("route", self.route.as_deref())];
+        for (key, value) in text {
+            field(&mut out, key, value);
         }
+        if let Some(rule) = self.rule {
+            out.push_str(",\"rule\":\"");
+            rule.write(&mut out);
+            out.push('"');
+        }
+        let text = [
+            ("provider", self.provider.as_deref()),
+            ("principal", identity.and_then(|i| i.principal.as_deref())),
+            ("tenant", identity.and_then(|i| i.tenant.as_deref())),
+            ("app", identity.and_then(|i| i.app.as_deref())),
+            ("model", self.model.as_deref()),
+            ("token_sha256", self.token_sha256.as_deref()),
+            ("jti", identity.and_then(|i| i.jti.as_deref())),
+        ];
+        for (key, value) in text {
+            field(&mut out, key, value);
+        }
+        if let Some(cached) = self.token_cached {
+            out.push_str(if cached {
+                ",\"token_cached\":true"
+            } else {
+                ",\"token_cached\":false"
+            });
+        }
+        field(&mut out, "request_id", self.request_id.as_deref());
+        out.push('}');
+        out
+    }
+}
+
+/// `,"key":"value"` with the value escaped as a JSON string; nothing when absent.
+fn field(out: &mut String, key: &str, value: Option<&str>) {
+    let Some(value) = value else {
+        return;
+    };
+    out.push_str(",\"");
+    out.push_str(key);
+    out.push_str("\":\"");
+    if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.push_str(value);
+        out.push('"');
+        return;
+    }
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let byte = u32::from(c) as usize;
+                out.push_str("\\u00");
+                out.push(char::from(HEX.get(byte >> 4).copied().unwrap_or(b'0')));
+                out.push(char::from(HEX.get(byte & 15).copied().unwrap_or(b'0')));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+fn push_decimal(out: &mut String, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    loop {
+        if let Some(slot) = digits.get_mut(len) {
+            *slot = b'0' + (n % 10) as u8;
+        }
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for digit in digits.iter().take(len).rev() {
+        out.push(char::from(*digit));
     }
 }
 
@@ -141,13 +211,23 @@ pub fn fingerprint(digest: &[u8; 32]) -> String {
     out
 }
 
-/// Counter names, as Envoy's admin `/stats` shows them: Envoy files wasm metrics under an internal
-/// `wasmcustom.` scope and leaves that scope out of its stats output.
+/// Metric names. Envoy files wasm metrics under its `wasmcustom.` namespace; its Prometheus output
+/// (`/stats/prometheus`) drops that namespace and, for these, its usual `envoy_` prefix. A tagged
+/// metric's name starts with `<tag>=.=<value>;.;` pairs, Istio's convention for its own wasm
+/// metrics: Istio's `extraStatTags` and four plain `stats_tags` regexes in Envoy turn each pair into
+/// a label (envoy/README.md, "Metrics"), so `decision=.=denied;.;reason=.=no_rule_matched;.;
+/// route=.=score;.;provider=.=entra;.;mlgate.requests_total` becomes `mlgate_requests_total{
+/// decision="denied",reason="no_rule_matched",route="score",provider="entra"}`. Every value is
+/// bounded: a decision, a reason, a route or provider name from the configuration, never a
+/// principal or a model.
 pub mod metrics {
-    pub const ALLOWED: &str = "mlgate.requests.allowed";
-    pub const PASSED: &str = "mlgate.requests.passed";
-    pub const DENIED: &str = "mlgate.requests.denied";
-    pub const WOULD_DENY: &str = "mlgate.requests.would_deny";
+    /// Counter per (decision, reason, route, provider); see [`requests`].
+    pub const REQUESTS: &str = "mlgate.requests_total";
+    /// Counters: tokens whose identity came from the verified-token cache, and tokens verified.
+    pub const TOKEN_CACHE_HITS: &str = "mlgate.token_cache_hits_total";
+    pub const TOKEN_CACHE_MISSES: &str = "mlgate.token_cache_misses_total";
+    /// Histogram: microseconds the deciding callback took, from its start to the verdict.
+    pub const DECISION_US: &str = "mlgate.decision_duration_us";
     pub const JWKS_FETCH_OK: &str = "mlgate.jwks.fetch_ok";
     pub const JWKS_FETCH_FAILED: &str = "mlgate.jwks.fetch_failed";
     pub const JWKS_UNKNOWN_KID_REFETCH: &str = "mlgate.jwks.unknown_kid_refetch";
@@ -156,15 +236,47 @@ pub mod metrics {
     pub const HOST_CRYPTO: &str = "mlgate.crypto.host";
     /// 0: not known yet; 1: bodies are judged while the headers are held; 2: headers go first.
     pub const BODY_HOLD: &str = "mlgate.body.hold_headers";
+    /// A tag's value when the request has none (no reason, no route matched, no provider known).
+    pub const NONE: &str = "none";
 
-    /// Gauge: keys currently loaded for a provider.
-    pub fn keys_loaded(provider: &str) -> String {
-        format!("mlgate.jwks.keys.{provider}")
+    /// `decision=.=<d>;.;reason=.=<r>;.;route=.=<route>;.;provider=.=<p>;.;mlgate.requests_total`:
+    /// every tag always present, so every series has the same labels.
+    pub fn requests(
+        decision: super::Decision,
+        reason: Option<&str>,
+        route: Option<&str>,
+        provider: Option<&str>,
+    ) -> String {
+        format!(
+            "decision=.={};.;reason=.={};.;route=.={};.;provider=.={};.;{REQUESTS}",
+            decision.as_str(),
+            tag(reason),
+            tag(route),
+            tag(provider)
+        )
     }
 
-    /// `mlgate.reason.<reason>`.
-    pub fn reason(reason: crate::decision::Reason) -> String {
-        format!("mlgate.reason.{}", reason.as_str())
+    /// Gauge: keys currently loaded for a provider (`provider=.=<p>;.;mlgate.jwks_keys`).
+    pub fn keys_loaded(provider: &str) -> String {
+        format!("provider=.={};.;mlgate.jwks_keys", tag(Some(provider)))
+    }
+
+    /// A tag value that cannot end its pair early or break a label: anything outside
+    /// `[A-Za-z0-9_-]` in a route or provider name becomes `_`.
+    pub fn tag(value: Option<&str>) -> String {
+        match value {
+            Some(v) if !v.is_empty() => v
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect(),
+            _ => NONE.to_string(),
+        }
     }
 }
 
@@ -191,5 +303,43 @@ mod tests {
         assert_eq!(json["reason"], "token_expired");
         assert_eq!(json["route"], "score");
         assert!(json.get("principal").is_none());
+    }
+
+    #[test]
+    fn json_escapes_quotes_backslashes_and_control_characters() {
+        let mut audit = Audit::new(Decision::Denied);
+        audit.request_id = Some("a\"b\\c\nd\u{1}é".into());
+        let json: serde_json::Value = serde_json::from_str(&audit.json()).unwrap();
+        assert_eq!(json["request_id"], "a\"b\\c\nd\u{1}é");
+    }
+
+    #[test]
+    fn rule_index_is_written_in_decimal() {
+        let mut audit = Audit::new(Decision::Allowed);
+        audit.rule = Some(RuleRef::Deny(120));
+        let json: serde_json::Value = serde_json::from_str(&audit.json()).unwrap();
+        assert_eq!(json["rule"], "deny[120]");
+    }
+
+    #[test]
+    fn rule_is_named_by_list_and_index() {
+        let mut audit = Audit::new(Decision::Allowed);
+        audit.rule = Some(RuleRef::Allow(2));
+        let json: serde_json::Value = serde_json::from_str(&audit.json()).unwrap();
+        assert_eq!(json["rule"], "allow[2]");
+    }
+
+    #[test]
+    fn requests_metric_has_every_tag_and_sanitised_values() {
+        let name = metrics::requests(
+            Decision::Denied,
+            Some("no_rule_matched"),
+            Some("v1.chat"),
+            None,
+        );
+        assert_eq!(
+            name,
+            "decision=.=denied;.;reason=.=no_rule_matched;.;route=.=v1_chat;.;provider=.=none;.;mlgate.requests_total"
+        );
     }
 }

@@ -9,9 +9,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use sha2::{Digest, Sha256};
-
-use crate::audit::{fingerprint, Audit, Decision};
+use crate::audit::{token_fingerprint, Audit, Decision, RuleRef};
 use crate::cache::TokenCache;
 use crate::claims::Identity;
 use crate::crypto::Backend;
@@ -289,18 +287,24 @@ impl Gate {
             }
         };
         let mut step = self.decide_token(req, &found, route_index, &captures, audit, now, may_wait);
-        // The token's fingerprint (a SHA-256 inside the VM) only for records that are logged.
+        // Every record names its token (filter state, access log, audit line): a verified
+        // token's fingerprint came with its identity; a refused one is hashed here.
         let record = match &mut step {
-            Step::Done(verdict) if self.logs(&verdict.audit) => Some(&mut verdict.audit),
-            Step::NeedBody { pending, .. } if self.policy.audit != AuditLevel::Off => {
-                Some(&mut pending.audit)
-            }
-            _ => None,
+            Step::Done(verdict) => Some(&mut verdict.audit),
+            Step::NeedBody { pending, .. } => Some(&mut pending.audit),
+            Step::NeedKeys { .. } => None,
         };
-        if let Some(audit) = record {
-            audit.token_sha256 = Some(fingerprint(&Sha256::digest(found.token.as_bytes()).into()));
+        let unnamed = record.filter(|a| a.token_sha256.is_none() && self.fingerprints());
+        if let Some(audit) = unnamed {
+            audit.token_sha256 = Some(token_fingerprint(&found.token).into());
         }
         step
+    }
+
+    /// Whether records carry the token's fingerprint: a SHA-256 of the token inside the VM costs
+    /// more than the rest of a cache hit, so not with `audit: off`.
+    fn fingerprints(&self) -> bool {
+        self.policy.audit != AuditLevel::Off
     }
 
     /// Whether this record goes to the log, by the policy's `audit` level.
@@ -327,7 +331,7 @@ impl Gate {
         let Some(route) = self.policy.routes.get(route_index) else {
             return Step::Done(self.refuse(Refusal::new(Reason::NoMatchingRoute, None), audit));
         };
-        let caller = match self.authenticate(route, found, now, may_wait) {
+        let caller = match self.authenticate(route, found, (now, may_wait), &mut audit) {
             Ok(caller) => caller,
             Err(AuthError::NeedKeys { provider, refetch }) => {
                 return Step::NeedKeys { provider, refetch }
@@ -336,7 +340,7 @@ impl Gate {
                 return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
             }
         };
-        self.describe(&mut audit, &caller.identity);
+        self.describe(&mut audit, &caller);
         let identity = &*caller.identity;
 
         let provider = self.policy.providers.get(identity.provider);
@@ -484,7 +488,9 @@ impl Gate {
         let Some(route) = self.policy.routes.get(route_index) else {
             return self.refuse(Refusal::new(Reason::NoMatchingRoute, None), audit);
         };
-        match rules_refuse(route, &caller.identity, model.as_deref()) {
+        let (reason, rule) = apply_rules(route, &caller.identity, model.as_deref());
+        audit.rule = rule;
+        match reason {
             Some(reason) => self.refuse(
                 Refusal {
                     reason,
@@ -547,20 +553,18 @@ impl Gate {
         if identity.groups_overage && overage_denies && route.uses_groups {
             return false;
         }
-        rules_refuse(route, identity, Some(model)).is_none()
+        apply_rules(route, identity, Some(model)).0.is_none()
     }
 
     /// The model server's listing with only the models the caller may call on the listing's
-    /// `for_route`; or the reply that replaces a listing that cannot be filtered (502).
-    pub fn filter_listing(&self, listing: &Listing, body: &[u8]) -> Result<Vec<u8>, LocalReply> {
-        let filtered = if body.len() > listing.max_bytes {
-            Err(Reason::ListingTooLarge)
-        } else {
-            crate::catalogue::filter(body, listing.format, &|model| {
-                self.may_call(listing.for_route, &listing.identity, model)
-            })
-        };
-        filtered.map_err(|reason| self.listing_refused(listing, reason))
+    /// `for_route`; or why it cannot be filtered ([`Gate::listing_refused`] answers for it).
+    pub fn filter_listing(&self, listing: &Listing, body: &[u8]) -> Result<Vec<u8>, Reason> {
+        if body.len() > listing.max_bytes {
+            return Err(Reason::ListingTooLarge);
+        }
+        crate::catalogue::filter(body, listing.format, &|model| {
+            self.may_call(listing.for_route, &listing.identity, model)
+        })
     }
 
     /// The reply for a listing that cannot be passed on.
@@ -617,28 +621,46 @@ impl Gate {
         }
     }
 
-    fn describe(&self, audit: &mut Audit, identity: &Rc<Identity>) {
+    fn describe(&self, audit: &mut Audit, caller: &Authenticated) {
+        let identity = &caller.identity;
         audit.provider = self.provider_names.get(identity.provider).cloned();
         audit.identity = Some(identity.clone());
+        audit.token_sha256.clone_from(&caller.fingerprint);
     }
 }
 
-/// Why the route's rules refuse this caller and model, if they do: deny rules first, then allow
-/// rules (none: anyone the route admits).
-fn rules_refuse(route: &Route, identity: &Identity, model: Option<&str>) -> Option<Reason> {
-    if route.deny.iter().any(|rule| rule.matches(identity, model)) {
-        Some(Reason::DeniedByRule)
-    } else if route.allow.is_empty() || route.allow.iter().any(|rule| rule.matches(identity, model))
+/// The route's rules on this caller and model: deny rules first, then allow rules (none: anyone the
+/// route admits). Why they refuse, if they do, and the rule that decided, if one did.
+fn apply_rules(
+    route: &Route,
+    identity: &Identity,
+    model: Option<&str>,
+) -> (Option<Reason>, Option<RuleRef>) {
+    if let Some(index) = route
+        .deny
+        .iter()
+        .position(|rule| rule.matches(identity, model))
     {
-        None
-    } else if route
+        return (Some(Reason::DeniedByRule), Some(RuleRef::Deny(index)));
+    }
+    if route.allow.is_empty() {
+        return (None, None);
+    }
+    if let Some(index) = route
+        .allow
+        .iter()
+        .position(|rule| rule.matches(identity, model))
+    {
+        return (None, Some(RuleRef::Allow(index)));
+    }
+    if route
         .allow
         .iter()
         .any(|rule| rule.matches_identity(identity))
     {
-        Some(Reason::ModelNotAllowed)
+        (Some(Reason::ModelNotAllowed), None)
     } else {
-        Some(Reason::NoRuleMatched)
+        (Some(Reason::NoRuleMatched), None)
     }
 }
 

@@ -7,7 +7,7 @@
 //! for every call it makes.
 #![allow(unsafe_code)]
 
-use std::ptr::{null, null_mut};
+use std::ptr::null_mut;
 
 use super::headers::HeaderMap;
 
@@ -124,6 +124,12 @@ extern "C" {
         return_id: *mut u32,
     ) -> u32;
     fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
 }
 
 fn status(code: u32) -> HostResult<()> {
@@ -153,14 +159,26 @@ pub fn log(level: LogLevel, message: &str) {
 /// Host time in Unix seconds (0 if the host will not say: every token then looks expired or
 /// not yet valid, which fails closed).
 pub fn now_seconds() -> i64 {
+    i64::try_from(now_nanos() / 1_000_000_000).unwrap_or(0)
+}
+
+/// Host time in Unix nanoseconds (0 if the host will not say).
+pub fn now_nanos() -> u64 {
     let mut nanos: u64 = 0;
     // SAFETY: the host writes one u64 through the pointer.
     let code = unsafe { proxy_get_current_time_nanoseconds(&mut nanos) };
     if code == OK {
-        i64::try_from(nanos / 1_000_000_000).unwrap_or(0)
+        nanos
     } else {
         0
     }
+}
+
+/// Sets a property of the current request. Envoy keeps it as filter state `wasm.<path>` (a
+/// single-segment path) for the rest of the filter chain, the access log included.
+pub fn set_property(path: &str, value: &[u8]) -> HostResult<()> {
+    // SAFETY: pointers and lengths describe live buffers.
+    status(unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) })
 }
 
 pub fn get_buffer(buffer: BufferType, start: usize, max_size: usize) -> HostResult<Vec<u8>> {
@@ -231,8 +249,11 @@ fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
     serialized
 }
 
+/// Answers the request. `details` becomes Envoy's `%RESPONSE_CODE_DETAILS%` (Envoy turns any
+/// whitespace in it into `_`).
 pub fn send_local_response(
     status_code: u32,
+    details: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> HostResult<()> {
@@ -241,8 +262,8 @@ pub fn send_local_response(
     status(unsafe {
         proxy_send_local_response(
             status_code,
-            null(),
-            0,
+            details.as_ptr(),
+            details.len(),
             body.as_ptr(),
             body.len(),
             serialized.as_ptr(),
@@ -313,6 +334,14 @@ pub fn define_gauge(name: &str) -> HostResult<u32> {
     let mut id: u32 = 0;
     // SAFETY: pointer and length describe a live &str; the host writes one u32.
     status(unsafe { proxy_define_metric(1, name.as_ptr(), name.len(), &mut id) })?;
+    Ok(id)
+}
+
+/// A histogram; [`record`] adds a sample.
+pub fn define_histogram(name: &str) -> HostResult<u32> {
+    let mut id: u32 = 0;
+    // SAFETY: pointer and length describe a live &str; the host writes one u32.
+    status(unsafe { proxy_define_metric(2, name.as_ptr(), name.len(), &mut id) })?;
     Ok(id)
 }
 

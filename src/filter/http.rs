@@ -59,7 +59,7 @@ impl HttpContext for Request {
             Ok(headers) => headers,
             Err(_) => return internal_error("cannot read request headers"),
         };
-        let now = hostcalls::now_seconds();
+        let now = shared.start();
         match decide(&shared, &headers, now, true) {
             Step::NeedKeys { provider, refetch } => {
                 if refetch {
@@ -98,6 +98,7 @@ impl HttpContext for Request {
                 headers_first,
             } => {
                 shared.body_arrived_while_held();
+                shared.start();
                 if body_size <= shared.gate.max_body_bytes() && !end_of_stream {
                     self.state.borrow_mut().phase = Phase::HoldingForBody {
                         pending,
@@ -119,6 +120,7 @@ impl HttpContext for Request {
                 }
             }
             Phase::WaitingForBody(pending) => {
+                shared.start();
                 if body_size > shared.gate.max_body_bytes() {
                     let verdict = shared.gate.decide_with_body(*pending, None);
                     return finish_body(&shared, verdict);
@@ -163,6 +165,7 @@ impl HttpContext for Request {
                 pending, headers, ..
             } => {
                 shared.body_arrived_while_held();
+                shared.start();
                 shared.held_for_body.borrow_mut().remove(&self.context_id);
                 self.state.borrow_mut().phase = Phase::Decided;
                 match judge_body(&shared, *pending, shared.gate.max_body_bytes() + 1) {
@@ -171,6 +174,7 @@ impl HttpContext for Request {
                 }
             }
             Phase::WaitingForBody(pending) => {
+                shared.start();
                 // Whatever data frames came were held (Pause buffers them): the whole body.
                 judge_buffered_body(&shared, *pending, shared.gate.max_body_bytes() + 1)
             }
@@ -319,7 +323,7 @@ pub fn resume_after_keys(shared: &Shared, state: &Rc<RefCell<RequestState>>, con
         state.borrow_mut().phase = phase;
         return;
     };
-    let now = hostcalls::now_seconds();
+    let now = shared.start();
     let step = decide(shared, &headers, now, false);
     let action = match step {
         // The host already handed over the whole body while the headers were held: judge it
@@ -374,13 +378,20 @@ pub fn let_go_headers_first(shared: &Shared, state: &Rc<RefCell<RequestState>>) 
     }
 }
 
+/// Counts the decision and hands its record to the host, before the verdict is carried out:
+/// as filter state `wasm.mlgate` (one JSON object, for the access log, which Envoy writes when the
+/// stream ends) and, when the policy's `audit` level says so, as a log line.
 fn record(shared: &Shared, verdict: &Verdict) {
     let audit = &verdict.audit;
-    shared.metrics.record(audit.decision, audit.reason);
+    let micros = hostcalls::now_nanos().saturating_sub(shared.started.get()) / 1000;
+    shared.metrics.record(audit, micros);
+    let json = audit.json();
+    if hostcalls::set_property("mlgate", json.as_bytes()).is_err() {
+        log::warn!("mlgate: the host refused the decision's filter state");
+    }
     if shared.gate.logs(audit) {
-        // The audit trail straight to the host: the line is built already, and the `log`
-        // facade would format it into a second string.
-        hostcalls::log(LogLevel::Info, &audit.line());
+        // The audit trail straight to the host: the `log` facade would format it once more.
+        hostcalls::log(LogLevel::Info, &format!("mlgate audit {json}"));
     }
 }
 
@@ -405,7 +416,7 @@ fn carry_out(
                 None => Action::Continue,
             }
         }
-        gate::Disposition::Reply(reply) => send_reply(&reply),
+        gate::Disposition::Reply(reply) => send_reply(&reply, verdict.audit.reason),
     }
 }
 
@@ -415,7 +426,7 @@ fn finish_body(shared: &Shared, verdict: Verdict) -> Action {
     record(shared, &verdict);
     match verdict.action {
         gate::Disposition::Forward(_) => Action::Continue,
-        gate::Disposition::Reply(reply) => send_reply(&reply),
+        gate::Disposition::Reply(reply) => send_reply(&reply, verdict.audit.reason),
     }
 }
 
@@ -450,15 +461,20 @@ fn rewrite_headers(
     .map_err(|HostRefused(what)| internal_error(what))
 }
 
-pub(super) fn send_reply(reply: &crate::decision::LocalReply) -> Action {
+/// Answers with a refusal; Envoy's `%RESPONSE_CODE_DETAILS%` becomes `mlgate_<reason>`.
+pub(super) fn send_reply(reply: &crate::decision::LocalReply, reason: Option<&str>) -> Action {
     let headers: Vec<(&str, &str)> = reply
         .headers
         .iter()
         .map(|(n, v)| (*n, v.as_ref()))
         .collect();
-    if let Err(error) =
-        hostcalls::send_local_response(u32::from(reply.status), &headers, reply.body.as_bytes())
-    {
+    let details = format!("mlgate_{}", reason.unwrap_or("refused"));
+    if let Err(error) = hostcalls::send_local_response(
+        u32::from(reply.status),
+        &details,
+        &headers,
+        reply.body.as_bytes(),
+    ) {
         hostcalls::log(
             LogLevel::Critical,
             &format!(
@@ -474,7 +490,11 @@ pub(super) fn send_reply(reply: &crate::decision::LocalReply) -> Action {
 fn internal_error(what: &str) -> Action {
     log::error!("mlgate: internal error: {what}");
     let body = br#"{"error":"internal","reason":"internal_error"}"#;
-    let _ignored =
-        hostcalls::send_local_response(500, &[("content-type", "application/json")], body);
+    let _ignored = hostcalls::send_local_response(
+        500,
+        "mlgate_internal_error",
+        &[("content-type", "application/json")],
+        body,
+    );
     Action::Pause
 }

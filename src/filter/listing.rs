@@ -64,7 +64,7 @@ pub fn on_headers(shared: &Shared, state: &RefCell<RequestState>, end_of_stream:
     if end_of_stream {
         return match shared.gate.filter_listing(&pending.listing, &[]) {
             Ok(_) => Action::Continue,
-            Err(reply) => super::http::send_reply(&reply),
+            Err(reason) => refuse(shared, &pending.listing, reason),
         };
     }
     if shared.body_hold.get() == BodyHold::Honoured {
@@ -120,10 +120,7 @@ fn finish(shared: &Shared, pending: &PendingListing, size: usize) -> Action {
     };
     let filtered = match shared.gate.filter_listing(&pending.listing, &body) {
         Ok(filtered) => filtered,
-        Err(reply) => {
-            log::warn!("mlgate: a model listing was refused: {}", reply.body);
-            return super::http::send_reply(&reply);
-        }
+        Err(reason) => return refuse(shared, &pending.listing, reason),
     };
     let replaced = hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body.len(), &filtered)
         .and_then(|()| {
@@ -140,7 +137,10 @@ fn finish(shared: &Shared, pending: &PendingListing, size: usize) -> Action {
     Action::Continue
 }
 
+/// Replaces the listing by a 502 naming `reason` (after its headers went downstream, Envoy can
+/// only reset the stream).
 fn refuse(shared: &Shared, listing: &Listing, reason: Reason) -> Action {
-    log::warn!("mlgate: a model listing was refused: {reason}");
-    super::http::send_reply(&shared.gate.listing_refused(listing, reason))
+    log::warn!("mlgate: a model listing from the model server was refused: {reason}");
+    let reply = shared.gate.listing_refused(listing, reason);
+    super::http::send_reply(&reply, Some(reason.as_str()))
 }

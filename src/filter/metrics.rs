@@ -1,15 +1,25 @@
 //! Counters and gauges, defined once per VM at configure time and shared by every request.
 
+use std::cell::RefCell;
+
 use hashbrown::HashMap;
 
 use super::hostcalls;
-use crate::audit::{metrics as names, Decision};
-use crate::decision::Reason;
+use crate::audit::{metrics as names, Audit};
+
+/// A `mlgate.requests_total` series: (decision, reason, route, provider), each by the address of
+/// the string the audit record shares with the gate — `&'static` reasons, and route and provider
+/// names the gate allocated once and keeps as long as these metrics (both live in `Shared`) — so
+/// a request costs one small hash, and no string is formatted once its series is defined.
+type SeriesKey = (u8, usize, usize, usize);
 
 #[derive(Default)]
 pub struct Metrics {
-    outcomes: HashMap<&'static str, u32>,
-    reasons: HashMap<&'static str, u32>,
+    /// Counter ids by series, defined on first use (`None`: the host refused the definition).
+    requests: RefCell<HashMap<SeriesKey, Option<u32>>>,
+    cache_hits: Option<u32>,
+    cache_misses: Option<u32>,
+    decision_us: Option<u32>,
     fetch_ok: Option<u32>,
     fetch_failed: Option<u32>,
     unknown_kid_refetch: Option<u32>,
@@ -19,31 +29,25 @@ pub struct Metrics {
     keys: Vec<Option<u32>>,
 }
 
+fn address(s: Option<&str>) -> usize {
+    s.map_or(0, |s| s.as_ptr() as usize)
+}
+
 impl Metrics {
-    /// Defines every metric. A host that refuses a definition just loses that metric.
+    /// Defines every metric but the per-series request counters. A host that refuses a
+    /// definition just loses that metric.
     pub fn define(provider_names: &[String], host_crypto: bool) -> Metrics {
-        let mut metrics = Metrics::default();
-        for (outcome, name) in [
-            (Decision::Allowed, names::ALLOWED),
-            (Decision::Passed, names::PASSED),
-            (Decision::Denied, names::DENIED),
-            (Decision::WouldDeny, names::WOULD_DENY),
-        ] {
-            if let Ok(id) = hostcalls::define_counter(name) {
-                metrics.outcomes.insert(outcome.as_str(), id);
-            }
-        }
-        for reason in Reason::ALL {
-            if let Ok(id) = hostcalls::define_counter(&names::reason(reason)) {
-                metrics.reasons.insert(reason.as_str(), id);
-            }
-        }
-        metrics.fetch_ok = hostcalls::define_counter(names::JWKS_FETCH_OK).ok();
-        metrics.fetch_failed = hostcalls::define_counter(names::JWKS_FETCH_FAILED).ok();
-        metrics.unknown_kid_refetch =
-            hostcalls::define_counter(names::JWKS_UNKNOWN_KID_REFETCH).ok();
-        metrics.paused_for_keys = hostcalls::define_counter(names::PAUSED_FOR_KEYS).ok();
-        metrics.body_hold = hostcalls::define_gauge(names::BODY_HOLD).ok();
+        let mut metrics = Metrics {
+            cache_hits: hostcalls::define_counter(names::TOKEN_CACHE_HITS).ok(),
+            cache_misses: hostcalls::define_counter(names::TOKEN_CACHE_MISSES).ok(),
+            decision_us: hostcalls::define_histogram(names::DECISION_US).ok(),
+            fetch_ok: hostcalls::define_counter(names::JWKS_FETCH_OK).ok(),
+            fetch_failed: hostcalls::define_counter(names::JWKS_FETCH_FAILED).ok(),
+            unknown_kid_refetch: hostcalls::define_counter(names::JWKS_UNKNOWN_KID_REFETCH).ok(),
+            paused_for_keys: hostcalls::define_counter(names::PAUSED_FOR_KEYS).ok(),
+            body_hold: hostcalls::define_gauge(names::BODY_HOLD).ok(),
+            ..Metrics::default()
+        };
         if let Ok(id) = hostcalls::define_gauge(names::HOST_CRYPTO) {
             hostcalls::record(id, u64::from(host_crypto));
         }
@@ -61,12 +65,39 @@ impl Metrics {
         }
     }
 
-    pub fn record(&self, outcome: Decision, reason: Option<&str>) {
-        if let Some(id) = self.outcomes.get(outcome.as_str()) {
-            hostcalls::increment(*id);
+    /// Counts a decision in its series, and the token cache's answer; `micros` is how long the
+    /// deciding callback took.
+    pub fn record(&self, audit: &Audit, micros: u64) {
+        let route = audit.route.as_deref();
+        let provider = audit.provider.as_deref();
+        let key = (
+            audit.decision as u8,
+            address(audit.reason),
+            address(route),
+            address(provider),
+        );
+        let id = *self.requests.borrow_mut().entry(key).or_insert_with(|| {
+            hostcalls::define_counter(&names::requests(
+                audit.decision,
+                audit.reason,
+                route,
+                provider,
+            ))
+            .ok()
+        });
+        if let Some(id) = id {
+            hostcalls::increment(id);
         }
-        if let Some(id) = reason.and_then(|r| self.reasons.get(r)) {
-            hostcalls::increment(*id);
+        let cache = match audit.token_cached {
+            Some(true) => self.cache_hits,
+            Some(false) => self.cache_misses,
+            None => None,
+        };
+        if let Some(id) = cache {
+            hostcalls::increment(id);
+        }
+        if let Some(id) = self.decision_us {
+            hostcalls::record(id, micros);
         }
     }
 

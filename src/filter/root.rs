@@ -83,6 +83,7 @@ impl RootContext for Root {
             held: Default::default(),
             body_hold: Default::default(),
             held_for_body: Default::default(),
+            started: Default::default(),
         });
         // Ticks refresh remote keys and let go requests held for a body that does not come.
         if hostcalls::set_tick_period(TICK_MILLISECONDS).is_err() {

@@ -28,9 +28,19 @@ pub struct Shared {
     /// Requests held at their headers for their body, by context id: since when, and their state
     /// (the root context lets them go headers first if the body does not come).
     pub held_for_body: RefCell<HashMap<u32, (i64, StateRef)>>,
+    /// When the callback now running started (host nanoseconds): the decision-latency histogram
+    /// measures from there to the verdict. One VM runs one callback at a time.
+    pub started: Cell<u64>,
 }
 
 impl Shared {
+    /// Marks the start of a callback that may decide; returns the host time in Unix seconds.
+    pub fn start(&self) -> i64 {
+        let nanos = super::hostcalls::now_nanos();
+        self.started.set(nanos);
+        i64::try_from(nanos / 1_000_000_000).unwrap_or(0)
+    }
+
     /// What the key I/O (`keys`) works with.
     pub fn key_io(&self) -> KeyIo<'_> {
         KeyIo {

@@ -5,6 +5,7 @@
 use std::rc::Rc;
 
 use super::Gate;
+use crate::audit::{token_fingerprint, Audit};
 use crate::claims::{self, Identity};
 use crate::decision::Reason;
 use crate::keystore::Wait;
@@ -18,6 +19,9 @@ use crate::verify::{self, dangerous};
 pub struct Authenticated {
     pub identity: Rc<Identity>,
     pub(super) headers: Rc<[(String, String)]>,
+    /// The token's fingerprint ([`crate::audit::fingerprint`]), computed once per verification
+    /// (a cache hit does not hash the token again), unless the policy's `audit` is `off`.
+    pub(super) fingerprint: Option<Rc<str>>,
 }
 
 /// Why authentication stopped.
@@ -33,15 +37,16 @@ impl From<Reason> for AuthError {
 }
 
 impl Gate {
-    /// The token's identity: from the cache, or verified (and then cached).
+    /// The token's identity: from the cache, or verified (and then cached). `audit` learns which.
     pub(super) fn authenticate(
         &self,
         route: &Route,
         found: &token::FoundToken<'_>,
-        now: i64,
-        may_wait: bool,
+        (now, may_wait): (i64, bool),
+        audit: &mut Audit,
     ) -> Result<Authenticated, AuthError> {
         let cached = self.cache.borrow_mut().get(found.token.as_bytes(), now);
+        audit.token_cached = Some(cached.is_some());
         if let Some(caller) = cached {
             self.admit(route, caller.identity.provider, found.source)?;
             return Ok(caller);
@@ -51,6 +56,9 @@ impl Gate {
         let caller = Authenticated {
             headers: self.identity_headers(&identity).into(),
             identity: Rc::new(identity),
+            fingerprint: self
+                .fingerprints()
+                .then(|| token_fingerprint(&found.token).into()),
         };
         let skew = self
             .policy

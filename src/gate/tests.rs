@@ -1163,7 +1163,7 @@ fn listed(
     let listing_filter = verdict.listing.expect("a listing route");
     let body = gate
         .filter_listing(&listing_filter, listing.as_bytes())
-        .unwrap_or_else(|reply| panic!("refused: {}", reply.body));
+        .unwrap_or_else(|reason| panic!("refused: {reason}"));
     let value: Value = serde_json::from_slice(&body).unwrap();
     let entries = value
         .get("data")
@@ -1305,7 +1305,10 @@ fn an_unreadable_or_oversized_listing_is_replaced_by_a_502_naming_the_reason() {
         (OPENAI_LISTING, "listing_too_large"),
         ("[]", "listing_unreadable"),
     ] {
-        let reply = gate.filter_listing(&listing, body.as_bytes()).unwrap_err();
+        let reply = gate.listing_refused(
+            &listing,
+            gate.filter_listing(&listing, body.as_bytes()).unwrap_err(),
+        );
         assert_eq!(reply.status, 502);
         let body: Value = serde_json::from_str(&reply.body).unwrap();
         assert_eq!(body["reason"], reason);

@@ -133,7 +133,7 @@ fn configure_dispatches_the_first_fetch_and_a_cold_request_waits_for_it() {
     assert_eq!(done.forwarded_header("x-mlgate-principal"), Some(ALICE));
     assert_eq!(metric(&h, "mlgate.jwks.fetch_ok"), 1);
     assert_eq!(metric(&h, "mlgate.jwks.fetch_failed"), 0);
-    assert_eq!(metric(&h, "mlgate.jwks.keys.entra"), 5);
+    assert_eq!(metric(&h, "provider=.=entra;.;mlgate.jwks_keys"), 5);
     // Keys in place: no pause.
     assert!(score(&h, &user_token(&h, |_| {})).is_forwarded());
     assert_eq!(metric(&h, "mlgate.jwks.paused_requests"), 1);
@@ -227,7 +227,7 @@ fn refresh_failures_keep_the_last_good_set_until_the_staleness_bound() {
     }
     assert_eq!(metric(&h, "mlgate.jwks.fetch_failed"), 4);
     assert_eq!(
-        metric(&h, "mlgate.jwks.keys.entra"),
+        metric(&h, "provider=.=entra;.;mlgate.jwks_keys"),
         5,
         "the gauge keeps the last good set"
     );
@@ -345,7 +345,7 @@ fn rotation_adds_the_new_kid_and_drops_the_old_one() {
     h.tick().unwrap();
     answer(&h, &jwks_of(&[TestKey::rsa_b()]));
     assert!(now_outcome(&h, &rotated).is_forwarded());
-    assert_eq!(metric(&h, "mlgate.jwks.keys.entra"), 1);
+    assert_eq!(metric(&h, "provider=.=entra;.;mlgate.jwks_keys"), 1);
     let old = score(&h, &token_by(&h, &TestKey::rsa_a()));
     assert_eq!(verdict(&old), "unknown_key", "{old}");
     // The scheduled refresh also picks up a rotation (here: back to rsa-a).
@@ -535,7 +535,7 @@ fn a_key_published_only_as_x5c_verifies() {
     let jwks = json!({"keys": [{"kty": "RSA", "use": "sig", "kid": "rsa-a-x5c", "x5c": [cert]}]});
     let h = loaded(&config_with(keys_uri()), &jwks);
     assert_eq!(
-        metric(&h, "mlgate.jwks.keys.entra"),
+        metric(&h, "provider=.=entra;.;mlgate.jwks_keys"),
         1,
         "the x5c-only key was not loaded:\n{}",
         h.log_text()

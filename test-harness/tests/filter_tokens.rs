@@ -379,14 +379,3 @@ fn audit_log_names_the_caller_but_never_the_token() {
     }
     assert!(out.is_forwarded());
 }
-
-#[test]
-fn metrics_count_decisions_and_reasons() {
-    let h = harness(&entra_config());
-    score(&h, &user_token(&h, |_| {}));
-    score(&h, &user_token(&h, |c| c["aud"] = json!("x")));
-    score(&h, &user_token(&h, |c| c["aud"] = json!("x")));
-    assert_eq!(h.metric("mlgate.requests.allowed"), Some(1));
-    assert_eq!(h.metric("mlgate.requests.denied"), Some(2));
-    assert_eq!(h.metric("mlgate.reason.audience_mismatch"), Some(2));
-}

@@ -123,6 +123,14 @@ impl Harness {
         self.inner.borrow().outcome(context_id)
     }
 
+    /// A property request `context_id` set (`proxy_set_property`; in Envoy, filter state
+    /// `wasm.<path>` for a one-segment path), whether the request finished or not.
+    pub fn request_property(&self, context_id: u32, path: &[&str]) -> Option<Vec<u8>> {
+        self.inner
+            .borrow()
+            .request_property(context_id, &path.join("\0"))
+    }
+
     /// Requests the filter holds, oldest first.
     pub fn pending_requests(&self) -> Vec<PendingRequest> {
         let inner = self.inner.borrow();

@@ -3,7 +3,7 @@
 //! far as the filter lets them go, pause and resume, `proxy_on_log`/`done`/`delete` at the end); callout
 //! answers; queue notifications; ticks. [`Harness`](super::Harness) holds an [`Inner`] and asks it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use wasmtime::{Instance, Store, WasmParams, WasmResults};
 
@@ -25,6 +25,8 @@ pub(super) struct Inner {
     poisoned: Option<String>,
     next_context_id: u32,
     completed: BTreeMap<u32, Outcome>,
+    /// The properties each finished request set (`proxy_set_property`: Envoy's filter state).
+    completed_properties: BTreeMap<u32, HashMap<String, Vec<u8>>>,
     timeout_ticks: u64,
     body_while_headers_held: bool,
 }
@@ -51,6 +53,7 @@ impl Inner {
             poisoned: None,
             next_context_id: ROOT_CONTEXT_ID + 1,
             completed: BTreeMap::new(),
+            completed_properties: BTreeMap::new(),
             timeout_ticks,
             body_while_headers_held,
         }
@@ -573,7 +576,23 @@ impl Inner {
             }
         };
         self.completed.insert(ctx, outcome);
+        self.completed_properties.insert(ctx, stream.properties);
         Ok(())
+    }
+
+    /// Property `path` (segments joined by NUL) that request `ctx` set, finished or not.
+    pub(super) fn request_property(&self, ctx: u32, path: &str) -> Option<Vec<u8>> {
+        match self.completed_properties.get(&ctx) {
+            Some(properties) => properties.get(path).cloned(),
+            None => self
+                .store
+                .data()
+                .streams
+                .get(&ctx)?
+                .properties
+                .get(path)
+                .cloned(),
+        }
     }
 
     /// The outcome of request `ctx`: final once it finished, else `Paused`; `None` if there was no such request.

@@ -222,6 +222,14 @@ impl Outcome {
         }
     }
 
+    /// The local reply's details (Envoy's `%RESPONSE_CODE_DETAILS%`); `None` unless answered.
+    pub fn details(&self) -> Option<&str> {
+        match self {
+            Outcome::Responded { details, .. } => Some(details),
+            _ => None,
+        }
+    }
+
     /// The `reason` field of a JSON response body, if there is one.
     pub fn reason(&self) -> Option<String> {
         self.try_body_json()
