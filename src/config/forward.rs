@@ -75,19 +75,7 @@ pub(super) fn compile_forward(
         prefix,
     };
     if let Some(header) = &forward.max_tokens {
-        let others = [
-            &forward.principal,
-            &forward.tenant,
-            &forward.app,
-            &forward.caller,
-            &forward.groups,
-            &forward.roles,
-            &forward.scopes,
-            &forward.route,
-            &forward.model,
-            &forward.provider,
-        ];
-        if others.iter().any(|name| name.as_deref() == Some(header)) || *header == forward.dry_run {
+        if forwards_identity(&forward, header) {
             return err(
                 "forward.max_tokens",
                 format!("{header:?} is already forwarded for something else"),
@@ -106,23 +94,8 @@ pub(super) fn compile_forward(
                 format!("{header:?} must start with the prefix {:?}, so that client-sent copies are stripped", forward.prefix),
             );
         }
-        let standard = [
-            &forward.principal,
-            &forward.tenant,
-            &forward.app,
-            &forward.caller,
-            &forward.groups,
-            &forward.roles,
-            &forward.scopes,
-            &forward.route,
-            &forward.model,
-            &forward.provider,
-            &forward.max_tokens,
-        ];
-        let taken = standard
-            .iter()
-            .any(|name| name.as_deref() == Some(header.as_str()))
-            || header == forward.dry_run
+        let taken = forwards_identity(&forward, &header)
+            || forward.max_tokens.as_deref() == Some(header.as_str())
             || forward.claims.iter().any(|(_, other)| *other == header);
         if taken {
             return err(
@@ -140,4 +113,21 @@ pub(super) fn compile_forward(
         forward.claims.push((index, header));
     }
     Ok(forward)
+}
+
+/// Whether `header` already carries one of the identity's standard fields (or the dry-run verdict).
+fn forwards_identity(forward: &Forward, header: &str) -> bool {
+    let standard = [
+        &forward.principal,
+        &forward.tenant,
+        &forward.app,
+        &forward.caller,
+        &forward.groups,
+        &forward.roles,
+        &forward.scopes,
+        &forward.route,
+        &forward.model,
+        &forward.provider,
+    ];
+    standard.iter().any(|name| name.as_deref() == Some(header)) || header == forward.dry_run
 }
