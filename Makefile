@@ -14,7 +14,7 @@ export MLGATE_WASM := $(CURDIR)/$(WASM)
 export MLGATE_ENVOY := $(CURDIR)/$(ENVOY)
 
 .PHONY: build build-portable wasm-target tools envoy venv-sdk venv-mlserver devtools harness test test-core test-harness test-e2e check-cases \
-        validate-envoy lint demo bench oci fuzz clean
+        validate-envoy lint demo bench oci fuzz clean fleet-update fleet-proxy
 
 wasm-target:
 	@if command -v rustup >/dev/null; then rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET); fi
@@ -132,6 +132,19 @@ demo: build envoy venv-sdk devtools $(if $(filter mlserver,$(BACKEND)),venv-mlse
 # with and without its cache, mlgate), wrk on loopback; ~10 min (3 rounds; +2 min to mint 100,000 tokens on a first run). Writes target/bench/results.md (envoy/bench/run.sh).
 bench: tools build envoy devtools
 	@bash envoy/bench/run.sh
+
+# A fleet (envoy/fleet/, envoy/README.md "A fleet"): every proxy watches .run/fleet/ecds and fetches the module
+# from .run/fleet/modules over HTTP. `make fleet-update POLICY=filters/x.json` rolls a policy to all of them
+# (a new module only while they are stopped: update.py says why); `make fleet-proxy N=0` runs proxy N by hand.
+FLEET_RUN := .run/fleet
+fleet-update:
+	@test -n "$(POLICY)" || { echo "usage: make fleet-update POLICY=filters/x.json" >&2; exit 2; }
+	@test -f $(WASM) || { echo "fleet-update: no $(WASM) (make build)" >&2; exit 1; }
+	@python3 envoy/fleet/update.py --policy $(POLICY) --dir $(FLEET_RUN)/ecds --wasm $(WASM) --modules $(FLEET_RUN)/modules \
+	  $(if $(REPLACE_MODULE),--replace-module)
+
+fleet-proxy: envoy
+	@bash envoy/fleet/proxy.sh
 
 # The module as an OCI image (Wasm image "compat" variant) for Istio / Envoy Gateway: target/oci/ + target/mlgate-oci.tar.
 oci: build

@@ -61,6 +61,17 @@ for tpl in envoy/bench/*.yaml; do
   check "$tpl" "$OUT/$name.yaml"
 done
 
+# The fleet proxy (envoy/fleet/): the bootstrap, with an ECDS resource written by envoy/fleet/update.py
+# in its watched directory. Validate mode builds the listener; the resource itself (and the module
+# it names) is checked by the fleet's end-to-end tests (test-harness/tests/e2e_fleet.rs).
+mkdir -p "$OUT/fleet/ecds" "$OUT/fleet/modules"
+python3 envoy/fleet/update.py --policy filters/demo.json --dir "$OUT/fleet/ecds" --wasm "$WASM" \
+  --modules "$OUT/fleet/modules" >/dev/null
+python3 envoy/render.py envoy --template envoy/fleet/fleet.yaml --out "$OUT/fleet.yaml" "${COMMON[@]}" \
+  --set NODE_ID=validate --set MODULE_PORT=9600 --set ECDS_DIR="$OUT/fleet/ecds" \
+  --set ECDS_FILE="$OUT/fleet/ecds/mlgate.json"
+check envoy/fleet/fleet.yaml "$OUT/fleet.yaml"
+
 for cfg in filters/*.json; do
   name=$(basename "$cfg" .json)
   python3 envoy/render.py envoy --template envoy/demo.yaml --out "$OUT/demo-with-$name.yaml" \
