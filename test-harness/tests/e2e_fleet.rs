@@ -88,6 +88,14 @@ impl Fleet {
     /// Writes the first resource (the demo policy, `sha256` if given instead of the module's) and
     /// starts `n` proxies on it. None when Envoy or the module is missing (outside CI).
     fn start(name: &str, n: usize, sha256: Option<&str>) -> Option<Fleet> {
+        Fleet::start_on(name, n, |fleet| {
+            let policy = demo_config(&fleet.idp);
+            fleet.push(&policy, sha256).expect("first resource written");
+        })
+    }
+
+    /// Like [`Fleet::start`], with the first resource written by `first`.
+    fn start_on(name: &str, n: usize, first: impl FnOnce(&Fleet)) -> Option<Fleet> {
         let (envoy_bin, wasm) = prerequisites()?;
         let idp = Idp::start(IdpOptions::default()).expect("start demo IdP");
         let backend = Backend::start(0).expect("start demo backend");
@@ -101,8 +109,7 @@ impl Fleet {
             wasm,
             proxies: Vec::new(),
         };
-        let policy = demo_config(&fleet.idp);
-        fleet.push(&policy, sha256).expect("first resource written");
+        first(&fleet);
         for i in 0..n {
             let proxy = fleet.spawn(&envoy_bin, &format!("{name}-{i}"));
             fleet.proxies.push(proxy);
@@ -433,5 +440,36 @@ fn envoy_runs_without_the_filter_when_ecds_names_a_module_it_has_not_fetched() {
         Some(&json!({"id": "x", "inputs": []})),
     );
     assert_eq!(anonymous.status, 200, "{}", anonymous.raw);
+    assert_eq!(fleet.served().matches("GET /mlgate-").count(), 1);
+}
+
+#[test]
+fn proxy_started_on_a_policy_that_fails_to_compile_refuses_everything_until_a_good_one_arrives() {
+    let Some(fleet) = Fleet::start_on("policy-first-bad", 1, |fleet| {
+        let mut bad = demo_config(&fleet.idp);
+        bad["routes"][1]["bogus"] = json!(true);
+        fleet.push(&bad, None).expect("first resource written");
+    }) else {
+        return;
+    };
+    let proxy = &fleet.proxies[0];
+    assert!(proxy
+        .log()
+        .contains("mlgate: invalid configuration: routes[1].bogus"));
+    for persona in ["alice", "carl"] {
+        let answer = fleet.infer(proxy, persona);
+        assert_eq!(answer.status, 503, "{persona}: {}", answer.raw);
+    }
+    assert_eq!(send("GET", &proxy.url("/healthz"), &[], None).status, 503);
+    // The module was fetched at start (only the policy was refused): a good policy takes effect.
+    fleet.push(&demo_config(&fleet.idp), None).expect("pushed");
+    fleet.wait_all(|a| a.status == 200);
+    let anonymous = send(
+        "POST",
+        &proxy.url("/v2/models/finance-risk/infer"),
+        &[],
+        Some(&json!({})),
+    );
+    assert_eq!(anonymous.status, 401);
     assert_eq!(fleet.served().matches("GET /mlgate-").count(), 1);
 }
