@@ -11,11 +11,8 @@ use super::hostcalls::{self, BufferType};
 use super::http::{self, Request};
 use super::keys::{self, Fetcher, LockHold, Woken};
 use super::metrics::Metrics;
-use super::shared::{Shared, StateRef};
+use super::shared::{Shared, StateRef, TICK_MILLISECONDS};
 use crate::gate::Gate;
-
-/// How often the root context looks at remote key sets.
-const TICK_MILLISECONDS: u32 = 1000;
 
 pub struct Root {
     id: u32,
@@ -84,6 +81,7 @@ impl RootContext for Root {
             body_hold: Default::default(),
             held_for_body: Default::default(),
             started: Default::default(),
+            waiting_tick: Default::default(),
         });
         // Ticks refresh remote keys and let go requests held for a body that does not come.
         if hostcalls::set_tick_period(TICK_MILLISECONDS).is_err() {
@@ -130,6 +128,7 @@ impl RootContext for Root {
 /// will not), then makes the root context effective again.
 fn resume(shared: &Shared, woken: Woken) {
     if woken.is_empty() {
+        shared.tick_for_waiters();
         return;
     }
     for context_id in woken {
@@ -141,6 +140,7 @@ fn resume(shared: &Shared, woken: Woken) {
         }
     }
     let _ = hostcalls::set_effective_context(shared.root_id);
+    shared.tick_for_waiters();
 }
 
 /// Requests held at their headers for a body that has not come while it is not known whether the
@@ -167,4 +167,5 @@ fn let_go_overdue_body_holds(shared: &Shared, now: i64) {
         }
     }
     let _ = hostcalls::set_effective_context(shared.root_id);
+    shared.tick_for_waiters();
 }

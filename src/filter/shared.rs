@@ -12,6 +12,13 @@ use super::request_state::RequestState;
 use crate::body_hold::BodyHold;
 use crate::gate::Gate;
 
+/// How often the root context looks at remote key sets and held bodies.
+pub const TICK_MILLISECONDS: u32 = 1000;
+/// How often while a request waits for keys: its fetch goes out (or the set another VM fetched is
+/// adopted) within this rather than at the next one-second tick. A fetch is dispatched from the
+/// root context, whose callouts outlive any one request, so it waits for a tick.
+pub const WAITING_TICK_MILLISECONDS: u32 = 10;
+
 /// A request's state, shared between its context and the root context that may resume it.
 pub type StateRef = Rc<RefCell<RequestState>>;
 
@@ -31,6 +38,8 @@ pub struct Shared {
     /// When the callback now running started (host nanoseconds): the decision-latency histogram
     /// measures from there to the verdict. One VM runs one callback at a time.
     pub started: Cell<u64>,
+    /// Whether the root ticks at `WAITING_TICK_MILLISECONDS` (requests wait for keys).
+    pub waiting_tick: Cell<bool>,
 }
 
 impl Shared {
@@ -61,12 +70,30 @@ impl Shared {
         self.gate
             .with_keys(|store| store.wait(context_id, provider, now));
         self.held.borrow_mut().insert(context_id, state);
+        self.tick_for_waiters();
+    }
+
+    /// Ticks fast while any request waits for keys, every second otherwise. The period is the
+    /// root context's whichever context sets it.
+    pub fn tick_for_waiters(&self) {
+        let waiting = !self.held.borrow().is_empty();
+        if waiting != self.waiting_tick.get() {
+            let period = if waiting {
+                WAITING_TICK_MILLISECONDS
+            } else {
+                TICK_MILLISECONDS
+            };
+            if super::hostcalls::set_tick_period(period).is_ok() {
+                self.waiting_tick.set(waiting);
+            }
+        }
     }
 
     /// The request is gone (the client hung up): nothing to resume.
     pub fn release(&self, context_id: u32) {
         if self.held.borrow_mut().remove(&context_id).is_some() {
             self.gate.with_keys(|store| store.forget(context_id));
+            self.tick_for_waiters();
         }
         self.held_for_body.borrow_mut().remove(&context_id);
     }

@@ -143,6 +143,25 @@ fn configure_dispatches_the_first_fetch_and_a_cold_request_waits_for_it() {
 /// A body-model route paused at its headers: Envoy buffers the body; it reaches the filter after the
 /// resume, and the model in it is judged then.
 #[test]
+fn the_root_ticks_every_10_ms_while_a_request_waits_for_keys_and_every_second_after() {
+    let h = loaded(&config_with(keys_uri()), &jwks_of(&[TestKey::rsa_a()]));
+    assert_eq!(h.tick_period(), Some(Duration::from_secs(1)));
+    // A new kid after the minimum interval: the request waits, and the refetch goes out at the
+    // next tick, which is 10 ms away instead of a second.
+    h.advance(Duration::from_secs(301));
+    let new_kid = score(&h, &token_by(&h, &TestKey::rsa_b()));
+    assert!(new_kid.is_paused(), "{new_kid}");
+    assert_eq!(h.tick_period(), Some(Duration::from_millis(10)));
+    assert!(h.pending_calls().is_empty(), "dispatched by the tick");
+    h.tick().unwrap();
+    assert_eq!(the_call(&h).path(), Some(KEYS_PATH));
+    assert_eq!(h.tick_period(), Some(Duration::from_millis(10)));
+    answer(&h, &jwks_of(&[TestKey::rsa_a(), TestKey::rsa_b()]));
+    assert!(now_outcome(&h, &new_kid).is_forwarded());
+    assert_eq!(h.tick_period(), Some(Duration::from_secs(1)));
+}
+
+#[test]
 fn a_cold_request_with_a_body_gets_its_body_judged_after_the_keys_land() {
     let h = load(&config_with(keys_uri()));
     let chat = |model: &str| {
