@@ -14,7 +14,7 @@ export MLGATE_WASM := $(CURDIR)/$(WASM)
 export MLGATE_ENVOY := $(CURDIR)/$(ENVOY)
 
 .PHONY: build build-portable wasm-target tools envoy venv-sdk venv-mlserver devtools harness test test-core test-harness test-e2e check-cases \
-        validate-envoy lint demo bench oci fuzz clean fleet-update fleet-proxy
+        validate-envoy lint demo bench oci fuzz clean fleet fleet-update fleet-proxy
 
 wasm-target:
 	@if command -v rustup >/dev/null; then rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET); fi
@@ -145,6 +145,12 @@ fleet-update:
 
 fleet-proxy: envoy
 	@bash envoy/fleet/proxy.sh
+
+# A benchmark-style run, never a timed test: N (default 3) proxies under a steady mix of the personas' calls while a
+# policy is swapped, the IdP rotates its key and its JWKS fails for 30 s (~2 min). Writes target/fleet/report.md;
+# exits 1 when a target is missed. `make test` runs its short version (e2e_fleet) with correctness assertions only.
+fleet: build envoy devtools
+	@python3 envoy/fleet/run.py --proxies $(or $(N),3) --out target/fleet
 
 # The module as an OCI image (Wasm image "compat" variant) for Istio / Envoy Gateway: target/oci/ + target/mlgate-oci.tar.
 oci: build

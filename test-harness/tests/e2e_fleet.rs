@@ -473,3 +473,74 @@ fn proxy_started_on_a_policy_that_fails_to_compile_refuses_everything_until_a_go
     assert_eq!(anonymous.status, 401);
     assert_eq!(fleet.served().matches("GET /mlgate-").count(), 1);
 }
+
+/// `make fleet`'s short run (envoy/fleet/run.py --short): three proxies under a steady mix of the
+/// personas' calls while the IdP rotates its key, a policy changing four of the eight calls' decisions
+/// is pushed, the JWKS endpoint fails for 6 s (an unknown kid's refetch fails in it) and the first
+/// policy is pushed back during the outage. Correctness only: the times are in the report, not here.
+#[test]
+fn a_fleet_under_load_switches_policies_and_keys_without_a_wrong_or_failed_answer() {
+    let Some((envoy_bin, wasm)) = prerequisites() else {
+        return;
+    };
+    let out = root()
+        .join("target/e2e-fleet")
+        .join(format!("run-short-{}", std::process::id()));
+    let status = Command::new("python3")
+        .arg(root().join("envoy/fleet/run.py"))
+        .args(["--short", "--proxies", "3", "--out"])
+        .arg(&out)
+        .arg("--envoy")
+        .arg(&envoy_bin)
+        .arg("--wasm")
+        .arg(&wasm)
+        .arg("--harness")
+        .arg(env!("CARGO_BIN_EXE_mlgate-harness"))
+        .stdout(Stdio::null())
+        .status()
+        .expect("run envoy/fleet/run.py");
+    let report: Value = serde_json::from_str(
+        &fs::read_to_string(out.join("report.json")).expect("the run wrote report.json"),
+    )
+    .expect("report.json is JSON");
+    let totals = &report["totals"];
+    for target in report["targets"].as_array().expect("targets") {
+        assert_eq!(target["met"], true, "{target}\n{totals}");
+    }
+    assert!(status.success(), "run.py: {status}");
+    assert_eq!(totals["neither"], 0);
+    assert_eq!(totals["5xx"], 0);
+    assert_eq!(totals["valid_refused"], 0);
+    assert_eq!(totals["keys_unavailable"], 0);
+    // Both policies decided, alternately: the swaps happened and were seen.
+    assert!(
+        totals["A"].as_u64() > Some(100) && totals["B"].as_u64() > Some(100),
+        "{totals}"
+    );
+    for swap in report["swaps"].as_array().expect("swaps") {
+        for proxy in swap["proxies"].as_array().expect("proxies") {
+            assert!(proxy["switched_after_s"].is_number(), "{swap}");
+            assert_eq!(proxy["old_after_switch"], 0, "{swap}");
+            assert_eq!(proxy["new_before_update"], 0, "{swap}");
+        }
+    }
+    // The rotation: tokens under two keys were accepted.
+    assert_eq!(report["kids_in_tokens"].as_array().map(Vec::len), Some(2));
+    // The outage was real: each proxy's forced refetch failed, and the probe's unknown kid was refused.
+    for (i, stats) in report["stats"]
+        .as_array()
+        .expect("stats")
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            stats["wasmcustom.mlgate.jwks.fetch_failed"].as_u64() >= Some(1),
+            "proxy-{i}: {stats}"
+        );
+    }
+    for probe in report["unknown_kid_probes"].as_array().expect("probes") {
+        assert_eq!(probe["status"], 401, "{probe}");
+        assert_eq!(probe["reason"], "unknown_key", "{probe}");
+    }
+    let _ = fs::remove_dir_all(&out);
+}

@@ -18,6 +18,7 @@ Demo identity provider on 127.0.0.1 (default port 9400); its issuer is its own b
        options: expires_in=SECONDS (negative: expired), not_before_in=SECONDS, aud=AUDIENCE, format=raw
   GET  /personas                           personas, groups, roles
   POST /admin/rotate[?grace_seconds=N]     rotate the signing key (new kid)
+  POST /admin/outage?seconds=N             the key set answers 503 for N seconds (0 ends it)
 Options:
   --key FILE.pem        RSA private key to sign with (default: a fresh RSA 2048 key)
   --grace-seconds N     how long a rotated-out key stays in the JWKS (default 600)

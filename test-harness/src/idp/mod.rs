@@ -11,6 +11,7 @@
 //! | `GET /token?persona=alice` (or `POST /token`, form or JSON) | a fresh RS256 access token for a persona; options below |
 //! | `GET /personas` | the personas, their tenant, groups (IDs and names), roles, scopes |
 //! | `POST /admin/rotate[?grace_seconds=N]` | new signing key (new `kid`); the previous one stays in the JWKS for the grace period |
+//! | `POST /admin/outage?seconds=N` | the key set endpoints answer 503 for N seconds (a JWKS outage; tokens are still issued) |
 //! | `GET /healthz` | liveness |
 //!
 //! Token options (query or body): `expires_in` (seconds, may be negative for an expired token),

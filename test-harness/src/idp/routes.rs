@@ -70,8 +70,18 @@ impl IdpState {
                 Response::json(200, &self.discovery())
             }
             ("GET", "/jwks") | ("GET", "/keys") | ("GET", "/discovery/v2.0/keys") => {
+                if self.keys_down() {
+                    return Response::json(503, &json!({"error": "temporarily_unavailable"}));
+                }
                 Response::json(200, &self.jwks()).with_header("cache-control", "max-age=60")
             }
+            ("POST", "/admin/outage") => match req.query_param("seconds").map(str::parse::<u64>) {
+                Some(Ok(s)) if s <= 3600 => {
+                    self.fail_keys_for(Duration::from_secs(s));
+                    Response::json(200, &json!({"keys_unavailable_seconds": s}))
+                }
+                _ => oauth_error(400, "invalid_request", "seconds: a number up to 3600"),
+            },
             ("GET", "/personas") => Response::json(200, &self.personas_doc()),
             ("GET", "/healthz") => Response::json(200, &json!({"status": "ok"})),
             ("GET", "/token") | ("POST", "/token") => self.token_endpoint(req),
@@ -95,7 +105,7 @@ impl IdpState {
                     Err(e) => oauth_error(500, "server_error", &format!("{e:#}")),
                 }
             }
-            (_, "/token") | (_, "/admin/rotate") => {
+            (_, "/token") | (_, "/admin/rotate") | (_, "/admin/outage") => {
                 oauth_error(405, "invalid_request", "method not allowed")
             }
             _ => Response::json(404, &json!({"error": "not_found", "path": req.path})),

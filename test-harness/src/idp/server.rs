@@ -2,7 +2,7 @@
 //! it on [`crate::http_server`] and stops it.
 
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Result};
 use serde_json::Value;
@@ -19,11 +19,31 @@ pub(super) struct IdpState {
     /// How long a retired key stays in the JWKS.
     pub(super) grace: Duration,
     pub(super) log: bool,
+    /// Until when the key set is unavailable (a simulated outage of the JWKS endpoint: 503).
+    pub(super) keys_down_until: Mutex<Option<Instant>>,
 }
 
 impl IdpState {
     pub(super) fn issuer(&self) -> &str {
         self.issuer.get().map(String::as_str).unwrap_or("")
+    }
+
+    /// Makes the key set endpoints answer 503 for `duration` from now (zero ends an outage).
+    pub(super) fn fail_keys_for(&self, duration: Duration) {
+        if let Ok(mut until) = self.keys_down_until.lock() {
+            *until = Some(Instant::now() + duration);
+        }
+        if self.log {
+            println!("idp: key set unavailable for {}s", duration.as_secs());
+        }
+    }
+
+    /// Is the key set endpoint in a simulated outage now?
+    pub(super) fn keys_down(&self) -> bool {
+        self.keys_down_until
+            .lock()
+            .map(|until| until.is_some_and(|t| Instant::now() < t))
+            .unwrap_or(false)
     }
 }
 
@@ -73,6 +93,7 @@ impl Idp {
             }),
             grace: opts.grace,
             log: opts.log,
+            keys_down_until: Mutex::new(None),
         });
         let handler_state = Arc::clone(&state);
         let server = HttpServer::start(
@@ -132,6 +153,12 @@ impl Idp {
     /// (default: the IdP's).
     pub fn rotate(&self, grace: Option<Duration>) -> Result<(String, String)> {
         self.state.rotate(grace)
+    }
+
+    /// Makes the JWKS endpoint answer 503 for `duration` (an outage of the key set; tokens are still
+    /// issued).
+    pub fn fail_keys_for(&self, duration: Duration) {
+        self.state.fail_keys_for(duration)
     }
 
     pub fn shutdown(&mut self) {

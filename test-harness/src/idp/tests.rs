@@ -36,6 +36,7 @@ fn state() -> IdpState {
         }),
         grace: Duration::from_secs(600),
         log: false,
+        keys_down_until: Mutex::new(None),
     };
     s.issuer.set("http://127.0.0.1:9400".to_string()).unwrap();
     s
@@ -143,4 +144,26 @@ fn pem_key_gives_stable_kid() {
     let b = SigningKey::from_pem(pem).unwrap();
     assert_eq!(a.kid(), b.kid());
     assert_eq!(a.kid().len(), 16);
+}
+
+#[test]
+fn key_set_outage_answers_503_until_it_ends_while_tokens_are_still_issued() {
+    let s = state();
+    let r = get(&s, "/admin/outage?seconds=30", "POST");
+    assert_eq!(r.status, 200);
+    for path in ["/jwks", "/keys", "/discovery/v2.0/keys"] {
+        assert_eq!(get(&s, path, "GET").status, 503, "{path}");
+    }
+    assert_eq!(
+        get(&s, "/token?persona=alice&format=raw", "GET").status,
+        200
+    );
+    assert_eq!(
+        get(&s, "/.well-known/openid-configuration", "GET").status,
+        200
+    );
+    assert_eq!(get(&s, "/admin/outage?seconds=0", "POST").status, 200);
+    assert_eq!(get(&s, "/jwks", "GET").status, 200);
+    assert_eq!(get(&s, "/admin/outage?seconds=x", "POST").status, 400);
+    assert_eq!(get(&s, "/admin/outage", "GET").status, 405);
 }
