@@ -133,8 +133,17 @@ pub fn trust_test_keys(config: &mut Value) {
 }
 
 /// Runs every case through a fresh harness configured with `config` (already rewritten).
+/// A provider's `shared_secret: {"env": NAME}` is read, as in Envoy, from the VM's environment:
+/// here the variables of that name in this process's own environment, handed to the VM.
 pub fn run(config: &Value, file: &CaseFile) -> anyhow::Result<Vec<CaseResult>> {
-    let harness = Harness::load()?
+    let mut builder = Harness::builder();
+    for name in secret_variables(config) {
+        if let Ok(value) = std::env::var(&name) {
+            builder = builder.env(&name, &value);
+        }
+    }
+    let harness = builder
+        .load()?
         .configure(config.clone())
         .map_err(|e| anyhow::anyhow!("the filter refused the configuration: {e}"))?;
     let mut results = Vec::with_capacity(file.cases.len());
@@ -368,16 +377,33 @@ fn resolve_time(value: &Value, now: u64) -> Value {
     }
 }
 
+/// The names of the environment variables the providers' `shared_secret: {"env": NAME}` read.
+fn secret_variables(config: &Value) -> Vec<String> {
+    let providers = config.get("providers").and_then(Value::as_array);
+    providers
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("shared_secret")?.get("env")?.as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The first provider's shared secret, inline or from this process's environment (as [`run`]
+/// gives it to the VM).
 fn shared_secret(config: &Value) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    let text = config
+    let secret = config
         .get("providers")?
         .as_array()?
         .iter()
-        .find_map(|p| p.get("shared_secret")?.as_str())?;
+        .find_map(|p| p.get("shared_secret"))?;
+    let text = match secret.get("env").and_then(Value::as_str) {
+        Some(name) => std::env::var(name).ok()?.trim().to_string(),
+        None => secret.as_str()?.to_string(),
+    };
     [URL_SAFE_NO_PAD, URL_SAFE, STANDARD, STANDARD_NO_PAD]
         .iter()
-        .find_map(|engine| engine.decode(text).ok())
+        .find_map(|engine| engine.decode(&text).ok())
 }
 
 /// The printed table, and whether every case passed.
@@ -453,6 +479,16 @@ mod tests {
         assert_eq!(resolve_time(&json!("now-5"), 100), json!(95));
         assert_eq!(resolve_time(&json!("nowhere"), 100), json!("nowhere"));
         assert_eq!(resolve_time(&json!(7), 100), json!(7));
+    }
+
+    #[test]
+    fn secret_variables_are_the_env_names_of_shared_secrets() {
+        let config = json!({"providers": [
+            {"shared_secret": {"env": "MLGATE_HS_SECRET"}},
+            {"shared_secret": "aW5saW5l"},
+            {"jwks": {"inline": {"keys": []}}}
+        ]});
+        assert_eq!(secret_variables(&config), vec!["MLGATE_HS_SECRET"]);
     }
 
     #[test]
