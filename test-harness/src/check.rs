@@ -3,6 +3,10 @@
 //! The configuration's inline key sets are rewritten to trust the harness's test keys, each case's
 //! token is signed on the fly, and the filter's answer is compared with what the case expects.
 //! The case-file format is documented in `filters/README.md`.
+//!
+//! `mlgate-harness check-config FILE...` only hands each policy to the real module's
+//! `on_configure`, its keys untouched: the answer Envoy, Istio or Envoy Gateway would get, without
+//! a proxy (envoy/check_manifests.py runs it on the policies embedded in the Kubernetes manifests).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -462,6 +466,76 @@ pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
     let (table, passed) = report(&config_path, &results);
     print!("{table}");
     Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Whether the real module accepts `config` as its plugin configuration, as it is (no key set
+/// rewritten: a remote set's fetch starts and stays pending). `Err` carries mlgate's own message,
+/// which names the field (`mlgate: invalid configuration: routes[2].…`), or what else went wrong.
+/// A provider's `shared_secret: {"env": NAME}` is read from this process's variable of that name.
+pub fn compile(config: &Value) -> anyhow::Result<()> {
+    let mut builder = Harness::builder();
+    for name in secret_variables(config) {
+        if let Ok(value) = std::env::var(&name) {
+            builder = builder.env(&name, &value);
+        }
+    }
+    match builder.load()?.configure(config.clone()) {
+        Ok(_) => Ok(()),
+        Err(error @ crate::host::HostError::ConfigureRefused { .. }) => {
+            let reasons: Vec<&str> = error
+                .logs()
+                .iter()
+                .map(|line| line.message.as_str())
+                .filter(|message| message.contains("invalid configuration"))
+                .collect();
+            if reasons.is_empty() {
+                bail!("{error}");
+            }
+            bail!("{}", reasons.join("; "))
+        }
+        Err(error) => bail!("{error}"),
+    }
+}
+
+pub fn check_config_cli(args: &[String]) -> anyhow::Result<ExitCode> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--wasm" => {
+                let path = iter.next().context("--wasm needs a path")?;
+                std::env::set_var("MLGATE_WASM", path);
+            }
+            "-h" | "--help" => {
+                println!("usage: mlgate-harness check-config FILE... [--wasm FILE]\n\nHands each policy (JSON) to the real mlgate.wasm's on_configure, keys as they are, and prints\nok or mlgate's refusal, which names the field. Exit status 1 if any is refused.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            other if other.starts_with('-') => bail!("unknown argument {other:?} (see --help)"),
+            file => files.push(PathBuf::from(file)),
+        }
+    }
+    if files.is_empty() {
+        bail!("give at least one policy file (see --help)");
+    }
+    let mut refused = 0;
+    for file in &files {
+        let result = std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))
+            .and_then(|text| serde_json::from_str::<Value>(&text).context("not JSON"))
+            .and_then(|config| compile(&config));
+        match result {
+            Ok(()) => println!("check-config: ok      {}", file.display()),
+            Err(error) => {
+                refused += 1;
+                println!("check-config: FAILED  {}: {error:#}", file.display());
+            }
+        }
+    }
+    Ok(if refused == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
