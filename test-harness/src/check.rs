@@ -565,6 +565,37 @@ mod tests {
         assert_eq!(secret_variables(&config), vec!["MLGATE_HS_SECRET"]);
     }
 
+    /// A policy whose keys come from a cluster, as the Kubernetes manifests' do.
+    fn remote_policy() -> Value {
+        json!({
+            "providers": [{
+                "name": "entra",
+                "issuer": "https://login.microsoftonline.com/4b2f3c1e-8a6d-4f0e-9c3b-2a1d5e7f9a10/v2.0",
+                "audiences": ["api://ml-scoring"],
+                "jwks": {"discovery": true, "cluster": "outbound|443||login.microsoftonline.com"}
+            }],
+            "routes": [{"name": "score", "match": {"path": "/score"}, "allow": [{"roles": ["Scoring.Invoke"]}]}]
+        })
+    }
+
+    #[test]
+    fn compile_accepts_a_remote_key_set_as_it_is() {
+        compile(&remote_policy()).expect("the real module accepts the policy");
+    }
+
+    #[test]
+    fn compile_reports_mlgate_s_refusal_naming_the_field() {
+        let mut policy = remote_policy();
+        policy["providers"][0]["jwks"]["timeout_ms"] = json!(5);
+        let error = compile(&policy)
+            .expect_err("a 5 ms timeout is refused")
+            .to_string();
+        assert!(
+            error.contains("mlgate: invalid configuration: providers[0].jwks.timeout_ms"),
+            "{error}"
+        );
+    }
+
     #[test]
     fn inline_jwks_is_replaced_with_test_keys() {
         let mut config =
