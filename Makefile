@@ -114,7 +114,8 @@ check-cases: build harness
 	  else echo "missing case file $$cases for $$cfg"; exit 1; fi; \
 	done
 
-validate-envoy: build envoy
+# harness: envoy/check_manifests.py compiles the manifests' policies with `mlgate-harness check-config`.
+validate-envoy: build envoy harness
 	@bash envoy/validate.sh
 
 lint: wasm-target

@@ -7,7 +7,8 @@
 # includes loading the module into V8 and calling its on_configure with the plugin configuration,
 # so a filter configuration that mlgate refuses fails here too ("Unable to create Wasm plugin").
 # The Istio and Envoy Gateway manifests (envoy/istio, envoy/envoy-gateway) are Kubernetes resources,
-# not Envoy configs: envoy/check_manifests.py checks them (needs PyYAML; skipped without it).
+# not Envoy configs: envoy/check_manifests.py checks them, and has each policy they embed compiled by
+# the same module through `mlgate-harness check-config` (needs PyYAML; skipped without it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -79,8 +80,10 @@ for cfg in filters/*.json; do
   check "envoy/demo.yaml + $cfg" "$OUT/demo-with-$name.yaml"
 done
 
-# The Kubernetes manifests: parse, required fields, embedded config == filters/entra-azureml.json.
-python3 envoy/check_manifests.py || failed=1
+# The Kubernetes manifests: parse, required fields, key clusters, each embedded policy compiled by
+# the module (mlgate-harness check-config, `make harness`).
+python3 envoy/check_manifests.py --wasm "$WASM" \
+  --harness "${MLGATE_HARNESS:-$ROOT/target/release/mlgate-harness}" || failed=1
 
 if [ "$failed" != 0 ]; then echo "validate: some Envoy configurations are invalid" >&2; exit 1; fi
 echo "validate: all Envoy configurations passed envoy --mode validate"

@@ -51,6 +51,16 @@ fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, Conf
 /// Parses and compiles a configuration document for a signature backend: an algorithm that
 /// `backend` cannot check (ES384 on a host without P-384 verification) is refused here.
 pub fn compile(bytes: &[u8], backend: &Backend) -> Result<Policy, ConfigError> {
+    compile_with(bytes, backend, &|_| None)
+}
+
+/// Reads a VM environment variable: `Some(value)` when it is set. The core never calls the host;
+/// the adapter passes the lookup (natively, tests pass a map).
+pub type Env<'e> = &'e dyn Fn(&str) -> Option<String>;
+
+/// [`compile`], with the VM's environment for the fields that name a variable
+/// (`shared_secret: {"env": …}`).
+pub fn compile_with(bytes: &[u8], backend: &Backend, env: Env<'_>) -> Result<Policy, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return err("(root)", "the configuration is empty");
     }
@@ -59,7 +69,7 @@ pub fn compile(bytes: &[u8], backend: &Backend) -> Result<Policy, ConfigError> {
         path: json_path::error_path(bytes, &error),
         message: json_path::error_message(&error),
     })?;
-    Compiler::new(backend).compile(config)
+    Compiler::new(backend, env).compile(config)
 }
 
 /// Builds the runtime form. Its larger steps are `#[inline(never)]`: Envoy's V8 compiles every
@@ -69,14 +79,16 @@ pub fn compile(bytes: &[u8], backend: &Backend) -> Result<Policy, ConfigError> {
 /// per configuration).
 struct Compiler<'b> {
     backend: &'b Backend,
+    env: Env<'b>,
     sources: Vec<TokenSource>,
     extra_claims: Vec<ClaimPath>,
 }
 
-impl Compiler<'_> {
-    fn new(backend: &Backend) -> Compiler<'_> {
+impl<'b> Compiler<'b> {
+    fn new(backend: &'b Backend, env: Env<'b>) -> Compiler<'b> {
         Compiler {
             backend,
+            env,
             sources: Vec::new(),
             extra_claims: Vec::new(),
         }

@@ -9,8 +9,8 @@ use jsonwebtoken::Algorithm;
 
 use super::names::{header_name, is_plain_name, is_token_char};
 use super::schema::{
-    CallerTypeConfig, ClaimsConfig, DiscoveryConfig, JwksConfig, OneOrMany, OverageConfig,
-    ProviderConfig, TokenFromConfig,
+    CallerTypeConfig, ClaimsConfig, DiscoveryConfig, EnvSecretConfig, JwksConfig, OneOrMany,
+    OverageConfig, ProviderConfig, SecretConfig, TokenFromConfig,
 };
 use super::{err, Compiler, ConfigError};
 use crate::claims::{CallerRule, ClaimMap, ClaimPath};
@@ -109,21 +109,7 @@ impl Compiler<'_> {
                         "a provider with shared_secret accepts only HS256, HS384 or HS512",
                     );
                 }
-                let secret = decode_secret(&secret).ok_or(()).or_else(|_| {
-                    err(
-                        format!("{path}.shared_secret"),
-                        "must be base64 or base64url",
-                    )
-                })?;
-                if secret.len() < 32 {
-                    return err(
-                        format!("{path}.shared_secret"),
-                        format!(
-                            "{} bytes is too short: an HMAC secret needs at least 32",
-                            secret.len()
-                        ),
-                    );
-                }
+                let secret = self.shared_secret(&format!("{path}.shared_secret"), secret)?;
                 Some(KeySet {
                     keys: vec![Key::shared_secret(&secret)],
                 })
@@ -384,6 +370,52 @@ fn compile_jwks(
             expected_issuer: single_exact,
         }),
     ))
+}
+
+impl Compiler<'_> {
+    /// The decoded HMAC secret, inline or from the VM's environment. No message here contains the
+    /// secret or any part of it: an error says only where, how long, and what is wrong.
+    fn shared_secret(&self, path: &str, secret: SecretConfig) -> Result<Vec<u8>, ConfigError> {
+        let (path, text) = match secret {
+            SecretConfig::Inline(text) => (path.to_string(), text),
+            SecretConfig::Env(EnvSecretConfig { env: name }) => {
+                let path = format!("{path}.env");
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
+                    return err(
+                        path,
+                        "must be the name of an environment variable (printable ASCII, no '=' or spaces)",
+                    );
+                }
+                // Surrounding whitespace (a trailing newline from a mounted file or `echo`) is
+                // not part of the base64.
+                match (self.env)(&name).map(|value| value.trim().to_string()) {
+                    Some(value) if !value.is_empty() => (path, value),
+                    Some(_) => {
+                        return err(
+                            path,
+                            format!("the VM's environment variable {name:?} is empty"),
+                        )
+                    }
+                    None => {
+                        return err(path, format!("the VM has no environment variable {name:?}"))
+                    }
+                }
+            }
+        };
+        let secret = decode_secret(&text)
+            .ok_or(())
+            .or_else(|_| err(path.as_str(), "must be base64 or base64url"))?;
+        if secret.len() < 32 {
+            return err(
+                path,
+                format!(
+                    "{} bytes is too short: an HMAC secret needs at least 32",
+                    secret.len()
+                ),
+            );
+        }
+        Ok(secret)
+    }
 }
 
 fn decode_secret(text: &str) -> Option<Vec<u8>> {

@@ -190,7 +190,7 @@ pub(super) struct ProviderConfig {
     pub(super) allow_any_audience: bool,
     pub(super) algorithms: Option<Vec<String>>,
     pub(super) jwks: Option<JwksConfig>,
-    pub(super) shared_secret: Option<String>,
+    pub(super) shared_secret: Option<SecretConfig>,
     #[serde(default = "default_true")]
     pub(super) require_exp: bool,
     pub(super) max_lifetime_seconds: Option<i64>,
@@ -206,6 +206,50 @@ pub(super) struct ProviderConfig {
     pub(super) caller_type: Option<CallerTypeConfig>,
     #[serde(default)]
     pub(super) accept_id_tokens: bool,
+}
+
+/// `shared_secret`: the base64 text itself, or `{"env": "NAME"}`, the VM environment variable
+/// that holds it (the same base64 form), so that the secret stays out of the policy text.
+pub(super) enum SecretConfig {
+    Inline(String),
+    Env(EnvSecretConfig),
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EnvSecretConfig {
+    pub(super) env: String,
+}
+
+impl<'de> Deserialize<'de> for SecretConfig {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SecretVisitor;
+        impl<'de> Visitor<'de> for SecretVisitor {
+            type Value = SecretConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a base64 string or {\"env\": \"<VM environment variable>\"}")
+            }
+            fn visit_str<E: de::Error>(self, secret: &str) -> Result<SecretConfig, E> {
+                Ok(SecretConfig::Inline(secret.to_string()))
+            }
+            // The object is read as a struct, so an unknown member is refused where it stands.
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<SecretConfig, A::Error> {
+                EnvSecretConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(SecretConfig::Env)
+            }
+        }
+        deserializer.deserialize_any(SecretVisitor)
+    }
+}
+
+/// Hand-written: a derived `Debug` would print an inline secret.
+impl fmt::Debug for SecretConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretConfig::Inline(_) => f.write_str("Inline(<redacted>)"),
+            SecretConfig::Env(env) => f.debug_tuple("Env").field(&env.env).finish(),
+        }
+    }
 }
 
 /// `"entra"`, or `{"claim": {"path": "<claim path>", "app": [...], "user": [...]}}`.

@@ -200,6 +200,181 @@ fn secret_and_jwks_together_are_refused() {
     assert_refused(config, "providers[0].shared_secret", "never both");
 }
 
+/// An HS256 provider whose `shared_secret` is `secret` (a JSON value: inline text or `{"env": …}`).
+fn hmac_config(secret: Value) -> Value {
+    let mut config = entra_config();
+    let provider = config["providers"][0].as_object_mut().unwrap();
+    provider.remove("jwks");
+    provider.insert("algorithms".into(), json!(["HS256"]));
+    provider.insert("shared_secret".into(), secret);
+    config
+}
+
+/// A secret of 48 bytes, base64url: long enough, and unlike anything else in a configuration.
+const ENV_SECRET: &str = "ZW52LXNlY3JldC1mb3ItbWxnYXRlLXRlc3RzLTAxMjM0NTY3ODlhYmNkZWZnaGlq";
+
+fn compile_with_env(value: &Value, vars: &[(&str, &str)]) -> Result<Policy, ConfigError> {
+    let env = |name: &str| {
+        vars.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.to_string())
+    };
+    super::compile_with(
+        value.to_string().as_bytes(),
+        &crate::testing::envoy_backend(),
+        &env,
+    )
+}
+
+/// Refused at `path` with `fragment` in the message, and the value of no variable in the error.
+fn assert_env_refused(value: Value, vars: &[(&str, &str)], path: &str, fragment: &str) {
+    let error = match compile_with_env(&value, vars) {
+        Ok(_) => panic!("configuration was accepted: {value}"),
+        Err(error) => error,
+    };
+    assert_eq!(error.path, path, "{error}");
+    assert!(error.message.contains(fragment), "{error}");
+    for (_, secret) in vars.iter().filter(|(_, v)| !v.trim().is_empty()) {
+        assert!(
+            !error.to_string().contains(secret.trim()),
+            "the error echoes the secret: {error}"
+        );
+    }
+}
+
+#[test]
+fn hmac_secret_from_the_vm_environment_compiles() {
+    let config = hmac_config(json!({"env": "MLGATE_HS_SECRET"}));
+    let policy = compile_with_env(&config, &[("MLGATE_HS_SECRET", ENV_SECRET)]).unwrap();
+    let keys = policy.providers[0].initial_keys.as_ref().unwrap();
+    assert_eq!(keys.keys.len(), 1);
+    assert_eq!(keys.keys[0].family, crate::jwks::KeyFamily::Hmac);
+}
+
+#[test]
+fn hmac_secret_from_the_environment_ignores_a_trailing_newline() {
+    let config = hmac_config(json!({"env": "MLGATE_HS_SECRET"}));
+    let value = format!("{ENV_SECRET}\n");
+    assert!(compile_with_env(&config, &[("MLGATE_HS_SECRET", &value)]).is_ok());
+}
+
+#[test]
+fn missing_environment_variable_is_refused_naming_it() {
+    let config = hmac_config(json!({"env": "MLGATE_HS_SECRET"}));
+    assert_env_refused(
+        config,
+        &[("OTHER", ENV_SECRET)],
+        "providers[0].shared_secret.env",
+        "the VM has no environment variable \"MLGATE_HS_SECRET\"",
+    );
+}
+
+#[test]
+fn without_an_environment_an_env_secret_is_refused() {
+    // `compile` (no environment) is what every caller but the filter's root context uses.
+    let config = hmac_config(json!({"env": "MLGATE_HS_SECRET"}));
+    assert_refused(
+        config,
+        "providers[0].shared_secret.env",
+        "no environment variable",
+    );
+}
+
+#[test]
+fn empty_environment_variable_is_refused() {
+    let config = hmac_config(json!({"env": "MLGATE_HS_SECRET"}));
+    assert_env_refused(
+        config,
+        &[("MLGATE_HS_SECRET", " \n")],
+        "providers[0].shared_secret.env",
+        "is empty",
+    );
+}
+
+#[test]
+fn short_secret_from_the_environment_is_refused_without_echoing_it() {
+    let config = hmac_config(json!({"env": "MLGATE_HS_SECRET"}));
+    assert_env_refused(
+        config,
+        &[("MLGATE_HS_SECRET", "c2hvcnQtc2VjcmV0LXZhbHVl")],
+        "providers[0].shared_secret.env",
+        "at least 32",
+    );
+}
+
+#[test]
+fn secret_from_the_environment_must_be_base64_and_is_not_echoed() {
+    let config = hmac_config(json!({"env": "MLGATE_HS_SECRET"}));
+    assert_env_refused(
+        config,
+        &[(
+            "MLGATE_HS_SECRET",
+            "not base64: a raw passphrase of forty-one b",
+        )],
+        "providers[0].shared_secret.env",
+        "must be base64",
+    );
+}
+
+#[test]
+fn inline_secret_that_is_not_base64_is_not_echoed() {
+    let secret = "not base64: a raw passphrase of forty-one b";
+    let error = error_of(hmac_config(json!(secret)));
+    assert_eq!(error.path, "providers[0].shared_secret", "{error}");
+    assert!(!error.to_string().contains(secret), "{error}");
+}
+
+#[test]
+fn env_secret_name_must_be_a_variable_name() {
+    let config = hmac_config(json!({"env": "MLGATE HS=SECRET"}));
+    assert_refused(
+        config,
+        "providers[0].shared_secret.env",
+        "name of an environment variable",
+    );
+}
+
+#[test]
+fn env_secret_object_takes_no_other_member() {
+    let config = hmac_config(json!({"env": "MLGATE_HS_SECRET", "value": "x"}));
+    assert_refused(config, "providers[0].shared_secret.value", "unknown field");
+}
+
+#[test]
+fn shared_secret_of_another_type_is_refused() {
+    let config = hmac_config(json!(42));
+    assert_refused(config, "providers[0].shared_secret", "{\"env\"");
+}
+
+#[test]
+fn debug_output_never_shows_a_secret() {
+    let inline = hmac_config(json!(ENV_SECRET));
+    let parsed: schema::Config = serde_json::from_value(inline.clone()).unwrap();
+    let policy = compile_value(&inline).unwrap();
+    let from_env = hmac_config(json!({"env": "MLGATE_HS_SECRET"}));
+    let policy_from_env = compile_with_env(&from_env, &[("MLGATE_HS_SECRET", ENV_SECRET)]).unwrap();
+    let raw = String::from_utf8(
+        base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            ENV_SECRET,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    for debug in [
+        format!("{parsed:?}"),
+        format!("{policy:?}"),
+        format!("{policy_from_env:?}"),
+    ] {
+        assert!(
+            debug.contains("providers"),
+            "not a Debug of the config: {debug}"
+        );
+        assert!(!debug.contains(ENV_SECRET), "{debug}");
+        assert!(!debug.contains(&raw), "{debug}");
+    }
+}
+
 #[test]
 fn templated_issuer_needs_tenants() {
     let mut config = entra_config();
@@ -752,7 +927,7 @@ fn compile_with_path_to_error(bytes: &[u8]) -> Result<Policy, ConfigError> {
     if let Err(error) = deserializer.end() {
         return err("(root)", json_path::error_message(&error));
     }
-    Compiler::new(&crate::testing::envoy_backend()).compile(config)
+    Compiler::new(&crate::testing::envoy_backend(), &|_| None).compile(config)
 }
 
 /// serde_path_to_error's path, where json_path names the object instead of its unknown next key

@@ -174,6 +174,14 @@ pub fn now_nanos() -> u64 {
     }
 }
 
+/// A variable of the VM's environment (WASI `environ_get`: Envoy's
+/// `vm_config.environment_variables`, Istio's `vmConfig.env`), or `None` when it is not set. Not
+/// a proxy-wasm hostcall, but a host interaction all the same, so it lives here. Bytes that are
+/// not UTF-8 are replaced (the value is then refused as base64 by the configuration).
+pub fn environment_variable(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|value| value.to_string_lossy().into_owned())
+}
+
 /// Sets a property of the current request. Envoy keeps it as filter state `wasm.<path>` (a
 /// single-segment path) for the rest of the filter chain, the access log included.
 pub fn set_property(path: &str, value: &[u8]) -> HostResult<()> {

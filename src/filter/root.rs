@@ -52,7 +52,9 @@ impl RootContext for Root {
         };
         // The host first: the policy is compiled for what it can verify (ES384 needs it).
         let backend = host_crypto::probe();
-        let policy = match crate::config::compile(&bytes, &backend) {
+        // The VM's environment, for a shared secret kept out of the policy text.
+        let env = |name: &str| hostcalls::environment_variable(name);
+        let policy = match crate::config::compile_with(&bytes, &backend, &env) {
             Ok(policy) => policy,
             Err(error) => {
                 log::error!("mlgate: invalid configuration: {error}");

@@ -3,6 +3,10 @@
 //! The configuration's inline key sets are rewritten to trust the harness's test keys, each case's
 //! token is signed on the fly, and the filter's answer is compared with what the case expects.
 //! The case-file format is documented in `filters/README.md`.
+//!
+//! `mlgate-harness check-config FILE...` only hands each policy to the real module's
+//! `on_configure`, its keys untouched: the answer Envoy, Istio or Envoy Gateway would get, without
+//! a proxy (envoy/check_manifests.py runs it on the policies embedded in the Kubernetes manifests).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -133,8 +137,17 @@ pub fn trust_test_keys(config: &mut Value) {
 }
 
 /// Runs every case through a fresh harness configured with `config` (already rewritten).
+/// A provider's `shared_secret: {"env": NAME}` is read, as in Envoy, from the VM's environment:
+/// here the variables of that name in this process's own environment, handed to the VM.
 pub fn run(config: &Value, file: &CaseFile) -> anyhow::Result<Vec<CaseResult>> {
-    let harness = Harness::load()?
+    let mut builder = Harness::builder();
+    for name in secret_variables(config) {
+        if let Ok(value) = std::env::var(&name) {
+            builder = builder.env(&name, &value);
+        }
+    }
+    let harness = builder
+        .load()?
         .configure(config.clone())
         .map_err(|e| anyhow::anyhow!("the filter refused the configuration: {e}"))?;
     let mut results = Vec::with_capacity(file.cases.len());
@@ -368,16 +381,33 @@ fn resolve_time(value: &Value, now: u64) -> Value {
     }
 }
 
+/// The names of the environment variables the providers' `shared_secret: {"env": NAME}` read.
+fn secret_variables(config: &Value) -> Vec<String> {
+    let providers = config.get("providers").and_then(Value::as_array);
+    providers
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("shared_secret")?.get("env")?.as_str())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The first provider's shared secret, inline or from this process's environment (as [`run`]
+/// gives it to the VM).
 fn shared_secret(config: &Value) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-    let text = config
+    let secret = config
         .get("providers")?
         .as_array()?
         .iter()
-        .find_map(|p| p.get("shared_secret")?.as_str())?;
+        .find_map(|p| p.get("shared_secret"))?;
+    let text = match secret.get("env").and_then(Value::as_str) {
+        Some(name) => std::env::var(name).ok()?.trim().to_string(),
+        None => secret.as_str()?.to_string(),
+    };
     [URL_SAFE_NO_PAD, URL_SAFE, STANDARD, STANDARD_NO_PAD]
         .iter()
-        .find_map(|engine| engine.decode(text).ok())
+        .find_map(|engine| engine.decode(&text).ok())
 }
 
 /// The printed table, and whether every case passed.
@@ -442,6 +472,76 @@ pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Whether the real module accepts `config` as its plugin configuration, as it is (no key set
+/// rewritten: a remote set's fetch starts and stays pending). `Err` carries mlgate's own message,
+/// which names the field (`mlgate: invalid configuration: routes[2].…`), or what else went wrong.
+/// A provider's `shared_secret: {"env": NAME}` is read from this process's variable of that name.
+pub fn compile(config: &Value) -> anyhow::Result<()> {
+    let mut builder = Harness::builder();
+    for name in secret_variables(config) {
+        if let Ok(value) = std::env::var(&name) {
+            builder = builder.env(&name, &value);
+        }
+    }
+    match builder.load()?.configure(config.clone()) {
+        Ok(_) => Ok(()),
+        Err(error @ crate::host::HostError::ConfigureRefused { .. }) => {
+            let reasons: Vec<&str> = error
+                .logs()
+                .iter()
+                .map(|line| line.message.as_str())
+                .filter(|message| message.contains("invalid configuration"))
+                .collect();
+            if reasons.is_empty() {
+                bail!("{error}");
+            }
+            bail!("{}", reasons.join("; "))
+        }
+        Err(error) => bail!("{error}"),
+    }
+}
+
+pub fn check_config_cli(args: &[String]) -> anyhow::Result<ExitCode> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--wasm" => {
+                let path = iter.next().context("--wasm needs a path")?;
+                std::env::set_var("MLGATE_WASM", path);
+            }
+            "-h" | "--help" => {
+                println!("usage: mlgate-harness check-config FILE... [--wasm FILE]\n\nHands each policy (JSON) to the real mlgate.wasm's on_configure, keys as they are, and prints\nok or mlgate's refusal, which names the field. Exit status 1 if any is refused.");
+                return Ok(ExitCode::SUCCESS);
+            }
+            other if other.starts_with('-') => bail!("unknown argument {other:?} (see --help)"),
+            file => files.push(PathBuf::from(file)),
+        }
+    }
+    if files.is_empty() {
+        bail!("give at least one policy file (see --help)");
+    }
+    let mut refused = 0;
+    for file in &files {
+        let result = std::fs::read_to_string(file)
+            .with_context(|| format!("reading {}", file.display()))
+            .and_then(|text| serde_json::from_str::<Value>(&text).context("not JSON"))
+            .and_then(|config| compile(&config));
+        match result {
+            Ok(()) => println!("check-config: ok      {}", file.display()),
+            Err(error) => {
+                refused += 1;
+                println!("check-config: FAILED  {}: {error:#}", file.display());
+            }
+        }
+    }
+    Ok(if refused == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,6 +553,47 @@ mod tests {
         assert_eq!(resolve_time(&json!("now-5"), 100), json!(95));
         assert_eq!(resolve_time(&json!("nowhere"), 100), json!("nowhere"));
         assert_eq!(resolve_time(&json!(7), 100), json!(7));
+    }
+
+    #[test]
+    fn secret_variables_are_the_env_names_of_shared_secrets() {
+        let config = json!({"providers": [
+            {"shared_secret": {"env": "MLGATE_HS_SECRET"}},
+            {"shared_secret": "aW5saW5l"},
+            {"jwks": {"inline": {"keys": []}}}
+        ]});
+        assert_eq!(secret_variables(&config), vec!["MLGATE_HS_SECRET"]);
+    }
+
+    /// A policy whose keys come from a cluster, as the Kubernetes manifests' do.
+    fn remote_policy() -> Value {
+        json!({
+            "providers": [{
+                "name": "entra",
+                "issuer": "https://login.microsoftonline.com/4b2f3c1e-8a6d-4f0e-9c3b-2a1d5e7f9a10/v2.0",
+                "audiences": ["api://ml-scoring"],
+                "jwks": {"discovery": true, "cluster": "outbound|443||login.microsoftonline.com"}
+            }],
+            "routes": [{"name": "score", "match": {"path": "/score"}, "allow": [{"roles": ["Scoring.Invoke"]}]}]
+        })
+    }
+
+    #[test]
+    fn compile_accepts_a_remote_key_set_as_it_is() {
+        compile(&remote_policy()).expect("the real module accepts the policy");
+    }
+
+    #[test]
+    fn compile_reports_mlgate_s_refusal_naming_the_field() {
+        let mut policy = remote_policy();
+        policy["providers"][0]["jwks"]["timeout_ms"] = json!(5);
+        let error = compile(&policy)
+            .expect_err("a 5 ms timeout is refused")
+            .to_string();
+        assert!(
+            error.contains("mlgate: invalid configuration: providers[0].jwks.timeout_ms"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -121,6 +121,51 @@ fn every_file_in_filters_is_accepted_by_the_wasm() {
     assert!(count >= 7);
 }
 
+/// An HS256 provider whose secret is the VM's environment variable `MLGATE_HS_SECRET`.
+fn env_secret_config() -> Value {
+    let mut config = entra_config();
+    let provider = config["providers"][0].as_object_mut().unwrap();
+    provider.remove("jwks");
+    provider.insert("algorithms".into(), json!(["HS256"]));
+    provider.insert("shared_secret".into(), json!({"env": "MLGATE_HS_SECRET"}));
+    config
+}
+
+fn refused_logs(builder: mlgate_harness::host::HarnessBuilder, config: Value) -> String {
+    match builder.load().unwrap().configure(config) {
+        Ok(h) => panic!("configuration accepted; logs: {}", h.log_text()),
+        Err(error) => error
+            .logs()
+            .iter()
+            .map(|l| l.message.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
+#[test]
+fn missing_environment_secret_is_refused_at_configure_naming_the_field() {
+    let builder = Harness::builder().env("OTHER_VARIABLE", "x");
+    let logs = refused_logs(builder, env_secret_config());
+    assert!(
+        logs.contains("mlgate: invalid configuration: providers[0].shared_secret.env: the VM has no environment variable \"MLGATE_HS_SECRET\""),
+        "{logs}"
+    );
+}
+
+#[test]
+fn short_environment_secret_is_refused_without_echoing_it() {
+    // 24 bytes once decoded.
+    let short = "c2hvcnQtYnV0LXNlY3JldC12YWx1ZS0x";
+    let builder = Harness::builder().env("MLGATE_HS_SECRET", short);
+    let logs = refused_logs(builder, env_secret_config());
+    assert!(
+        logs.contains("providers[0].shared_secret.env: 24 bytes is too short"),
+        "{logs}"
+    );
+    assert!(!logs.contains(short), "{logs}");
+}
+
 #[test]
 fn configure_logs_a_summary() {
     let h = harness(&entra_config());

@@ -70,6 +70,61 @@ fn hs256_provider_with_shared_secret_verifies() {
     assert_eq!(verdict(&score(&h, &wrong)), "bad_signature");
 }
 
+/// The raw HMAC secret of the environment tests, and the provider that reads it from the VM's
+/// environment variable `MLGATE_HS_SECRET` (base64url, as an inline secret is written).
+const ENV_SECRET: &[u8] = b"env-secret:0123456789abcdef0123456789abcdef";
+
+fn env_secret_harness() -> mlgate_harness::host::Harness {
+    let mut config = entra_config();
+    let provider = config["providers"][0].as_object_mut().unwrap();
+    provider.remove("jwks");
+    provider.insert("algorithms".into(), json!(["HS256"]));
+    provider.insert("shared_secret".into(), json!({"env": "MLGATE_HS_SECRET"}));
+    mlgate_harness::host::Harness::builder()
+        .env("MLGATE_HS_SECRET", &base64_url(ENV_SECRET))
+        .load()
+        .unwrap()
+        .configure(config)
+        .expect("configuration accepted")
+}
+
+fn hs256(h: &mlgate_harness::host::Harness, secret: &[u8]) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &user_claims(h),
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+#[test]
+fn hs256_secret_from_the_vm_environment_verifies() {
+    let h = env_secret_harness();
+    assert_eq!(verdict(&score(&h, &hs256(&h, ENV_SECRET))), "forwarded");
+}
+
+#[test]
+fn hs256_token_with_another_secret_than_the_environment_s_is_refused() {
+    let h = env_secret_harness();
+    let wrong = hs256(&h, b"another secret of enough length 1234567");
+    assert_eq!(verdict(&score(&h, &wrong)), "bad_signature");
+}
+
+#[test]
+fn secret_from_the_environment_appears_in_no_log_line() {
+    let h = env_secret_harness();
+    score(&h, &hs256(&h, ENV_SECRET));
+    score(&h, &hs256(&h, b"another secret of enough length 1234567"));
+    let logs = h.log_text();
+    assert!(logs.contains("mlgate: configured"), "{logs}");
+    let encoded = base64_url(ENV_SECRET);
+    let raw = String::from_utf8_lossy(ENV_SECRET);
+    for line in h.logs() {
+        assert!(!line.message.contains(&encoded), "{}", line.message);
+        assert!(!line.message.contains(&*raw), "{}", line.message);
+    }
+}
+
 fn base64_url(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

@@ -52,6 +52,7 @@ pub struct HarnessBuilder {
     callback_timeout: Duration,
     count_operators: bool,
     body_while_headers_held: bool,
+    env: Vec<(String, String)>,
 }
 
 /// The default seed of `random_get`; the n-th VM on one [`SharedData`] gets it mixed with n.
@@ -82,6 +83,8 @@ impl Default for HarnessBuilder {
             count_operators: false,
             // Envoy as mlgate's configurations run it (envoy/demo.yaml sets the flag).
             body_while_headers_held: true,
+            // Deterministic: no variable unless a test sets one.
+            env: Vec::new(),
         }
     }
 }
@@ -198,6 +201,13 @@ impl HarnessBuilder {
         self
     }
 
+    /// Adds a variable to the VM's environment (WASI `environ_get`), as Envoy's
+    /// `vm_config.environment_variables` does. The environment is empty by default.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
     /// Instantiates the module and starts the VM: `_initialize`, `proxy_on_context_create(root, 0)`,
     /// `proxy_on_vm_start(root, vm_config_size)` (the order of proxy-wasm-cpp-host).
     pub fn load(self) -> Result<Harness, HostError> {
@@ -223,6 +233,7 @@ impl HarnessBuilder {
             log_level: self.log_level,
             shared: self.shared.clone(),
             clusters: self.clusters,
+            env: self.env,
         };
         let timeout_ticks =
             (self.callback_timeout.as_millis() / module::EPOCH_TICK.as_millis()).max(1) as u64;

@@ -127,6 +127,8 @@ pub(crate) struct HostConfig {
     pub log_level: LogLevel,
     pub shared: SharedData,
     pub clusters: Option<Vec<String>>,
+    /// The VM's environment variables, in order.
+    pub env: Vec<(String, String)>,
 }
 
 impl HostConfig {
@@ -144,6 +146,7 @@ impl HostConfig {
             log_level: LogLevel::Trace,
             shared: SharedData::new(),
             clusters: None,
+            env: Vec::new(),
         }
     }
 }
@@ -178,6 +181,8 @@ pub(crate) struct HostState {
     /// (code, message) for `proxy_get_status`.
     pub status: (u32, String),
     pub done_called: bool,
+    /// The VM's environment variables, in order (`wasi.rs`'s `environ_get`).
+    pub env: Vec<(String, String)>,
 }
 
 impl HostState {
@@ -206,6 +211,7 @@ impl HostState {
             rng: config.seed,
             status: (0, String::new()),
             done_called: false,
+            env: config.env,
         }
     }
 

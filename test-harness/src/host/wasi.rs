@@ -1,6 +1,7 @@
 //! The `wasi_snapshot_preview1` functions a Rust `wasm32-wasip1` filter imports, hand-rolled and
-//! deterministic: no files, no environment, no arguments; stdout/stderr are captured as log lines; clocks are
-//! the harness clock; `random_get` is a seeded generator; `proc_exit` traps.
+//! deterministic: no files, no arguments, no environment unless `HarnessBuilder::env` gives one;
+//! stdout/stderr are captured as log lines; clocks are the harness clock; `random_get` is a seeded
+//! generator; `proc_exit` traps.
 
 use wasmtime::{Caller, Linker};
 
@@ -24,6 +25,15 @@ fn errno(result: Result<(), Fault>) -> R {
         Err(Fault::Status(_)) => Ok(EFAULT),
         Err(Fault::Trap(e)) => Err(e),
     }
+}
+
+/// The environment as WASI hands it over: `NAME=value\0` per variable.
+fn environ(state: &HostState) -> Vec<Vec<u8>> {
+    state
+        .env
+        .iter()
+        .map(|(name, value)| format!("{name}={value}\0").into_bytes())
+        .collect()
 }
 
 /// Defines the WASI imports on `linker`.
@@ -105,11 +115,25 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         w,
         "environ_sizes_get",
         |mut c: Cx, count: u32, size: u32| -> R {
-            errno(write_u32(&mut c, count, 0).and_then(|()| write_u32(&mut c, size, 0)))
+            let entries = environ(c.data());
+            let total: usize = entries.iter().map(Vec::len).sum();
+            errno(
+                write_u32(&mut c, count, entries.len() as u32)
+                    .and_then(|()| write_u32(&mut c, size, total as u32)),
+            )
         },
     )?;
-    linker.func_wrap(w, "environ_get", |_: Cx, _env: u32, _buf: u32| -> R {
-        Ok(SUCCESS)
+    linker.func_wrap(w, "environ_get", |mut c: Cx, env: u32, buf: u32| -> R {
+        let entries = environ(c.data());
+        errno((|| {
+            let mut at = buf;
+            for (i, entry) in entries.iter().enumerate() {
+                write_u32(&mut c, env + 4 * i as u32, at)?;
+                write(&mut c, at, entry)?;
+                at += entry.len() as u32;
+            }
+            Ok(())
+        })())
     })?;
     linker.func_wrap(
         w,
