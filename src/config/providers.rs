@@ -8,8 +8,8 @@ use jsonwebtoken::Algorithm;
 
 use super::names::{header_name, is_plain_name, is_token_char};
 use super::schema::{
-    CallerTypeConfig, ClaimsConfig, DiscoveryConfig, EnvSecretConfig, JwksConfig, OneOrMany,
-    OverageConfig, ProviderConfig, SecretConfig, TokenFromConfig,
+    CallerTypeConfig, ClaimsConfig, DiscoveryConfig, JwksConfig, OneOrMany, OverageConfig,
+    ProviderConfig, SecretConfig, TokenFromConfig,
 };
 use super::{err, Compiler, ConfigError};
 use crate::claims::{CallerRule, ClaimMap, ClaimPath};
@@ -375,7 +375,7 @@ impl Compiler<'_> {
     fn shared_secret(&self, path: &str, secret: SecretConfig) -> Result<Vec<u8>, ConfigError> {
         let (path, text) = match secret {
             SecretConfig::Inline(text) => (path.to_string(), text),
-            SecretConfig::Env(EnvSecretConfig { env: name }) => {
+            SecretConfig::Env(name) => {
                 let path = format!("{path}.env");
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
                     return err(
