@@ -6,8 +6,8 @@
 //! literal name is tried first. List claims accept arrays of strings and space-separated strings.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
-use hashbrown::HashMap;
 use serde_json::{Map, Value};
 
 use crate::payload::Payload;
@@ -191,7 +191,7 @@ pub fn identity<C: ClaimSource + ?Sized>(
     provider: usize,
     claims: &C,
     map: &ClaimMap,
-    group_names: &HashMap<String, String>,
+    group_names: &BTreeMap<String, String>,
     extra_paths: &[ClaimPath],
 ) -> Identity {
     let groups = list(claims, &map.groups, Split::Never)
@@ -318,7 +318,7 @@ mod tests {
     }
 
     fn entra_identity(name: &str) -> Identity {
-        let names: HashMap<String, String> = [(
+        let names: BTreeMap<String, String> = [(
             "6a1f2b3c-0d4e-4f5a-8b6c-7d8e9f0a1b2c".to_string(),
             "ml-scientists".to_string(),
         )]
@@ -376,7 +376,7 @@ mod tests {
             caller: rule,
             ..ClaimMap::default()
         };
-        identity(0, &claims(value), &map, &HashMap::new(), &[]).caller
+        identity(0, &claims(value), &map, &BTreeMap::new(), &[]).caller
     }
 
     #[test]
@@ -445,7 +445,7 @@ mod tests {
             0,
             &claims(json!({"department": "Sales finance", "scp": "a b", "roles": "r1 r2"})),
             &ClaimMap::default(),
-            &HashMap::new(),
+            &BTreeMap::new(),
             &paths,
         );
         assert_eq!(
@@ -499,8 +499,8 @@ mod tests {
             let text = std::fs::read(&path).unwrap();
             let decoded: Map<String, Value> = serde_json::from_slice(&text).unwrap();
             let payload = Payload::parse(text).unwrap();
-            let from_map = identity(0, &decoded, &map, &HashMap::new(), &extra);
-            let from_payload = identity(0, &payload, &map, &HashMap::new(), &extra);
+            let from_map = identity(0, &decoded, &map, &BTreeMap::new(), &extra);
+            let from_payload = identity(0, &payload, &map, &BTreeMap::new(), &extra);
             assert_eq!(from_payload, from_map, "{}", path.display());
             seen += 1;
         }
@@ -518,7 +518,7 @@ mod tests {
             principal: vec![ClaimPath::new("preferred_username")],
             ..ClaimMap::default()
         };
-        let id = identity(0, &fixture("keycloak-access"), &map, &HashMap::new(), &[]);
+        let id = identity(0, &fixture("keycloak-access"), &map, &BTreeMap::new(), &[]);
         assert_eq!(id.roles, vec!["offline_access", "ml-scientist", "infer"]);
         assert_eq!(id.scopes, vec!["openid", "profile", "email"]);
         assert_eq!(id.principal.as_deref(), Some("frank"));
@@ -534,7 +534,7 @@ mod tests {
             0,
             &fixture("okta-access"),
             &ClaimMap::default(),
-            &HashMap::new(),
+            &BTreeMap::new(),
             &[],
         );
         assert_eq!(id.scopes, vec!["scoring.invoke", "models.read"]);
@@ -555,7 +555,7 @@ mod tests {
             0,
             &fixture("google-id"),
             &ClaimMap::default(),
-            &HashMap::new(),
+            &BTreeMap::new(),
             &paths,
         );
         assert_eq!(

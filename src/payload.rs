@@ -289,7 +289,7 @@ fn index(json: &str) -> Option<Vec<Member>> {
     (skip_whitespace(bytes, at) == bytes.len()).then_some(members)
 }
 
-fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
+pub(crate) fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
     while matches!(bytes.get(at), Some(b' ' | b'\t' | b'\n' | b'\r')) {
         at += 1;
     }
@@ -298,7 +298,7 @@ fn skip_whitespace(bytes: &[u8], mut at: usize) -> usize {
 
 /// Just past the closing quote of the string that opens at `at`, and whether the string is
 /// plain: no escapes and no control characters, so its text is valid JSON and its own value.
-fn string_end(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
+pub(crate) fn string_end(bytes: &[u8], mut at: usize) -> Option<(usize, bool)> {
     at += 1;
     let mut plain = true;
     loop {

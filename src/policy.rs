@@ -3,7 +3,7 @@
 //! Built once by `config::compile`; never modified afterwards. Matching allocates nothing but
 //! the captured path parameters.
 
-use hashbrown::HashMap;
+use std::collections::BTreeMap;
 
 use crate::claims::{Caller, ClaimMap, ClaimPath, Identity};
 use crate::jwks::KeySet;
@@ -42,7 +42,9 @@ pub struct Provider {
     /// Indices into `Policy::sources`.
     pub sources: Vec<usize>,
     pub claims: ClaimMap,
-    pub group_names: HashMap<String, String>,
+    /// Group ID → name. Ordered, as the configuration reads it: a lookup is a few comparisons,
+    /// and the module carries no hash table for it.
+    pub group_names: BTreeMap<String, String>,
     pub on_groups_overage: Overage,
 }
 

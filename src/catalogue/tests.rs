@@ -163,3 +163,44 @@ fn a_body_that_is_not_strict_json_is_unreadable() {
         Err(Reason::ListingUnreadable)
     );
 }
+
+#[test]
+fn kept_entries_and_other_fields_pass_as_the_server_wrote_them() {
+    let body = "{\"object\":\"list\",\"data\":[ {\"id\":\"gpt-4o\", \"score\":1.50,\"n\":1e2},\n\
+                {\"id\":\"llama\"} ,{\"id\":\"gpt-x\"}],\"z\":{\"b\":0,\"a\":[]}}";
+    let filtered = filter(body.as_bytes(), ListingFormat::OpenAi, &keep_gpt).unwrap();
+    assert_eq!(
+        String::from_utf8(filtered).unwrap(),
+        "{\"object\":\"list\",\"data\":[{\"id\":\"gpt-4o\", \"score\":1.50,\"n\":1e2},\
+         {\"id\":\"gpt-x\"}],\"z\":{\"b\":0,\"a\":[]}}"
+    );
+}
+
+#[test]
+fn escaped_names_and_keys_are_read_unescaped() {
+    assert_eq!(
+        filtered(
+            r#"{"\u0064ata":[{"\u0069d":"gpt\u002d4o"},{"id":"llama"}]}"#,
+            ListingFormat::OpenAi
+        ),
+        Ok(json!({"data":[{"id":"gpt-4o"}]}))
+    );
+    assert_eq!(
+        filtered(
+            r#"{"data":[{"id":"gpt-4o","\u0049D":"llama"}]}"#,
+            ListingFormat::OpenAi
+        ),
+        Err(Reason::ListingUnreadable)
+    );
+}
+
+#[test]
+fn entries_nested_in_strings_and_objects_are_not_entries() {
+    assert_eq!(
+        filtered(
+            r#"[{"name":"iris","meta":{"name":"gpt-x","list":["]",{"a":"}"}]}},{"name":"gpt-y"}]"#,
+            ListingFormat::Triton
+        ),
+        Ok(json!([{"name":"gpt-y"}]))
+    );
+}

@@ -4,13 +4,12 @@
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use hashbrown::HashMap;
 use jsonwebtoken::Algorithm;
 
 use super::names::{header_name, is_plain_name, is_token_char};
 use super::schema::{
-    CallerTypeConfig, ClaimsConfig, DiscoveryConfig, EnvSecretConfig, JwksConfig, OneOrMany,
-    OverageConfig, ProviderConfig, SecretConfig, TokenFromConfig,
+    CallerTypeConfig, ClaimsConfig, DiscoveryConfig, JwksConfig, OneOrMany, OverageConfig,
+    ProviderConfig, SecretConfig, TokenFromConfig,
 };
 use super::{err, Compiler, ConfigError};
 use crate::claims::{CallerRule, ClaimMap, ClaimPath};
@@ -146,8 +145,7 @@ impl Compiler<'_> {
             .tenant
             .first()
             .map_or_else(|| "tid".to_string(), |p| p.as_str().to_string());
-        let mut group_names = HashMap::new();
-        for (id, name) in config.group_names {
+        for (id, name) in &config.group_names {
             if id.is_empty()
                 || name.is_empty()
                 || name.contains(',')
@@ -158,7 +156,6 @@ impl Compiler<'_> {
                     "IDs and names must be non-empty; names may not contain ',' or control characters",
                 );
             }
-            group_names.insert(id, name);
         }
         Ok(Provider {
             name: config.name,
@@ -177,7 +174,7 @@ impl Compiler<'_> {
             remote_keys,
             sources,
             claims,
-            group_names,
+            group_names: config.group_names,
             on_groups_overage: match config.on_groups_overage {
                 OverageConfig::Deny => Overage::Deny,
                 OverageConfig::Ignore => Overage::Ignore,
@@ -378,7 +375,7 @@ impl Compiler<'_> {
     fn shared_secret(&self, path: &str, secret: SecretConfig) -> Result<Vec<u8>, ConfigError> {
         let (path, text) = match secret {
             SecretConfig::Inline(text) => (path.to_string(), text),
-            SecretConfig::Env(EnvSecretConfig { env: name }) => {
+            SecretConfig::Env(name) => {
                 let path = format!("{path}.env");
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b'=') {
                     return err(

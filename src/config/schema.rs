@@ -8,12 +8,14 @@ use serde::de::{self, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 
-// The three either-or fields below (string or list, bool or string) have hand-written visitors
-// rather than `#[serde(untagged)]`: untagged buffers the whole value and then reports only "data
-// did not match any variant", after the value, and after its object's closing brace when it is
-// the last member, so no position tells which field it was (json_path names fields from
-// serde_json's position). A visitor is refused where it stands, with the element that is wrong
-// (issuer[1]: invalid type: integer `1`, expected a string), and takes less code.
+use crate::strict_json::KeySeed;
+
+// The either-or fields below (string or list, bool or string, string or `{"env": …}`) have
+// hand-written visitors rather than `#[serde(untagged)]`: untagged buffers the whole value and then
+// reports only "data did not match any variant", after the value, and after its object's closing
+// brace when it is the last member, so no position tells which field it was (json_path names
+// fields from serde_json's position). A visitor is refused where it stands, with the element that
+// is wrong (issuer[1]: invalid type: integer `1`, expected a string), and takes less code.
 
 #[derive(Debug)]
 pub(super) enum OneOrMany {
@@ -54,45 +56,79 @@ fn bool_or_string<'de, D, T>(
 where
     D: de::Deserializer<'de>,
 {
-    // Not generic in T: one visitor for every such field keeps the module small.
-    enum Read {
-        Bool(bool),
-        String(String),
+    Ok(
+        match deserializer.deserialize_any(EitherOr {
+            expecting,
+            env: false,
+        })? {
+            Read::Bool(value) => from_bool(value),
+            // Only read with `env` set.
+            Read::String(value) | Read::Env(value) => from_string(value),
+        },
+    )
+}
+
+/// What [`EitherOr`] read.
+enum Read {
+    Bool(bool),
+    String(String),
+    /// `{"env": "<name>"}`.
+    Env(String),
+}
+
+/// One visitor for every either-or field whose other form is not a list, not generic in the
+/// field's type: each visitor given to serde_json's `deserialize_any` is a copy of its parser in
+/// the module. `true`, `false` or a string; with `env`, a string or `{"env": "<name>"}` (and no
+/// boolean).
+struct EitherOr {
+    expecting: &'static str,
+    env: bool,
+}
+
+impl<'de> Visitor<'de> for EitherOr {
+    type Value = Read;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
     }
-    struct BoolOrString {
-        expecting: &'static str,
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Read, E> {
+        if self.env {
+            return Err(de::Error::invalid_type(de::Unexpected::Bool(value), &self));
+        }
+        Ok(Read::Bool(value))
     }
-    impl<'de> Visitor<'de> for BoolOrString {
-        type Value = Read;
-        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str(self.expecting)
-        }
-        fn visit_bool<E: de::Error>(self, value: bool) -> Result<Read, E> {
-            Ok(Read::Bool(value))
-        }
-        fn visit_str<E: de::Error>(self, value: &str) -> Result<Read, E> {
-            Ok(Read::String(value.to_string()))
-        }
-        // An array or object is read to its end before it is refused, so that the error's
-        // position (and json_path's path) is the field's, not its first element's.
-        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Read, A::Error> {
-            while seq.next_element::<de::IgnoredAny>()?.is_some() {}
-            Err(de::Error::invalid_type(de::Unexpected::Seq, &self))
-        }
-        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Read, E> {
+        Ok(Read::String(value.to_string()))
+    }
+    // An array or object is read to its end before it is refused, so that the error's
+    // position (and json_path's path) is the field's, not its first element's.
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Read, A::Error> {
+        while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+        Err(de::Error::invalid_type(de::Unexpected::Seq, &self))
+    }
+    fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Read, A::Error> {
+        if !self.env {
             while map
                 .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
                 .is_some()
             {}
-            Err(de::Error::invalid_type(de::Unexpected::Map, &self))
+            return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
         }
+        // `{"env": …}` read as a derived struct with `deny_unknown_fields` reads it, and refused
+        // where it stands: an unknown member at its key, a repeated `env` at the second one, a
+        // missing one at the closing brace.
+        let mut env = None;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            if key.as_str() != "env" {
+                return Err(de::Error::unknown_field(key.as_str(), &["env"]));
+            }
+            if env.is_some() {
+                return Err(de::Error::duplicate_field("env"));
+            }
+            env = Some(map.next_value::<String>()?);
+        }
+        env.map(Read::Env)
+            .ok_or_else(|| de::Error::missing_field("env"))
     }
-    Ok(
-        match deserializer.deserialize_any(BoolOrString { expecting })? {
-            Read::Bool(value) => from_bool(value),
-            Read::String(value) => from_string(value),
-        },
-    )
 }
 
 impl OneOrMany {
@@ -212,33 +248,25 @@ pub(super) struct ProviderConfig {
 /// that holds it (the same base64 form), so that the secret stays out of the policy text.
 pub(super) enum SecretConfig {
     Inline(String),
-    Env(EnvSecretConfig),
-}
-
-#[derive(Deserialize, Debug)]
-#[serde(deny_unknown_fields)]
-pub(super) struct EnvSecretConfig {
-    pub(super) env: String,
+    /// The variable's name.
+    Env(String),
 }
 
 impl<'de> Deserialize<'de> for SecretConfig {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct SecretVisitor;
-        impl<'de> Visitor<'de> for SecretVisitor {
-            type Value = SecretConfig;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a base64 string or {\"env\": \"<VM environment variable>\"}")
-            }
-            fn visit_str<E: de::Error>(self, secret: &str) -> Result<SecretConfig, E> {
-                Ok(SecretConfig::Inline(secret.to_string()))
-            }
-            // The object is read as a struct, so an unknown member is refused where it stands.
-            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<SecretConfig, A::Error> {
-                EnvSecretConfig::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(SecretConfig::Env)
-            }
+        let expecting = "a base64 string or {\"env\": \"<VM environment variable>\"}";
+        match deserializer.deserialize_any(EitherOr {
+            expecting,
+            env: true,
+        })? {
+            Read::String(secret) => Ok(SecretConfig::Inline(secret)),
+            Read::Env(name) => Ok(SecretConfig::Env(name)),
+            // Refused by the visitor, where it stands.
+            Read::Bool(value) => Err(de::Error::invalid_type(
+                de::Unexpected::Bool(value),
+                &expecting,
+            )),
         }
-        deserializer.deserialize_any(SecretVisitor)
     }
 }
 
@@ -247,7 +275,7 @@ impl fmt::Debug for SecretConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SecretConfig::Inline(_) => f.write_str("Inline(<redacted>)"),
-            SecretConfig::Env(env) => f.debug_tuple("Env").field(&env.env).finish(),
+            SecretConfig::Env(name) => f.debug_tuple("Env").field(name).finish(),
         }
     }
 }

@@ -341,6 +341,41 @@ fn env_secret_object_takes_no_other_member() {
 }
 
 #[test]
+fn env_secret_object_names_its_variable_once() {
+    let config = hmac_config(json!({"env": "MLGATE_HS_SECRET"}))
+        .to_string()
+        .replace(r#"{"env":"MLGATE_HS_SECRET"}"#, r#"{"env":"A","env":"B"}"#);
+    let error = match compile(config.as_bytes()) {
+        Ok(_) => panic!("configuration was accepted: {config}"),
+        Err(error) => error,
+    };
+    assert_eq!(error.path, "providers[0].shared_secret", "{error}");
+    assert!(error.message.contains("duplicate field `env`"), "{error}");
+}
+
+#[test]
+fn env_secret_object_without_env_is_refused() {
+    let config = hmac_config(json!({}));
+    assert_refused(config, "providers[0].shared_secret", "missing field `env`");
+}
+
+#[test]
+fn env_secret_name_must_be_a_string() {
+    let config = hmac_config(json!({"env": 7}));
+    assert_refused(
+        config,
+        "providers[0].shared_secret.env",
+        "expected a string",
+    );
+}
+
+#[test]
+fn boolean_shared_secret_is_refused() {
+    let config = hmac_config(json!(true));
+    assert_refused(config, "providers[0].shared_secret", "{\"env\"");
+}
+
+#[test]
 fn shared_secret_of_another_type_is_refused() {
     let config = hmac_config(json!(42));
     assert_refused(config, "providers[0].shared_secret", "{\"env\"");

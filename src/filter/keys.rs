@@ -11,8 +11,6 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
-use hashbrown::HashMap;
-
 use super::hostcalls::{self, BufferType};
 use super::metrics::Metrics;
 use crate::gate::Gate;
@@ -24,8 +22,9 @@ const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
 /// The host side of remote keys: callouts in flight and the shared-data names and versions.
 pub struct Fetcher {
-    /// Callout token → provider.
-    calls: RefCell<HashMap<u32, usize>>,
+    /// Callout token and provider: at most one callout per provider is in flight, so a list
+    /// (a hash table of its own would cost ~2 KB of .wasm).
+    calls: RefCell<Vec<(u32, usize)>>,
     /// Shared-data CAS of the key set last adopted or published, per provider.
     seen: RefCell<Vec<u32>>,
     /// Shared-data key names per provider: (key set, lock); `None` for providers without
@@ -53,7 +52,7 @@ impl Fetcher {
             .collect();
         let nonce = format!("{:016x}", RandomState::new().hash_one(provider_names.len()));
         Fetcher {
-            calls: RefCell::new(HashMap::new()),
+            calls: RefCell::new(Vec::new()),
             seen: RefCell::new(vec![0; targets.len()]),
             names,
             nonce,
@@ -162,7 +161,7 @@ fn dispatch(io: &KeyIo<'_>, provider: usize, request: &FetchRequest, now: i64, w
     );
     match result {
         Ok(token) => {
-            io.fetcher.calls.borrow_mut().insert(token, provider);
+            io.fetcher.calls.borrow_mut().push((token, provider));
         }
         Err(error) => {
             let message = format!("cluster {:?}: host status {error:?}", request.cluster);
@@ -185,7 +184,12 @@ pub fn on_response(
     now: i64,
 ) -> Woken {
     let mut woken = Woken::new();
-    let Some(provider) = io.fetcher.calls.borrow_mut().remove(&token) else {
+    let provider = {
+        let mut calls = io.fetcher.calls.borrow_mut();
+        let at = calls.iter().position(|&(call, _)| call == token);
+        at.map(|at| calls.swap_remove(at).1)
+    };
+    let Some(provider) = provider else {
         return woken;
     };
     let status = if num_headers == 0 {

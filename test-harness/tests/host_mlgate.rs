@@ -112,6 +112,18 @@ fn a_forwarded_request_shows_the_headers_the_filter_wrote_and_removed() {
     }
 }
 
+/// The module's budget (README, "640 KB"): V8 compiles all of it when Envoy loads it, in every
+/// worker, so its size is also Envoy's memory and start-up time.
+#[test]
+fn the_module_fits_its_640_kb_budget() {
+    const BUDGET: u64 = 640 * 1024;
+    let size = std::fs::metadata(wasm_path().unwrap()).unwrap().len();
+    assert!(
+        size <= BUDGET,
+        "the module is {size} bytes (at most {BUDGET})"
+    );
+}
+
 /// Envoy's V8 compiles every function of the module with TurboFan when it loads it (proxy-wasm's V8
 /// has Liftoff off), and the memory that takes grows with the largest function; Envoy's allocator
 /// keeps it afterwards. `wasm-opt -Os` with unlimited one-caller inlining once fused configure-time
