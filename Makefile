@@ -19,10 +19,12 @@ export MLGATE_ENVOY := $(CURDIR)/$(ENVOY)
 wasm-target:
 	@if command -v rustup >/dev/null; then rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET); fi
 
-# wasm-opt (binaryen), wrk and h2load come from Debian; install them when missing and apt is usable.
+# wasm-opt (binaryen), wrk and h2load come from Debian, and PyYAML for the manifest check (python3-yaml); install
+# them when missing and apt is usable.
 tools:
 	@missing=""; \
 	command -v wasm-opt >/dev/null || missing="$$missing binaryen"; \
+	python3 -c 'import yaml' 2>/dev/null || missing="$$missing python3-yaml"; \
 	command -v wrk >/dev/null || missing="$$missing wrk"; \
 	command -v h2load >/dev/null || missing="$$missing nghttp2-client"; \
 	if [ -n "$$missing" ]; then \
