@@ -182,6 +182,7 @@ impl<'b> Compiler<'b> {
             },
             sources: self.sources,
             extra_claims: self.extra_claims,
+            explain: config.explain,
         })
     }
 }
