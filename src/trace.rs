@@ -237,6 +237,9 @@ impl Trace {
         w.key("decision");
         w.0.push('{');
         w.text("decision", audit.decision.as_str());
+        if policy.mode == crate::policy::Mode::DryRun {
+            w.boolean("dry_run", true);
+        }
         match self.status {
             Some(status) => w.number("status", i64::from(status)),
             None => w.boolean("forwarded", true),
