@@ -463,6 +463,24 @@ fn check_values(check: &Value) -> String {
             .join(", "),
         other => other.to_string(),
     };
+    match check["check"].as_str() {
+        Some("lifetime") => {
+            return match check["max"].as_i64() {
+                Some(max) => format!("exp - (iat or nbf) <= {max} s"),
+                None => "no limit".into(),
+            }
+        }
+        Some("id_token") => {
+            let accepted = if check["accepted"] == true {
+                "yes"
+            } else {
+                "no"
+            };
+            return format!("(OpenID Connect ID tokens accepted: {accepted})");
+        }
+        Some("keys") => return "the provider's key set is loaded".into(),
+        _ => {}
+    }
     let mut parts = Vec::new();
     if let Some(claim) = check["claim"].as_str() {
         parts.push(format!("claim {claim}"));
