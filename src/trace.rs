@@ -12,7 +12,7 @@
 //! the identity). [`render`] expands such a line against the same policy, natively: each check
 //! with the values it compared and its result, each rule with each condition's result, the
 //! deciding rule marked. Expanding in the VM would cost ~12 KB of module (2026-12-05) for text
-//! no request needs.
+//! no request needs (measured 2026-12-05 on 1dfd935).
 
 use crate::audit::{push_decimal, push_string, token_fingerprint, Audit};
 use crate::claims::Identity;
