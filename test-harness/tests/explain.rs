@@ -6,7 +6,7 @@ use std::process::Command;
 
 use mlgate_harness::check::{self, CaseFile};
 use mlgate_harness::explain::{self, explaining};
-use mlgate_harness::host::workspace_root;
+use mlgate_harness::host::{workspace_root, Outcome};
 use serde_json::Value;
 
 /// Every `filters/<name>.json` with its `filters/cases/<name>.cases.json`, as `make check-cases`
@@ -167,4 +167,79 @@ fn explain_reports_a_refused_policy_naming_its_field() {
     assert!(!out.status.success());
     assert!(error.contains("routes[1].allow[0].groups"), "{error}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The demo policy with the harness's keys, and a request a contractor may not make.
+fn contractor_request(
+    harness: &mlgate_harness::host::Harness,
+    config: &Value,
+) -> check::PreparedRequest {
+    let case: check::Case = serde_json::from_value(serde_json::json!({
+        "name": "contractor, finance model",
+        "request": {"method": "POST", "path": "/score", "headers": {"azureml-model-deployment": "finance-forecast"}},
+        "token": {"claims": serde_json::from_str::<Value>(DEMO_CLAIMS).unwrap()},
+        "expect": {"status": 403}
+    }))
+    .unwrap();
+    check::case_request(harness, config, &case).unwrap()
+}
+
+fn demo_with_test_keys() -> Value {
+    let mut config = read(&workspace_root().join("filters/demo.json"));
+    check::trust_test_keys(&mut config);
+    config
+}
+
+#[test]
+fn without_explain_the_module_logs_no_trace() {
+    let config = demo_with_test_keys();
+    let harness = check::configured(&config).unwrap();
+    let outcome = contractor_request(&harness, &config)
+        .send(&harness)
+        .unwrap();
+    assert_eq!(outcome.status(), Some(403), "{outcome}");
+    assert!(
+        outcome
+            .logs()
+            .iter()
+            .all(|l| !l.message.starts_with("mlgate trace")),
+        "{outcome}"
+    );
+}
+
+#[test]
+fn with_explain_the_trace_is_one_info_line_and_the_reply_is_unchanged() {
+    let config = demo_with_test_keys();
+    let plain = check::configured(&config).unwrap();
+    let reply = contractor_request(&plain, &config).send(&plain).unwrap();
+    let traced_config = explaining(&config);
+    let traced = check::configured(&traced_config).unwrap();
+    let outcome = contractor_request(&traced, &traced_config)
+        .send(&traced)
+        .unwrap();
+    let lines: Vec<_> = outcome
+        .logs()
+        .iter()
+        .filter(|l| l.message.starts_with("mlgate trace {"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{outcome}");
+    assert_eq!(lines[0].level, mlgate_harness::host::LogLevel::Info);
+    let (
+        Outcome::Responded {
+            status,
+            body,
+            headers,
+            ..
+        },
+        Outcome::Responded {
+            status: s2,
+            body: b2,
+            headers: h2,
+            ..
+        },
+    ) = (&reply, &outcome)
+    else {
+        panic!("{reply} / {outcome}")
+    };
+    assert_eq!((status, body, headers), (s2, b2, h2));
 }
