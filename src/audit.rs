@@ -64,13 +64,13 @@ pub enum RuleRef {
 }
 
 impl RuleRef {
-    fn write(self, out: &mut String) {
+    pub(crate) fn write(self, out: &mut String) {
         let (list, index) = match self {
             RuleRef::Allow(i) => ("allow[", i),
             RuleRef::Deny(i) => ("deny[", i),
         };
         out.push_str(list);
-        push_decimal(out, index);
+        push_decimal(out, index as u64);
         out.push(']');
     }
 }
@@ -155,7 +155,13 @@ fn field(out: &mut String, key: &str, value: Option<&str>) {
     };
     out.push_str(",\"");
     out.push_str(key);
-    out.push_str("\":\"");
+    out.push_str("\":");
+    push_string(out, value);
+}
+
+/// `value` as a JSON string, quotes included.
+pub(crate) fn push_string(out: &mut String, value: &str) {
+    out.push('"');
     if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
         out.push_str(value);
         out.push('"');
@@ -178,7 +184,7 @@ fn field(out: &mut String, key: &str, value: Option<&str>) {
     out.push('"');
 }
 
-fn push_decimal(out: &mut String, mut n: usize) {
+pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
     let mut digits = [0u8; 20];
     let mut len = 0;
     loop {

@@ -202,6 +202,7 @@ impl<'b> Compiler<'b> {
             },
             sources: self.sources,
             extra_claims: self.extra_claims,
+            explain: config.explain,
         })
     }
 }

@@ -70,6 +70,23 @@ impl Backend {
         }
     }
 
+    /// Who checks a signature of `alg`, for a decision's trace: the host's verifier (which hands
+    /// back to RustCrypto a key it cannot judge) or RustCrypto in the VM.
+    pub fn checker(&self, alg: Algorithm) -> &'static str {
+        let host = match alg {
+            Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::ES256 => {
+                self.host.is_some()
+            }
+            Algorithm::ES384 => self.host_es384,
+            _ => false,
+        };
+        if host {
+            "host"
+        } else {
+            "rust_crypto"
+        }
+    }
+
     /// Whether the host checks any signatures.
     pub fn uses_host(&self) -> bool {
         self.host.is_some()

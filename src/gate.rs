@@ -23,6 +23,7 @@ use crate::policy::{
     Unmatched,
 };
 use crate::token;
+use crate::trace::{TokenStep, Trace};
 use crate::verify::dangerous;
 
 mod authenticate;
@@ -67,6 +68,8 @@ pub struct Verdict {
     pub audit: Audit,
     /// The response is a model listing to filter for this caller ([`Gate::filter_listing`]).
     pub listing: Option<Box<Listing>>,
+    /// How the gate came to it, when the policy says `explain` ([`Gate::explain`] writes it).
+    pub trace: Option<Box<Trace>>,
 }
 
 /// A forwarded request whose response is a model listing: who asked, and by which route's rules
@@ -122,6 +125,7 @@ pub struct Pending {
     caller: Authenticated,
     field: String,
     audit: Audit,
+    trace: Option<Box<Trace>>,
 }
 
 /// A refusal, with whatever was established before it.
@@ -160,6 +164,8 @@ pub struct Gate {
     /// `RefCell` because remote refreshes replace sets while requests share the gate;
     /// single-threaded, as every proxy-wasm VM is.
     keys: RefCell<KeyStore>,
+    /// The trace of the decision being taken, when the policy says `explain`.
+    trace: RefCell<Option<Box<Trace>>>,
 }
 
 impl Gate {
@@ -198,6 +204,7 @@ impl Gate {
             route_headers,
             provider_names,
             keys: RefCell::new(keys),
+            trace: RefCell::new(None),
         }
     }
 
@@ -231,6 +238,57 @@ impl Gate {
     /// `kid`) yields [`Step::NeedKeys`] when the key store lets it wait; otherwise it is refused
     /// (`keys_unavailable` / `unknown_key`).
     pub fn decide(&self, req: &RequestHead<'_>, now: i64, may_wait: bool) -> Step {
+        // One call of the pipeline, so that it is not compiled twice.
+        if self.policy.explain {
+            let path = req.path.split_once('?').map_or(req.path, |(path, _)| path);
+            let trace = Trace::new(req.method, req.host, path, now);
+            *self.trace.borrow_mut() = Some(Box::new(trace));
+        }
+        let mut step = self.decide_head(req, now, may_wait);
+        if !self.policy.explain {
+            return step;
+        }
+        let trace = self.trace.borrow_mut().take();
+        match &mut step {
+            Step::Done(verdict) => self.attach(verdict, trace),
+            Step::NeedBody { pending, .. } => pending.trace = trace,
+            // Decided again when the keys come, with a trace of its own.
+            Step::NeedKeys { .. } => {}
+        }
+        step
+    }
+
+    /// Lets `f` record in the trace, when the policy asks for one: otherwise one flag is read
+    /// (inlined, so that nothing else runs).
+    #[inline(always)]
+    fn note(&self, f: impl FnOnce(&mut Trace)) {
+        if self.policy.explain {
+            if let Some(trace) = self.trace.borrow_mut().as_deref_mut() {
+                f(trace);
+            }
+        }
+    }
+
+    fn attach(&self, verdict: &mut Verdict, trace: Option<Box<Trace>>) {
+        verdict.trace = trace.map(|mut trace| {
+            trace.status = match &verdict.action {
+                Disposition::Reply(reply) => Some(reply.status),
+                Disposition::Forward(_) => None,
+            };
+            trace
+        });
+    }
+
+    /// The verdict's trace as the compact line the filter logs ([`crate::trace::render`]
+    /// expands it), if it has one.
+    pub fn explain(&self, verdict: &Verdict) -> Option<String> {
+        let trace = verdict.trace.as_deref()?;
+        Some(trace.compact(&verdict.audit))
+    }
+
+    // Inlined into its one caller: a call would move the (large) step once more per request.
+    #[inline(always)]
+    fn decide_head(&self, req: &RequestHead<'_>, now: i64, may_wait: bool) -> Step {
         let request_id = (req.header)("x-request-id").map(Cow::into_owned);
         let (path, query) = match req.path.split_once('?') {
             Some((path, query)) => (path, Some(query)),
@@ -254,10 +312,15 @@ impl Gate {
             .iter()
             .enumerate()
             .find_map(|(index, route)| {
-                route
-                    .matcher
-                    .matches(&parts)
-                    .map(|caps| (index, route, caps))
+                let captures = route.matcher.matches(&parts);
+                self.note(|t| {
+                    let miss = match captures {
+                        Some(_) => None,
+                        None => route.matcher.miss(&parts),
+                    };
+                    t.routes.push((index, miss));
+                });
+                captures.map(|caps| (index, route, caps))
             });
         let Some((route_index, route, captures)) = matched else {
             return Step::Done(match self.policy.unmatched {
@@ -276,14 +339,19 @@ impl Gate {
             query,
             self.policy.max_token_bytes,
         ) {
-            Ok(Some(found)) => found,
+            Ok(Some(found)) => {
+                self.note(|t| t.found(&found.token, found.source));
+                found
+            }
             Ok(None) => {
+                self.note(|t| t.token = TokenStep::Missing);
                 return Step::Done(
                     self.refuse(Refusal::new(Reason::MissingToken, Some(route_index)), audit),
-                )
+                );
             }
             Err(reason) => {
-                return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit))
+                self.note(|t| t.token = TokenStep::Refused(reason));
+                return Step::Done(self.refuse(Refusal::new(reason, Some(route_index)), audit));
             }
         };
         let mut step = self.decide_token(req, &found, route_index, &captures, audit, now, may_wait);
@@ -395,6 +463,7 @@ impl Gate {
                         caller,
                         field: field.clone(),
                         audit,
+                        trace: None,
                     }),
                     headers,
                 };
@@ -404,12 +473,25 @@ impl Gate {
     }
 
     /// Finishes a [`Pending`] decision with the request body (`None`: larger than the limit).
-    pub fn decide_with_body(&self, pending: Pending, body: Option<&[u8]>) -> Verdict {
+    pub fn decide_with_body(&self, mut pending: Pending, body: Option<&[u8]>) -> Verdict {
+        let trace = pending.trace.take();
+        let traced = trace.is_some();
+        *self.trace.borrow_mut() = trace;
+        let mut verdict = self.decide_body(pending, body);
+        if traced {
+            let trace = self.trace.borrow_mut().take();
+            self.attach(&mut verdict, trace);
+        }
+        verdict
+    }
+
+    fn decide_body(&self, pending: Pending, body: Option<&[u8]>) -> Verdict {
         let Pending {
             route,
             caller,
             field,
             audit,
+            trace: _,
         } = pending;
         let Some(body) = body else {
             let mut refusal = Refusal::new(Reason::BodyTooLarge, Some(route));
@@ -489,6 +571,7 @@ impl Gate {
             return self.refuse(Refusal::new(Reason::NoMatchingRoute, None), audit);
         };
         let (reason, rule) = apply_rules(route, &caller.identity, model.as_deref());
+        self.note(|t| t.rules = Some(model.clone()));
         audit.rule = rule;
         match reason {
             Some(reason) => self.refuse(
@@ -523,6 +606,7 @@ impl Gate {
                     action: Disposition::Forward(headers),
                     audit,
                     listing,
+                    trace: None,
                 }
             }
         }
@@ -586,6 +670,7 @@ impl Gate {
             action: Disposition::Forward(self.forward_headers(route, None, None, None)),
             audit,
             listing: None,
+            trace: None,
         }
     }
 
@@ -604,6 +689,7 @@ impl Gate {
                 action: Disposition::Forward(headers),
                 audit,
                 listing: None,
+                trace: None,
             };
         }
         audit.decision = Decision::Denied;
@@ -618,6 +704,7 @@ impl Gate {
             action: Disposition::Reply(reply),
             audit,
             listing: None,
+            trace: None,
         }
     }
 

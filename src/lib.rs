@@ -24,6 +24,7 @@ pub mod payload;
 pub mod policy;
 pub mod strict_json;
 pub mod token;
+pub mod trace;
 pub mod verify;
 
 #[cfg(test)]

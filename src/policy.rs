@@ -29,6 +29,8 @@ pub struct Policy {
     pub sources: Vec<TokenSource>,
     /// Claim paths compared by rules' `claims` conditions; `Identity::extra` follows this order.
     pub extra_claims: Vec<ClaimPath>,
+    /// Every decision records its trace ([`crate::trace`]), which the adapter logs.
+    pub explain: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -207,6 +209,38 @@ impl RouteMatch {
         }
         Some(captures)
     }
+
+    /// Why the request does not fit, the first condition in [`RouteMatch::matches`]'s order
+    /// that fails; `None` when it fits. Only a trace asks.
+    pub fn miss(&self, req: &RequestParts<'_>) -> Option<Miss> {
+        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == req.method) {
+            return Some(Miss::Method);
+        }
+        if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h.matches(req.host)) {
+            return Some(Miss::Host);
+        }
+        if self
+            .path
+            .as_ref()
+            .is_some_and(|p| p.matches(req.path).is_none())
+        {
+            return Some(Miss::Path);
+        }
+        self.headers
+            .iter()
+            .position(|h| !h.matches(req.header))
+            .map(Miss::Header)
+    }
+}
+
+/// The part of a route's `match` a request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    Method,
+    Host,
+    Path,
+    /// `match.headers[i]`.
+    Header(usize),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -410,6 +444,11 @@ impl Glob {
         Glob {
             pattern: pattern.chars().collect(),
         }
+    }
+
+    /// The pattern as written.
+    pub fn pattern(&self) -> String {
+        self.pattern.iter().collect()
     }
 
     /// Iterative wildcard matching with single-star backtracking: linear in practice, never

@@ -161,6 +161,10 @@ pub(super) struct Config {
     pub(super) realm: String,
     #[serde(default)]
     pub(super) audit: AuditConfig,
+    /// Log each decision's trace (`mlgate trace {…}`): for `mlgate-harness explain` and for
+    /// debugging a policy, never for production traffic.
+    #[serde(default)]
+    pub(super) explain: bool,
 }
 
 fn default_max_token_bytes() -> usize {

@@ -393,6 +393,9 @@ fn record(shared: &Shared, verdict: &Verdict) {
         // The audit trail straight to the host: the `log` facade would format it once more.
         hostcalls::log(LogLevel::Info, &format!("mlgate audit {json}"));
     }
+    if let Some(trace) = shared.gate.explain(verdict) {
+        hostcalls::log(LogLevel::Info, &format!("mlgate trace {trace}"));
+    }
 }
 
 /// Carries out a verdict while the request headers are still held.

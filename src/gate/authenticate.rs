@@ -11,6 +11,7 @@ use crate::decision::Reason;
 use crate::keystore::Wait;
 use crate::policy::Route;
 use crate::token;
+use crate::trace::Stage;
 use crate::verify::{self, dangerous};
 
 /// A verified token's identity and the headers it forwards, rendered once: what the
@@ -48,10 +49,20 @@ impl Gate {
         let cached = self.cache.borrow_mut().get(found.token.as_bytes(), now);
         audit.token_cached = Some(cached.is_some());
         if let Some(caller) = cached {
+            self.note(|t| {
+                t.stage = Stage::Cached;
+                t.provider = Some(caller.identity.provider);
+            });
             self.admit(route, caller.identity.provider, found.source)?;
             return Ok(caller);
         }
-        let (identity, exp) = self.verify_token(route, found, now, may_wait)?;
+        let verified = self.verify_token(route, found, now, may_wait);
+        self.note(|t| match &verified {
+            Ok(_) => t.stage = Stage::Verified,
+            Err(AuthError::Refuse(reason)) => t.refused = Some(*reason),
+            Err(AuthError::NeedKeys { .. }) => {}
+        });
+        let (identity, exp) = verified?;
         let provider = identity.provider;
         let caller = Authenticated {
             headers: self.identity_headers(&identity).into(),
@@ -101,19 +112,31 @@ impl Gate {
         may_wait: bool,
     ) -> Result<(Identity, Option<i64>), AuthError> {
         let peeked = dangerous::peek_remembering(&found.token, &mut self.last_header.borrow_mut())?;
+        self.note(|t| {
+            t.stage = Stage::Read;
+            t.presented = Some(Box::new(dangerous::presented(&peeked, None)));
+        });
         let iss = peeked.issuer()?;
         let provider_index =
             verify::select_provider(self.policy.providers.iter().map(|p| &p.rules), iss)
                 .ok_or(Reason::UnknownIssuer)?;
-        self.admit(route, provider_index, found.source)?;
         let provider = self
             .policy
             .providers
             .get(provider_index)
             .ok_or(Reason::UnknownIssuer)?;
+        self.note(|t| {
+            t.stage = Stage::Provider;
+            t.provider = Some(provider_index);
+            let tenant_claim = Some(provider.rules.tenant_claim.as_str());
+            t.presented = Some(Box::new(dangerous::presented(&peeked, tenant_claim)));
+        });
+        self.admit(route, provider_index, found.source)?;
+        self.note(|t| t.stage = Stage::Admitted);
         // Cheap checks before keys are even looked at: a forged token with a made-up kid and
         // wrong claims must not trigger a refetch.
         let checked = verify::check_claims(peeked, &provider.rules, now)?;
+        self.note(|t| t.stage = Stage::Claims);
         let keys = self.keys(provider_index);
         // Only a remote provider's request can wait (the key store says so too), and only then is
         // the key selection worth running twice (it runs again in the signature step).
@@ -141,6 +164,10 @@ impl Gate {
         let Some(keys) = keys else {
             return Err(Reason::KeysUnavailable.into());
         };
+        self.note(|t| {
+            t.stage = Stage::Keys;
+            t.checker = Some(self.backend.checker(checked.alg()));
+        });
         let verified = checked.verify_signature(&provider.rules, &keys, &self.backend)?;
         let identity = claims::identity(
             provider_index,

@@ -54,6 +54,50 @@ impl Unverified<'_> {
     }
 }
 
+/// What a token presents to the checks, as it claims it (nothing here is trusted): for a
+/// decision's trace, which shows the values each check compared.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Presented {
+    pub alg: Option<Algorithm>,
+    pub kid: Option<String>,
+    pub iss: Option<String>,
+    pub tenant: Option<String>,
+    pub aud: Vec<String>,
+    pub exp: Option<i64>,
+    pub nbf: Option<i64>,
+    pub iat: Option<i64>,
+}
+
+/// [`Presented`] for `token`, its tenant read from `tenant_claim` (the provider's, once known).
+pub fn presented(token: &Unverified<'_>, tenant_claim: Option<&str>) -> Presented {
+    let string = |name: &str| match token.claims.get(name) {
+        Some(Value::String(value)) => Some(value),
+        _ => None,
+    };
+    let aud = match token.claims.get("aud") {
+        Some(Value::String(aud)) => vec![aud],
+        Some(Value::Array(auds)) => auds
+            .into_iter()
+            .filter_map(|a| match a {
+                Value::String(a) => Some(a),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    let date = |name: &str| super::numeric_date(&token.claims, name).ok().flatten();
+    Presented {
+        alg: Some(token.alg),
+        kid: token.kid.clone(),
+        iss: token.issuer().ok().map(str::to_string),
+        tenant: tenant_claim.and_then(string),
+        aud,
+        exp: date("exp"),
+        nbf: date("nbf"),
+        iat: date("iat"),
+    }
+}
+
 /// Splits and decodes a compact JWS. Refuses anything that is not exactly three non-empty,
 /// canonical base64url segments; header and payload must be JSON objects without duplicate
 /// keys; `alg` must name an algorithm mlgate implements (never `none`); `crit` is refused

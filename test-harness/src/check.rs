@@ -140,16 +140,7 @@ pub fn trust_test_keys(config: &mut Value) {
 /// A provider's `shared_secret: {"env": NAME}` is read, as in Envoy, from the VM's environment:
 /// here the variables of that name in this process's own environment, handed to the VM.
 pub fn run(config: &Value, file: &CaseFile) -> anyhow::Result<Vec<CaseResult>> {
-    let mut builder = Harness::builder();
-    for name in secret_variables(config) {
-        if let Ok(value) = std::env::var(&name) {
-            builder = builder.env(&name, &value);
-        }
-    }
-    let harness = builder
-        .load()?
-        .configure(config.clone())
-        .map_err(|e| anyhow::anyhow!("the filter refused the configuration: {e}"))?;
+    let harness = configured(config)?;
     let mut results = Vec::with_capacity(file.cases.len());
     for case in &file.cases {
         let differences = match run_case(&harness, config, case) {
@@ -165,6 +156,42 @@ pub fn run(config: &Value, file: &CaseFile) -> anyhow::Result<Vec<CaseResult>> {
 }
 
 fn run_case(harness: &Harness, config: &Value, case: &Case) -> anyhow::Result<Vec<String>> {
+    let outcome = case_request(harness, config, case)?.send(harness)?;
+    Ok(compare(&case.expect, &outcome))
+}
+
+/// A request as a case or `explain` sends it.
+#[derive(Clone, Debug)]
+pub struct PreparedRequest {
+    pub method: String,
+    /// `:path`, with the token in its query string when a case puts it there.
+    pub path: String,
+    pub host: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+}
+
+impl PreparedRequest {
+    pub fn send(&self, harness: &Harness) -> anyhow::Result<Outcome> {
+        let mut request = harness
+            .request()
+            .method(&self.method)
+            .path(&self.path)
+            .host(&self.host)
+            .headers(self.headers.clone());
+        if let Some(body) = &self.body {
+            request = request.body(body.clone());
+        }
+        Ok(request.send()?)
+    }
+}
+
+/// The request of a case, its token signed at the harness's time.
+pub fn case_request(
+    harness: &Harness,
+    config: &Value,
+    case: &Case,
+) -> anyhow::Result<PreparedRequest> {
     let now = harness.now_unix();
     let mut path = case.request.path.clone();
     let mut builder_headers: Vec<(String, String)> = case
@@ -220,19 +247,29 @@ fn run_case(harness: &Harness, config: &Value, case: &Case) -> anyhow::Result<Ve
             ),
         }
     }
-    let mut request = harness
-        .request()
-        .method(&case.request.method)
-        .path(&path)
-        .host(&case.request.host)
-        .headers(builder_headers);
-    match &case.request.body {
-        None => {}
-        Some(Value::String(text)) => request = request.body(text.as_bytes()),
-        Some(value) => request = request.body(value.to_string()),
+    let body = match &case.request.body {
+        None => None,
+        Some(Value::String(text)) => Some(text.as_bytes().to_vec()),
+        Some(value) => Some(value.to_string().into_bytes()),
+    };
+    Ok(PreparedRequest {
+        method: case.request.method.clone(),
+        path,
+        host: case.request.host.clone(),
+        headers: builder_headers,
+        body,
+    })
+}
+
+/// The status and reason `check` compares: 200 and the dry-run header's reason when forwarded,
+/// the local reply's status and reason otherwise.
+pub fn status_and_reason(outcome: &Outcome) -> (Option<u32>, Option<String>) {
+    if outcome.is_forwarded() {
+        let reason = outcome.forwarded_header("x-mlgate-dry-run");
+        (Some(200), reason.map(str::to_string))
+    } else {
+        (outcome.status(), outcome.reason())
     }
-    let outcome = request.send()?;
-    Ok(compare(&case.expect, &outcome))
 }
 
 fn compare(expect: &Expect, outcome: &Outcome) -> Vec<String> {
@@ -379,6 +416,21 @@ fn resolve_time(value: &Value, now: u64) -> Value {
         Some(offset) => Value::from(now as i64 + offset),
         None => value.clone(),
     }
+}
+
+/// A fresh harness configured with `config`, its providers' `shared_secret: {"env": NAME}` read
+/// from this process's variables of that name.
+pub fn configured(config: &Value) -> anyhow::Result<Harness> {
+    let mut builder = Harness::builder();
+    for name in secret_variables(config) {
+        if let Ok(value) = std::env::var(&name) {
+            builder = builder.env(&name, &value);
+        }
+    }
+    builder
+        .load()?
+        .configure(config.clone())
+        .map_err(|e| anyhow::anyhow!("the filter refused the configuration: {e}"))
 }
 
 /// The names of the environment variables the providers' `shared_secret: {"env": NAME}` read.

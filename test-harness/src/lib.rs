@@ -13,6 +13,9 @@ pub mod host;
 pub mod check;
 
 #[cfg(feature = "wasm-host")]
+pub mod explain;
+
+#[cfg(feature = "wasm-host")]
 pub mod bench;
 
 pub mod bench_tokens;

@@ -1,4 +1,4 @@
-//! `mlgate-harness <subcommand>`: check, check-config, bench, bench-tokens, token, idp, backend.
+//! `mlgate-harness <subcommand>`: check, check-config, explain, bench, bench-tokens, token, idp, backend.
 use std::process::ExitCode;
 
 const USAGE: &str = "usage: mlgate-harness <command> [options]
@@ -6,6 +6,8 @@ const USAGE: &str = "usage: mlgate-harness <command> [options]
 commands:
   check   --config FILE --cases FILE   run a table of policy cases through the real mlgate.wasm
   check-config FILE...                 load each policy into the real mlgate.wasm: ok, or the field it refuses
+  explain --config FILE (--token JWT | --claims JSON) --method M --path P [--header K:V]... [--body FILE] [--json]
+                                       why the real mlgate.wasm decides what it decides for one request
   bench   [--scenario S] [--iterations N]  µs per request inside wasmtime per scenario (see `bench --help`)
   bench-tokens --out DIR [--count N]   the tokens `make bench` sends (valid, forged)
   token   --key FILE --claims JSON     mint a signed token (see `token --help`)
@@ -31,8 +33,10 @@ fn main() -> ExitCode {
         "check" => mlgate_harness::check::cli(&rest),
         #[cfg(feature = "wasm-host")]
         "check-config" => mlgate_harness::check::check_config_cli(&rest),
+        #[cfg(feature = "wasm-host")]
+        "explain" => mlgate_harness::explain::cli(&rest),
         #[cfg(not(feature = "wasm-host"))]
-        "check" | "check-config" | "bench" => Err(anyhow::anyhow!(
+        "check" | "check-config" | "bench" | "explain" => Err(anyhow::anyhow!(
             "this build has no wasm host: build with `make harness` (cargo build --release -p mlgate-harness)"
         )),
         "-h" | "--help" | "help" => {
