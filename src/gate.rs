@@ -312,15 +312,9 @@ impl Gate {
             .iter()
             .enumerate()
             .find_map(|(index, route)| {
-                let captures = route.matcher.matches(&parts);
-                self.note(|t| {
-                    let miss = match captures {
-                        Some(_) => None,
-                        None => route.matcher.miss(&parts),
-                    };
-                    t.routes.push((index, miss));
-                });
-                captures.map(|caps| (index, route, caps))
+                let checked = route.matcher.check(&parts);
+                self.note(|t| t.routes.push((index, checked.as_ref().err().copied())));
+                checked.ok().map(|caps| (index, route, caps))
             });
         let Some((route_index, route, captures)) = matched else {
             return Step::Done(match self.policy.unmatched {

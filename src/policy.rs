@@ -194,42 +194,32 @@ pub struct RouteMatch {
 impl RouteMatch {
     /// `Some(captured path parameters)` when the request fits.
     pub fn matches<'p>(&self, req: &RequestParts<'p>) -> Option<Vec<&'p str>> {
-        if !self.methods.is_empty() && !self.methods.iter().any(|m| m == req.method) {
-            return None;
-        }
-        if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h.matches(req.host)) {
-            return None;
-        }
-        let captures = match &self.path {
-            None => Vec::new(),
-            Some(path) => path.matches(req.path)?,
-        };
-        if !self.headers.iter().all(|h| h.matches(req.header)) {
-            return None;
-        }
-        Some(captures)
+        self.check(req).ok()
     }
 
     /// Why the request does not fit, the first condition in [`RouteMatch::matches`]'s order
     /// that fails; `None` when it fits. Only a trace asks.
     pub fn miss(&self, req: &RequestParts<'_>) -> Option<Miss> {
+        self.check(req).err()
+    }
+
+    /// The captured path parameters when the request fits, else the first condition that
+    /// fails: one walk serves both the match and a trace's reason for a miss.
+    pub fn check<'p>(&self, req: &RequestParts<'p>) -> Result<Vec<&'p str>, Miss> {
         if !self.methods.is_empty() && !self.methods.iter().any(|m| m == req.method) {
-            return Some(Miss::Method);
+            return Err(Miss::Method);
         }
         if !self.hosts.is_empty() && !self.hosts.iter().any(|h| h.matches(req.host)) {
-            return Some(Miss::Host);
+            return Err(Miss::Host);
         }
-        if self
-            .path
-            .as_ref()
-            .is_some_and(|p| p.matches(req.path).is_none())
-        {
-            return Some(Miss::Path);
+        let captures = match &self.path {
+            None => Vec::new(),
+            Some(path) => path.matches(req.path).ok_or(Miss::Path)?,
+        };
+        match self.headers.iter().position(|h| !h.matches(req.header)) {
+            Some(i) => Err(Miss::Header(i)),
+            None => Ok(captures),
         }
-        self.headers
-            .iter()
-            .position(|h| !h.matches(req.header))
-            .map(Miss::Header)
     }
 }
 

@@ -114,7 +114,7 @@ impl Gate {
         let peeked = dangerous::peek_remembering(&found.token, &mut self.last_header.borrow_mut())?;
         self.note(|t| {
             t.stage = Stage::Read;
-            t.presented = Some(Box::new(dangerous::presented(&peeked, None)));
+            t.presented = Some(Box::new(dangerous::presented(&peeked)));
         });
         let iss = peeked.issuer()?;
         let provider_index =
@@ -128,8 +128,9 @@ impl Gate {
         self.note(|t| {
             t.stage = Stage::Provider;
             t.provider = Some(provider_index);
-            let tenant_claim = Some(provider.rules.tenant_claim.as_str());
-            t.presented = Some(Box::new(dangerous::presented(&peeked, tenant_claim)));
+            if let Some(presented) = t.presented.as_deref_mut() {
+                presented.tenant = dangerous::string_claim(&peeked, &provider.rules.tenant_claim);
+            }
         });
         self.admit(route, provider_index, found.source)?;
         self.note(|t| t.stage = Stage::Admitted);

@@ -68,33 +68,40 @@ pub struct Presented {
     pub iat: Option<i64>,
 }
 
-/// [`Presented`] for `token`, its tenant read from `tenant_claim` (the provider's, once known).
-pub fn presented(token: &Unverified<'_>, tenant_claim: Option<&str>) -> Presented {
-    let string = |name: &str| match token.claims.get(name) {
-        Some(Value::String(value)) => Some(value),
-        _ => None,
-    };
-    let aud = match token.claims.get("aud") {
-        Some(Value::String(aud)) => vec![aud],
-        Some(Value::Array(auds)) => auds
-            .into_iter()
-            .filter_map(|a| match a {
-                Value::String(a) => Some(a),
-                _ => None,
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
+/// [`Presented`] for `token`, without its tenant: the claim that names it is the provider's
+/// ([`string_claim`] reads it once the provider is known).
+pub fn presented(token: &Unverified<'_>) -> Presented {
+    // A loop rather than a collect: the iterator adapters would be compiled once more for this.
+    let mut aud = Vec::new();
+    match token.claims.get("aud") {
+        Some(Value::String(one)) => aud.push(one),
+        Some(Value::Array(auds)) => {
+            for a in auds {
+                if let Value::String(a) = a {
+                    aud.push(a);
+                }
+            }
+        }
+        _ => {}
+    }
     let date = |name: &str| super::numeric_date(&token.claims, name).ok().flatten();
     Presented {
         alg: Some(token.alg),
         kid: token.kid.clone(),
         iss: token.issuer().ok().map(str::to_string),
-        tenant: tenant_claim.and_then(string),
+        tenant: None,
         aud,
         exp: date("exp"),
         nbf: date("nbf"),
         iat: date("iat"),
+    }
+}
+
+/// The claim `name` of `token` when it is a string.
+pub fn string_claim(token: &Unverified<'_>, name: &str) -> Option<String> {
+    match token.claims.get(name) {
+        Some(Value::String(value)) => Some(value),
+        _ => None,
     }
 }
 
