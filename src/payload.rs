@@ -82,6 +82,13 @@ impl Payload {
         self.decode(self.member(name)?)
     }
 
+    /// The JSON text of the member `name`, when it decodes (so that it is valid JSON).
+    pub fn raw(&self, name: &str) -> Option<&str> {
+        let member = self.member(name)?;
+        self.decode(member)?;
+        self.json.get(member.value.clone())
+    }
+
     /// Whether the object has a member `name`.
     pub fn contains(&self, name: &str) -> bool {
         self.member(name).is_some()

@@ -19,7 +19,7 @@ use crate::claims::Identity;
 use crate::decision::Reason;
 use crate::policy::{Miss, ModelFrom, Policy, Route, Rule, Unmatched};
 use crate::token::TokenSource;
-use crate::verify::dangerous::Presented;
+use crate::verify::dangerous::Seen;
 use crate::verify::{IssuerPattern, Tenants};
 
 /// What the gate saw of one request.
@@ -35,13 +35,14 @@ pub struct Trace {
     pub(crate) token: TokenStep,
     pub(crate) stage: Stage,
     pub(crate) provider: Option<usize>,
-    pub(crate) presented: Option<Box<Presented>>,
+    /// What the token presented, as it wrote it ([`Seen::presented`] reads it).
+    pub(crate) presented: Option<Box<Seen>>,
     /// Why authentication refused the token.
     pub(crate) refused: Option<Reason>,
     /// Who checks the signature (`host` or `rust_crypto`).
     pub(crate) checker: Option<&'static str>,
-    /// The route's rules were applied, to this model.
-    pub(crate) rules: Option<Option<String>>,
+    /// The route's rules were applied (to the model the decision's record names).
+    pub(crate) rules: bool,
     /// The local reply's status; `None`: forwarded.
     pub(crate) status: Option<u16>,
 }
@@ -94,7 +95,7 @@ impl Trace {
             presented: None,
             refused: None,
             checker: None,
-            rules: None,
+            rules: false,
             status: None,
         }
     }
@@ -149,19 +150,15 @@ impl Trace {
         if let Some(p) = self.presented.as_deref() {
             w.key("presented");
             w.0.push('{');
-            if let Some(alg) = p.alg {
+            {
                 use std::fmt::Write as _;
                 w.key("alg");
-                let _infallible = write!(w.0, "\"{alg:?}\"");
+                let _infallible = write!(w.0, "\"{:?}\"", p.alg);
             }
             w.optional("kid", p.kid.as_deref());
-            w.optional("iss", p.iss.as_deref());
-            w.optional("tenant", p.tenant.as_deref());
-            w.list("aud", p.aud.iter().map(String::as_str));
-            for (key, value) in [("exp", p.exp), ("nbf", p.nbf), ("iat", p.iat)] {
-                if let Some(value) = value {
-                    w.number(key, value);
-                }
+            w.key_raw("claims", &p.claims);
+            if let Some(tenant) = &p.tenant {
+                w.key_raw("tenant", tenant);
             }
             w.0.push('}');
         }
@@ -169,9 +166,8 @@ impl Trace {
             w.text("refused", reason.as_str());
         }
         w.optional("checker", self.checker);
-        if let Some(model) = &self.rules {
+        if self.rules {
             w.boolean("rules", true);
-            w.optional("model", model.as_deref());
         }
         if let Some(status) = self.status {
             w.number("status", i64::from(status));
@@ -228,10 +224,11 @@ impl Trace {
         if let Some(identity) = identity {
             write_identity(&mut w, policy, identity);
         }
-        if let (Some(route), Some(model)) = (route, &self.rules) {
-            write_model(&mut w, route, model.as_deref());
+        if let (Some(route), true) = (route, self.rules) {
+            let model = audit.model.as_deref();
+            write_model(&mut w, route, model);
             if let Some(identity) = identity {
-                write_rules(&mut w, policy, route, identity, model.as_deref(), audit);
+                write_rules(&mut w, policy, route, identity, model, audit);
             }
         }
         w.key("decision");
@@ -343,7 +340,8 @@ impl Trace {
         } else if self.stage > Stage::Unread {
             w.text("cache", "miss");
         }
-        if let Some(iss) = self.presented.as_ref().and_then(|p| p.iss.as_deref()) {
+        let presented = self.presented.as_deref().map(Seen::presented);
+        if let Some(iss) = presented.as_ref().and_then(|p| p.iss.as_deref()) {
             w.text("issuer", iss);
         }
         let provider = self.provider.and_then(|p| policy.providers.get(p));
@@ -371,8 +369,9 @@ impl Trace {
         if self.stage < Stage::Admitted || self.stage == Stage::Cached {
             return;
         }
+        let presented = self.presented.as_deref().map(Seen::presented);
         let (Some(presented), Some(provider)) = (
-            self.presented.as_deref(),
+            presented.as_ref(),
             self.provider.and_then(|p| policy.providers.get(p)),
         ) else {
             return;

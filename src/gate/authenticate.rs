@@ -114,7 +114,7 @@ impl Gate {
         let peeked = dangerous::peek_remembering(&found.token, &mut self.last_header.borrow_mut())?;
         self.note(|t| {
             t.stage = Stage::Read;
-            t.presented = Some(Box::new(dangerous::presented(&peeked)));
+            t.presented = Some(Box::new(dangerous::seen(&peeked)));
         });
         let iss = peeked.issuer()?;
         let provider_index =
@@ -129,7 +129,7 @@ impl Gate {
             t.stage = Stage::Provider;
             t.provider = Some(provider_index);
             if let Some(presented) = t.presented.as_deref_mut() {
-                presented.tenant = dangerous::string_claim(&peeked, &provider.rules.tenant_claim);
+                presented.tenant = dangerous::raw_claim(&peeked, &provider.rules.tenant_claim);
             }
         });
         self.admit(route, provider_index, found.source)?;

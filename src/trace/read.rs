@@ -10,7 +10,7 @@ use crate::audit::{Audit, Decision, RuleRef};
 use crate::claims::{Caller, Identity};
 use crate::decision::Reason;
 use crate::policy::Miss;
-use crate::verify::dangerous::Presented;
+use crate::verify::dangerous::Seen;
 
 pub(super) fn read(line: &str) -> Result<(Trace, Audit), String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
@@ -65,15 +65,15 @@ pub(super) fn read(line: &str) -> Result<(Trace, Audit), String> {
     };
     trace.provider = index(o, "provider");
     if let Some(p) = o.get("presented").and_then(Value::as_object) {
-        trace.presented = Some(Box::new(Presented {
-            alg: text(p, "alg").and_then(|a| a.parse().ok()),
+        trace.presented = Some(Box::new(Seen {
+            alg: text(p, "alg")
+                .and_then(|a| a.parse().ok())
+                .ok_or("presented without alg")?,
             kid: text(p, "kid"),
-            iss: text(p, "iss"),
-            tenant: text(p, "tenant"),
-            aud: strings(p.get("aud")),
-            exp: int(p, "exp"),
-            nbf: int(p, "nbf"),
-            iat: int(p, "iat"),
+            claims: p
+                .get("claims")
+                .map_or_else(|| "{}".to_string(), Value::to_string),
+            tenant: p.get("tenant").map(Value::to_string),
         }));
     }
     trace.refused = text(o, "refused").map(|r| reason_named(&r)).transpose()?;
@@ -82,9 +82,7 @@ pub(super) fn read(line: &str) -> Result<(Trace, Audit), String> {
         Some(_) => Some("rust_crypto"),
         None => None,
     };
-    if o.get("rules").and_then(Value::as_bool) == Some(true) {
-        trace.rules = Some(text(o, "model"));
-    }
+    trace.rules = o.get("rules").and_then(Value::as_bool) == Some(true);
     trace.status = int(o, "status").and_then(|s| u16::try_from(s).ok());
 
     let a = o

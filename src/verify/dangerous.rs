@@ -68,40 +68,91 @@ pub struct Presented {
     pub iat: Option<i64>,
 }
 
-/// [`Presented`] for `token`, without its tenant: the claim that names it is the provider's
-/// ([`string_claim`] reads it once the provider is known).
-pub fn presented(token: &Unverified<'_>) -> Presented {
-    // A loop rather than a collect: the iterator adapters would be compiled once more for this.
-    let mut aud = Vec::new();
-    match token.claims.get("aud") {
-        Some(Value::String(one)) => aud.push(one),
-        Some(Value::Array(auds)) => {
-            for a in auds {
-                if let Value::String(a) = a {
-                    aud.push(a);
-                }
-            }
-        }
-        _ => {}
+/// What a trace records of a token in the VM: the header's `alg` and `kid`, and the JSON text of
+/// the claims the checks read (`iss`, `aud`, `exp`, `nbf`, `iat` as one object; the provider's
+/// tenant claim once the provider is known). [`Seen::presented`] reads them, natively, as the
+/// checks would: decoding them in the VM would cost module for what only an explanation shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub alg: Algorithm,
+    pub kid: Option<String>,
+    /// A JSON object.
+    pub claims: String,
+    /// The tenant claim's JSON text.
+    pub tenant: Option<String>,
+}
+
+/// [`Seen`] for `token`, without its tenant ([`raw_claim`] reads it once the provider is known).
+pub fn seen(token: &Unverified<'_>) -> Seen {
+    let mut claims = String::new();
+    for name in ["iss", "aud", "exp", "nbf", "iat"] {
+        push_member(&mut claims, name, token.claims.raw(name));
     }
-    let date = |name: &str| super::numeric_date(&token.claims, name).ok().flatten();
-    Presented {
-        alg: Some(token.alg),
+    claims.push_str(if claims.is_empty() { "{}" } else { "}" });
+    Seen {
+        alg: token.alg,
         kid: token.kid.clone(),
-        iss: token.issuer().ok().map(str::to_string),
+        claims,
         tenant: None,
-        aud,
-        exp: date("exp"),
-        nbf: date("nbf"),
-        iat: date("iat"),
     }
 }
 
-/// The claim `name` of `token` when it is a string.
-pub fn string_claim(token: &Unverified<'_>, name: &str) -> Option<String> {
-    match token.claims.get(name) {
-        Some(Value::String(value)) => Some(value),
-        _ => None,
+/// `"name":raw` after `{` or `,`. Not inlined: the loop above would be unrolled with a copy each.
+#[inline(never)]
+fn push_member(out: &mut String, name: &str, raw: Option<&str>) {
+    if let Some(raw) = raw {
+        out.push_str(if out.is_empty() { "{\"" } else { ",\"" });
+        out.push_str(name);
+        out.push_str("\":");
+        out.push_str(raw);
+    }
+}
+
+/// The JSON text of the claim `name` of `token`, when it has one.
+pub fn raw_claim(token: &Unverified<'_>, name: &str) -> Option<String> {
+    token.claims.raw(name).map(str::to_string)
+}
+
+impl Seen {
+    /// The values as the checks read them.
+    pub fn presented(&self) -> Presented {
+        let claims = Payload::parse(self.claims.clone().into_bytes()).ok();
+        let get = |name: &str| claims.as_ref().and_then(|c| c.get(name));
+        let string = |value: Option<Value>| match value {
+            Some(Value::String(value)) => Some(value),
+            _ => None,
+        };
+        let mut aud = Vec::new();
+        match get("aud") {
+            Some(Value::String(one)) => aud.push(one),
+            Some(Value::Array(auds)) => {
+                for a in auds {
+                    if let Value::String(a) = a {
+                        aud.push(a);
+                    }
+                }
+            }
+            _ => {}
+        }
+        let date = |name: &str| {
+            claims
+                .as_ref()
+                .and_then(|c| super::numeric_date(c, name).ok().flatten())
+        };
+        let tenant = self
+            .tenant
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok());
+        Presented {
+            alg: Some(self.alg),
+            kid: self.kid.clone(),
+            iss: string(get("iss")),
+            tenant: string(tenant),
+            aud,
+            exp: date("exp"),
+            nbf: date("nbf"),
+            iat: date("iat"),
+        }
     }
 }
 
