@@ -240,6 +240,32 @@ def unknown_kid_token(idp_url):
 
 # --- load --------------------------------------------------------------------------------------
 
+def send(conn_box, port, method, path, body, headers):
+    """One request on the keep-alive connection in `conn_box` (opened or reopened as needed): its
+    status and body; status 0 when no answer came, twice."""
+    payload = None if body is None else json.dumps(body).encode()
+    hdrs = dict(headers)
+    if payload is not None:
+        hdrs["content-type"] = "application/json"
+    for attempt in range(2):
+        if conn_box[0] is None:
+            conn_box[0] = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn_box[0].request(method, path, body=payload, headers=hdrs)
+            r = conn_box[0].getresponse()
+            data = r.read()
+            if r.getheader("connection", "").lower() == "close":
+                conn_box[0].close()
+                conn_box[0] = None
+            return r.status, data
+        except (OSError, http.client.HTTPException):
+            conn_box[0].close()
+            conn_box[0] = None
+            if attempt == 1:
+                return 0, b""
+    return 0, b""
+
+
 class Load:
     """One thread per proxy, a keep-alive connection each, `rate` requests a second on a fixed
     schedule (a slow answer delays the next send; nothing is sent to catch up beyond the schedule)."""
@@ -252,29 +278,6 @@ class Load:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.t0 = None
-
-    def send(self, conn_box, port, method, path, body, headers):
-        payload = None if body is None else json.dumps(body).encode()
-        hdrs = dict(headers)
-        if payload is not None:
-            hdrs["content-type"] = "application/json"
-        for attempt in range(2):
-            if conn_box[0] is None:
-                conn_box[0] = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-            try:
-                conn_box[0].request(method, path, body=payload, headers=hdrs)
-                r = conn_box[0].getresponse()
-                data = r.read()
-                if r.getheader("connection", "").lower() == "close":
-                    conn_box[0].close()
-                    conn_box[0] = None
-                return r.status, data
-            except (OSError, http.client.HTTPException):
-                conn_box[0].close()
-                conn_box[0] = None
-                if attempt == 1:
-                    return 0, b""
-        return 0, b""
 
     def worker(self, index, port):
         conn = [None]
@@ -291,7 +294,7 @@ class Load:
             if persona:
                 hdrs["authorization"] = "Bearer " + self.tokens.get(persona, fresh)
             sent = time.monotonic()
-            status, data = self.send(conn, port, method, path, body, hdrs)
+            status, data = send(conn, port, method, path, body, hdrs)
             latency = (time.monotonic() - sent) * 1000
             reason = None
             if status != 200 and data:
@@ -485,14 +488,12 @@ def run(args, timeline, out, ecds, modules, procs):
     # Policy A, checked once per proxy before the load: a mix entry this run mis-describes would
     # make every one of its answers "neither"; say so at once instead.
     for p in proxies:
-        probe = Load([p], 1, tokens)
-        probe.t0 = time.monotonic()
         conn = [None]
         for k, (name, persona, method, path, body, headers, a, _) in enumerate(MIX):
             hdrs = dict(headers)
             if persona:
                 hdrs["authorization"] = "Bearer " + tokens.get(persona, False)
-            status, data = probe.send(conn, p.listen, method, path, body, hdrs)
+            status, data = send(conn, p.listen, method, path, body, hdrs)
             reason = json.loads(data).get("reason") if status != 200 and data else None
             if (status, reason) != a:
                 raise SystemExit(f"run.py: {p.node}: {name} answered {status} {reason}, policy A says {a}")
@@ -524,7 +525,7 @@ def run(args, timeline, out, ecds, modules, procs):
     forged = unknown_kid_token(idp_url)
     for p in proxies:
         conn = [None]
-        status, data = load.send(conn, p.listen, "POST", "/v2/models/finance-risk/infer", FINANCE_INPUT,
+        status, data = send(conn, p.listen, "POST", "/v2/models/finance-risk/infer", FINANCE_INPUT,
                                  {"authorization": "Bearer " + forged})
         reason = json.loads(data).get("reason") if data else None
         probes.append({"proxy": p.index, "status": status, "reason": reason})
