@@ -14,7 +14,8 @@ export MLGATE_WASM := $(CURDIR)/$(WASM)
 export MLGATE_ENVOY := $(CURDIR)/$(ENVOY)
 
 .PHONY: build build-portable wasm-target tools envoy venv-sdk venv-mlserver devtools harness test test-core test-harness test-e2e check-cases \
-        validate-envoy lint demo bench oci fuzz clean fleet fleet-update fleet-proxy
+        validate-envoy lint demo bench oci fuzz clean fleet fleet-update fleet-proxy \
+        playground playground-build test-playground browser
 
 wasm-target:
 	@if command -v rustup >/dev/null; then rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET); fi
@@ -99,7 +100,7 @@ devtools:
 harness:
 	$(CARGO) build --release -p mlgate-harness
 
-test: tools build envoy lint test-core test-harness check-cases validate-envoy
+test: tools build envoy lint test-core test-harness check-cases validate-envoy test-playground
 	@echo "make test: all suites passed"
 
 test-core:
@@ -125,11 +126,56 @@ lint: wasm-target
 	$(CARGO) clippy -p mlgate --all-targets -- -D warnings
 	$(CARGO) clippy -p mlgate --target $(WASM_TARGET) -- -D warnings
 	$(CARGO) clippy -p mlgate-harness --all-targets -- -D warnings
+	$(CARGO) clippy -p mlgate --features playground --all-targets -- -D warnings
 
 # `make demo BACKEND=mlserver`: a real MLServer (scikit-learn runtime) serving a tiny model instead of the demo backend.
 BACKEND ?= demo
 demo: build envoy venv-sdk devtools $(if $(filter mlserver,$(BACKEND)),venv-mlserver)
 	@MLGATE_DEMO_BACKEND=$(BACKEND) bash envoy/demo.sh
+
+# The policy playground: mlgate's core built for the browser (src/playground.rs, `--features playground`) with
+# wasm-bindgen, and one static page (test-harness/playground/) with the policies and case files of filters/.
+# wasm-bindgen's CLI must be the version of the wasm-bindgen crate in Cargo.lock; it is built once into
+# target/tools (~2 min). No wasm-opt here: Debian's binaryen rewrites the table of JavaScript references wasm-bindgen
+# makes into one the browser refuses (for 27% less). `make playground` serves it on http://127.0.0.1:$(PLAYGROUND_PORT)/.
+WASM_BINDGEN_VERSION := 0.2.130
+WASM_BINDGEN  := target/tools/bin/wasm-bindgen
+PLAYGROUND    := target/playground
+PLAYGROUND_PORT ?= 8077
+PLAYGROUND_RAW := target/wasm32-unknown-unknown/playground/mlgate.wasm
+
+$(WASM_BINDGEN):
+	$(CARGO) install --quiet wasm-bindgen-cli --version =$(WASM_BINDGEN_VERSION) --root target/tools
+
+playground-build: $(WASM_BINDGEN)
+	@if command -v rustup >/dev/null; then rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown; fi
+	$(CARGO) build --profile playground --target wasm32-unknown-unknown -p mlgate --features playground
+	@rm -rf $(PLAYGROUND).tmp && mkdir -p $(PLAYGROUND).tmp/policies $(PLAYGROUND).tmp/cases
+	$(WASM_BINDGEN) --target web --no-typescript --out-dir $(PLAYGROUND).tmp/pkg $(PLAYGROUND_RAW)
+	@cp test-harness/playground/index.html test-harness/playground/app.js test-harness/playground/style.css $(PLAYGROUND).tmp/
+	@cp filters/*.json $(PLAYGROUND).tmp/policies/ && cp filters/cases/*.cases.json $(PLAYGROUND).tmp/cases/
+	@python3 -c 'import json,os,sys; d=sys.argv[1]; names=sorted(f[:-5] for f in os.listdir(d+"/policies")); \
+	  json.dump([{"name":n,"policy":"policies/"+n+".json","cases":("cases/"+n+".cases.json" if os.path.exists(d+"/cases/"+n+".cases.json") else None)} for n in names], open(d+"/catalog.json","w"), indent=1)' $(PLAYGROUND).tmp
+	@rm -rf $(PLAYGROUND) && mv $(PLAYGROUND).tmp $(PLAYGROUND)
+	@echo "built $(PLAYGROUND): module $$(stat -c %s $(PLAYGROUND)/pkg/mlgate_bg.wasm) bytes"
+
+playground: playground-build
+	@echo "mlgate playground: http://127.0.0.1:$(PLAYGROUND_PORT)/ (Ctrl-C stops it)"
+	@python3 test-harness/playground/serve.py --dir $(PLAYGROUND) --port $(PLAYGROUND_PORT)
+
+# Headless Chromium (Debian's chromium + chromium-driver, installed by `make browser`) drives the page: every case of
+# every shipped case file decided in the browser as its case expects, a broken policy's field pointed at, a screenshot
+# in target/playground-test/.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium chromium-driver"; (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null; \
+	  else echo "missing chromium and chromium-driver (apt-get install chromium chromium-driver)" >&2; exit 1; fi; \
+	fi
+
+test-playground: playground-build browser
+	$(CARGO) test -p mlgate --features playground --lib playground
+	python3 test-harness/playground/browser_test.py --dir $(PLAYGROUND) --out target/playground-test
 
 # A benchmark, never a test: real Envoy chains side by side (pass-through, no-op wasm floor, native jwt_authn + rbac
 # with and without its cache, mlgate), wrk on loopback; ~10 min (3 rounds; +2 min to mint 100,000 tokens on a first run). Writes target/bench/results.md (envoy/bench/run.sh).

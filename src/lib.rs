@@ -21,6 +21,8 @@ pub mod keystore;
 pub mod max_tokens;
 pub mod model;
 pub mod payload;
+#[cfg(feature = "playground")]
+pub mod playground;
 pub mod policy;
 pub mod strict_json;
 pub mod token;
@@ -30,4 +32,6 @@ pub mod verify;
 #[cfg(test)]
 mod testing;
 
+// The browser's build has no proxy-wasm host.
+#[cfg(not(all(target_arch = "wasm32", feature = "playground")))]
 mod filter;
