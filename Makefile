@@ -142,14 +142,14 @@ WASM_BINDGEN_VERSION := 0.2.130
 WASM_BINDGEN  := target/tools/bin/wasm-bindgen
 PLAYGROUND    := target/playground
 PLAYGROUND_PORT ?= 8077
-PLAYGROUND_RAW := target/wasm32-unknown-unknown/playground/mlgate.wasm
+PLAYGROUND_RAW := target/wasm32-unknown-unknown/wasm-browser/mlgate.wasm
 
 $(WASM_BINDGEN):
 	$(CARGO) install --quiet wasm-bindgen-cli --version =$(WASM_BINDGEN_VERSION) --root target/tools
 
 playground-build: $(WASM_BINDGEN)
 	@if command -v rustup >/dev/null; then rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown; fi
-	$(CARGO) build --profile playground --target wasm32-unknown-unknown -p mlgate --features playground
+	$(CARGO) build --profile wasm-browser --target wasm32-unknown-unknown -p mlgate --features playground
 	@rm -rf $(PLAYGROUND).tmp && mkdir -p $(PLAYGROUND).tmp/policies $(PLAYGROUND).tmp/cases
 	$(WASM_BINDGEN) --target web --no-typescript --out-dir $(PLAYGROUND).tmp/pkg $(PLAYGROUND_RAW)
 	@cp test-harness/playground/index.html test-harness/playground/app.js test-harness/playground/style.css $(PLAYGROUND).tmp/

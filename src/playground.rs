@@ -227,8 +227,8 @@ fn run(policy_text: &str, input: &str, now: i64) -> Result<Value, ConfigError> {
     }))
 }
 
-/// The head, then the body when the route's model is in it, as the filter hands them over: a
-/// header sent twice is read as its values joined by `,`, as Envoy joins them for the filter.
+/// The head, then the body when the route's model is in it, as the filter hands them to the
+/// gate: a header's name in any case, a header sent twice read as its values joined by `,`.
 fn decide(
     gate: &Gate,
     request: &PlaygroundRequest,
