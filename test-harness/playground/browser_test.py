@@ -7,6 +7,8 @@ It loads the page served from 127.0.0.1, and checks, through what the page shows
     reason and the identity headers it lists — the same core as the filter, in the browser;
   - an example's deciding rule is the one highlighted;
   - a persona is one click away;
+  - a pasted token (signed here by the openssl command with the test key) is verified with a pasted key set
+    for a policy whose keys are fetched, refused keys_unavailable without it, and never shown back;
   - a policy broken by hand is refused with the field named, and the field is selected in the editor;
   - the page fetched nothing but its own files from its own origin.
 Saves screenshots under --out. Exits 1 on the first failed check, naming it."""
@@ -150,17 +152,10 @@ def check_cases(driver, catalog):
     return checked
 
 
-def set_policy(driver, text):
-    before = driver.js("return document.body.dataset.decisions")
-    driver.js("const p = document.getElementById('policy'); p.value = arguments[0];"
-              "p.dispatchEvent(new Event('input', {bubbles: true}));", text)
-    wait_for("the edited policy's decision", lambda: driver.js("return document.body.dataset.decisions") != before)
-
-
 def check_broken_policy(driver, original, replace, field, selected, out_png=None):
     broken = replace(original)
     check(broken != original, f"the break for {field} changed nothing")
-    set_policy(driver, broken)
+    set_field(driver, "policy", broken)
     shown = driver.js(SHOWN)
     check(shown["error"] == field, f"a broken policy: the page names {shown['error']!r}, expected {field!r}")
     message = driver.js("return document.getElementById('error-message').textContent")
@@ -170,9 +165,54 @@ def check_broken_policy(driver, original, replace, field, selected, out_png=None
     check(got == selected, f"a broken policy: the editor selects {got!r}, expected {selected!r} for {field}")
     if out_png:
         driver.screenshot(out_png)
-    set_policy(driver, original)
+    set_field(driver, "policy", original)
     check(driver.js(SHOWN)["error"] is None, "the restored policy is still refused")
     return message
+
+
+def sign_with_openssl(claims):
+    """RS256 over the claims with the test key rsa-b, by the openssl command (no cryptography here)."""
+    b64 = lambda data: base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+    header = {"alg": "RS256", "typ": "JWT", "kid": "rsa-b"}
+    signing_input = b64(json.dumps(header).encode()) + "." + b64(json.dumps(claims).encode())
+    key = os.path.join(ROOT, "test-harness", "keys", "rsa-b.pem")
+    signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", key], input=signing_input.encode(),
+                               capture_output=True, check=True).stdout
+    return signing_input + "." + b64(signature)
+
+
+def set_field(driver, element_id, text):
+    before = driver.js("return document.body.dataset.decisions")
+    driver.js("const e = document.getElementById(arguments[0]); e.value = arguments[1];"
+              "e.dispatchEvent(new Event('input', {bubbles: true}));", element_id, text)
+    wait_for(f"the decision after editing #{element_id}",
+             lambda: driver.js("return document.body.dataset.decisions") != before)
+
+
+def check_pasted_token(driver):
+    with open(os.path.join(ROOT, "filters", "cases", "demo.cases.json")) as f:
+        cases = json.load(f)["cases"]
+    choose_policy(driver, "demo", cases)
+    n = next(i for i, c in enumerate(cases) if c["name"].startswith("data scientist scores fraud-detector"))
+    driver.click(f'#cases li[data-case="{n}"]')
+    claims = json.loads(driver.js("return document.getElementById('claims').value"))
+    token = sign_with_openssl(claims)
+    driver.click('.tab[data-mode="token"]')
+    set_field(driver, "token", token)
+    shown = driver.js(SHOWN)
+    check(shown["status"] == "503" and shown["reason"] == "keys_unavailable",
+          f"a pasted token for fetched keys without a key set: {shown['status']} {shown['reason']}")
+    notes = driver.js("return document.getElementById('notes').textContent")
+    check("key set" in notes, f"no note says the keys are not fetched: {notes!r}")
+    with open(os.path.join(ROOT, "test-harness", "keys", "test-jwks.json")) as f:
+        set_field(driver, "keys", f.read())
+    shown = driver.js(SHOWN)
+    check(shown["status"] == "200", f"a pasted token with its key set: {shown['status']} {shown['reason']}")
+    backend = driver.js("return [...document.querySelectorAll('#checks tr')].map(r => r.textContent).find(t => t.startsWith('signature')) || ''")
+    check("rust_crypto" in backend and backend.endswith("ok"), f"the signature check shown: {backend!r}")
+    text = driver.js("return document.body.innerText + document.getElementById('raw').textContent")
+    check(token.split(".")[2][:32] not in text and token[:60] not in text, "the pasted token is shown back")
+    driver.click('.tab[data-mode="claims"]')
 
 
 def run(driver, url, out):
@@ -207,6 +247,10 @@ def run(driver, url, out):
     claims = json.loads(driver.js("return document.getElementById('claims').value"))
     check(claims.get("idtyp") == "app" or "roles" in claims, f"the persona's claims: {claims}")
     check(driver.js(SHOWN)["status"] != "", "a persona's request was not decided")
+
+    check_pasted_token(driver)
+    print("browser: a pasted token is verified with a pasted key set, refused keys_unavailable without, never shown")
+    choose_policy(driver, "entra-azureml", cases)
 
     original = driver.js("return document.getElementById('policy').value")
     message = check_broken_policy(driver, original, lambda p: p.replace('"enforce"', '"enforced"', 1),
