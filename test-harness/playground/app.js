@@ -77,7 +77,9 @@ function decide() {
     showInvalid("input", e.message);
     return;
   }
+  const started = performance.now();
   const result = JSON.parse(evaluate($("policy").value, JSON.stringify(input), now()));
+  state.took = performance.now() - started;
   if (!result.ok) {
     showRefusal(result.error);
     return;
@@ -144,6 +146,7 @@ function showDecision(result) {
   if (d.route) detail.push(`route ${d.route}`);
   if (d.rule) detail.push(`decided by ${d.rule}`);
   if (d.model) detail.push(`model ${d.model}`);
+  detail.push(`${state.took.toFixed(1)} ms in the browser (policy compiled, claims signed, request decided)`);
   const parts = [el("div", {}, detail.join(" · "))];
   if (d.forwarded) {
     const removed = [`client-sent ${d.headers_removed.prefix}* headers`];

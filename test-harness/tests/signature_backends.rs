@@ -29,6 +29,18 @@ fn portable_wasm() -> PathBuf {
     path
 }
 
+/// The portable module's budget (README, "800 KB"): it carries the `p384` arithmetic the default
+/// module leaves to the host, and every worker of a host still compiles all of it.
+#[test]
+fn the_portable_module_fits_its_800_kb_budget() {
+    const BUDGET: u64 = 800 * 1024;
+    let size = std::fs::metadata(portable_wasm()).unwrap().len();
+    assert!(
+        size <= BUDGET,
+        "the portable module is {size} bytes (at most {BUDGET})"
+    );
+}
+
 fn with_es384() -> Value {
     let mut config = entra_config();
     config["providers"][0]["algorithms"] = json!(["RS256", "ES384"]);
