@@ -41,7 +41,8 @@
 # and that admission turns part of any shorter cycle into hits),
 # MLGATE_BENCH_CHAINS (all), MLGATE_BENCH_CONNECTIONS (16), MLGATE_BENCH_ENVOY_CPU (0), MLGATE_BENCH_LOAD_CPU (1),
 # MLGATE_BENCH_PROFILE (1: the perf pass after the rounds; 0 skips it), MLGATE_BENCH_PROFILE_SECONDS (4),
-# MLGATE_BENCH_SCALING (1; 0 skips the two-worker pass), MLGATE_BENCH_SCALING_SCENARIOS (a b c d e; quick a b c), MLGATE_BENCH_LATENCY (1; 0 skips the fixed-load pass),
+# MLGATE_BENCH_SCALING (1; 0 skips the two-worker pass), MLGATE_BENCH_SCALING_SCENARIOS (a b c d e; quick a b c),
+# MLGATE_BENCH_LATENCY (1; 0 skips the fixed-load pass),
 # MLGATE_BENCH_EXTRA_ROUNDS (2; quick 1), MLGATE_BENCH_RATE (req/s of the fixed-load pass; empty: derived),
 # MLGATE_BENCH_RATE_CONNECTIONS (64).
 set -euo pipefail
