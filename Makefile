@@ -178,7 +178,8 @@ test-playground: playground-build browser
 	python3 test-harness/playground/browser_test.py --dir $(PLAYGROUND) --out target/playground-test
 
 # A benchmark, never a test: real Envoy chains side by side (pass-through, no-op wasm floor, native jwt_authn + rbac
-# with and without its cache, mlgate), wrk on loopback; ~10 min (3 rounds; +2 min to mint 100,000 tokens on a first run). Writes target/bench/results.md (envoy/bench/run.sh).
+# with and without its cache, mlgate), wrk on loopback; ~17 min (3 rounds, a two-worker pass, a fixed-load pass; +2 min to mint
+# 100,000 tokens on a first run); MLGATE_BENCH_QUICK=1: ~2.5 min. Writes target/bench/results.md (envoy/bench/run.sh).
 bench: tools build envoy devtools
 	@bash envoy/bench/run.sh
 

@@ -3,8 +3,10 @@
 
 Medians over rounds of req/s, p50 and p99 per chain and scenario; the µs each chain adds per request over
 pass-through (1e6/rps − 1e6/rps_passthrough); the ratios mlgate/native, mlgate/native+cache and
-mlgate/no-op floor against the targets of issue 6; the largest Envoy VmRSS seen per chain; the .wasm sizes.
-Prints the tables and writes them to --out (markdown).
+mlgate/no-op floor against the targets of issues 6 and 22; the largest Envoy VmRSS seen per chain; the .wasm
+sizes; with --scaling, req/s at two workers over req/s at one; with --latency, p50/p99 under a fixed offered load.
+Every input but --runs may be missing or empty (its section is left out). Prints the tables and writes them to
+--out (markdown).
 """
 
 import argparse
@@ -28,13 +30,15 @@ SCENARIOS = [
     ("c", "c: forged signature"),
     ("d", "d: denied route"),
     ("e", "e: forged, ~1,700 claims"),
+    ("f", "f: model in the JSON body (held)"),
 ]
-# (scenario, baseline chain, target ratio or None): the comparisons issue 6 sets targets for, plus the rest.
+# (scenario, baseline chain, target ratio or None): the comparisons issue 6 sets targets for, as issue 22 restates
+# them against what Envoy's proxy-wasm host spends (c: 0.95, the bound with mlgate's VM code at zero being ~1.01).
 RATIOS = [
     ("a", "native-cache", 0.9),
     ("a", "noop-wasm", 0.9),
     ("b", "native", 1.0),
-    ("c", "native", 1.0),
+    ("c", "native", 0.95),
     ("d", "native", None),
     ("d", "native-cache", None),
     ("e", "native", None),
@@ -91,6 +95,112 @@ def read_profile(path):
     return profile
 
 
+def read_tsv(path):
+    """(chain, scenario) -> rows of a run.sh TSV; {} when the file is missing, empty or unreadable."""
+    rows = {}
+    if not path or not os.path.exists(path):
+        return rows
+    try:
+        with open(path) as f:
+            for r in csv.DictReader(f, delimiter="\t"):
+                if r.get("chain") and r.get("scenario"):
+                    rows.setdefault((r["chain"], r["scenario"]), []).append(r)
+    except (OSError, csv.Error):
+        return {}
+    return rows
+
+
+def num(r, field):
+    try:
+        return float(r.get(field) or 0)
+    except ValueError:
+        return 0.0
+
+
+def median_of(rows, field):
+    values = [num(r, field) for r in rows or []]
+    return statistics.median(values) if values else None
+
+
+def answered_as_wanted(r):
+    requests, non2xx, errors = int(num(r, "requests")), int(num(r, "non2xx")), int(num(r, "errors"))
+    if r.get("want") == "200":
+        ok = not non2xx
+    else:
+        ok = non2xx == requests
+    return ok and not errors and r.get("first_status") == r.get("want")
+
+
+def scaling_section(p, path, rps_one):
+    runs = read_tsv(path)
+    if not runs:
+        return []
+    p("## Two workers (`--concurrency 2`): scaling on this machine")
+    p("")
+    p("Every chain and scenario again with two Envoy workers and `wrk -t2`, nothing pinned: wrk shares both cores")
+    p("with Envoy, so 2.0 is out of reach for every chain and the figure says how far each scales here. A scaling")
+    p("figure, not a ratio target; the 1-worker column is the median of the pinned rounds above. Above 2.0, the")
+    p("1-worker run was bound by its one pinned wrk thread (pass-through, the floor) or by other load on its core.")
+    p("")
+    p("| chain | scenario | req/s, 1 worker | req/s, 2 workers | scaling (2 / 1) | p99 µs, 2 workers | Envoy CPU µs/req, 2 workers |")
+    p("|---|---|---:|---:|---:|---:|---:|")
+    bad = []
+    for chain, chain_name in CHAINS:
+        for sc, sc_name in SCENARIOS:
+            rows = runs.get((chain, sc))
+            if not rows:
+                continue
+            two, one = median_of(rows, "rps"), rps_one(chain, sc)
+            scale = f"{two / one:.2f}" if one and two else "—"
+            cpu = [num(r, "cpu_us") for r in rows if num(r, "cpu_us") > 0]
+            p(f"| {chain_name} | {sc_name} | {fmt_int(one)} | {fmt_int(two)} | {scale} | "
+              f"{fmt_int(median_of(rows, 'p99_us'))} | {f'{statistics.median(cpu):.1f}' if cpu else '—'} |")
+            bad += [f"two workers, round {r['round']} {chain}/{sc}: first {r.get('first_status')} (want {r.get('want')}), "
+                    f"non-2xx {r.get('non2xx')} of {r.get('requests')}, socket errors {r.get('errors')}"
+                    for r in rows if not answered_as_wanted(r)]
+    p("")
+    return bad
+
+
+def latency_section(p, path):
+    runs = read_tsv(path)
+    if not runs:
+        return []
+    offered = sorted({int(num(r, "offered")) for rows in runs.values() for r in rows})
+    p(f"## Latency under a fixed offered load ({', '.join(f'{o:,}' for o in offered)} req/s)")
+    p("")
+    p("One pinned worker as in the rounds, wrk (`-t1`, 64 connections unless `MLGATE_BENCH_RATE_CONNECTIONS` says")
+    p("otherwise) sending at a fixed rate (`envoy/bench/rate.lua`, half of the slowest")
+    p("chain's median req/s over scenarios a–c unless `MLGATE_BENCH_RATE` sets it): no chain is saturated, so p99 is")
+    p("the filter's own tail — its pauses (a body held until complete, a key fetch) — rather than a queue. Latency is")
+    p("from a request's send to its response (as with `h2load --rps`, time waiting for a free connection is not")
+    p("counted). An achieved rate below 95 % of the offered one means the chain could not keep up: its p99 then")
+    p("measures a queue. Scenario f posts a chat request whose model is in the JSON body: mlgate holds the request")
+    p("until the body is complete and judges the model; the native chains check method, path and group only.")
+    p("")
+    p("| chain | scenario | req/s offered | req/s achieved | p50 µs | p99 µs | p99 − native's p99 | Envoy CPU µs/req |")
+    p("|---|---|---:|---:|---:|---:|---:|---:|")
+    bad = []
+    for chain, chain_name in CHAINS:
+        for sc, sc_name in SCENARIOS:
+            rows = runs.get((chain, sc))
+            if not rows:
+                continue
+            want, got = median_of(rows, "offered"), median_of(rows, "rps")
+            short = " (**short**)" if want and got is not None and got < 0.95 * want else ""
+            p99 = median_of(rows, "p99_us")
+            native = median_of(runs.get(("native", sc)), "p99_us")
+            delta = f"{p99 - native:+,.0f}" if chain != "native" and native is not None and p99 is not None else "—"
+            cpu = [num(r, "cpu_us") for r in rows if num(r, "cpu_us") > 0]
+            p(f"| {chain_name} | {sc_name} | {fmt_int(want)} | {fmt_int(got)}{short} | {fmt_int(median_of(rows, 'p50_us'))} | "
+              f"{fmt_int(p99)} | {delta} | {f'{statistics.median(cpu):.1f}' if cpu else '—'} |")
+            bad += [f"fixed load, round {r['round']} {chain}/{sc}: first {r.get('first_status')} (want {r.get('want')}), "
+                    f"non-2xx {r.get('non2xx')} of {r.get('requests')}, socket errors {r.get('errors')}"
+                    for r in rows if not answered_as_wanted(r)]
+    p("")
+    return bad
+
+
 def profile_section(p, path, cpu_us):
     profile = read_profile(path)
     if not profile:
@@ -138,6 +248,12 @@ def profile_section(p, path, cpu_us):
                        "only by fewer or cheaper host calls")
         p(f"| {dict(SCENARIOS)[sc]} | {dict(CHAINS)[against]} | {theirs / ours:.2f} | {share:.0%} | {best:.2f} | {verdict} |")
     p("")
+    hit, hit_cpu = profile.get(("mlgate", "a")), cpu_us("mlgate", "a")
+    if hit and hit["total"] and hit_cpu:
+        vm = hit_cpu * hit["vm"] / hit["total"]
+        p(f"mlgate's own VM code per cache hit (scenario a): {vm:.1f} µs, the timed rounds' CPU per request times the VM"
+          f" share of this pass (issue 22's target ≤ 3 µs: {'met' if vm <= 3 else '**not met**'}).")
+        p("")
 
 
 def main():
@@ -154,27 +270,37 @@ def main():
     ap.add_argument("--load", default="?")
     ap.add_argument("--mlgate-stats", help="Envoy admin /stats?filter=wasmcustom of the last mlgate run")
     ap.add_argument("--profile", help="profile.tsv of run.sh's perf pass (missing or empty: no profile section)")
+    ap.add_argument("--scaling", help="scaling.tsv of run.sh's two-worker pass (missing or empty: no section)")
+    ap.add_argument("--latency", help="latency.tsv of run.sh's fixed-load pass (missing or empty: no section)")
+    ap.add_argument("--quick", default="0", help="1 when run as MLGATE_BENCH_QUICK=1")
+    ap.add_argument("--warmup", default="?")
+    ap.add_argument("--extra-rounds", default="?")
     args = ap.parse_args()
 
     runs = {}
     bad = []
     rss = {}
     rss_a = {}
-    with open(args.runs) as f:
-        for r in csv.DictReader(f, delimiter="\t"):
-            key = (r["chain"], r["scenario"])
-            runs.setdefault(key, []).append(r)
-            rss[r["chain"]] = max(rss.get(r["chain"], 0), int(r["rss_kb"] or 0))
-            if r["scenario"] == "a":
-                rss_a.setdefault(r["chain"], []).append(int(r["rss_kb"] or 0))
-            requests, non2xx, errors = int(r["requests"]), int(r["non2xx"]), int(r["errors"])
-            want_ok = r["want"] == "200"
-            # Every response must be what the scenario expects: all 2xx, or none.
-            if (want_ok and non2xx) or (not want_ok and non2xx != requests) or errors or r["first_status"] != r["want"]:
-                bad.append(
-                    f"round {r['round']} {r['chain']}/{r['scenario']}: first request {r['first_status']} (want {r['want']}), "
-                    f"non-2xx {non2xx} of {requests}, socket errors {errors}"
-                )
+    rows = []
+    if os.path.exists(args.runs):
+        with open(args.runs) as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+    else:
+        print(f"bench: {args.runs} is missing: no runs to report", file=sys.stderr)
+    for r in rows:
+        key = (r["chain"], r["scenario"])
+        runs.setdefault(key, []).append(r)
+        rss[r["chain"]] = max(rss.get(r["chain"], 0), int(r["rss_kb"] or 0))
+        if r["scenario"] == "a":
+            rss_a.setdefault(r["chain"], []).append(int(r["rss_kb"] or 0))
+        requests, non2xx, errors = int(r["requests"]), int(r["non2xx"]), int(r["errors"])
+        want_ok = r["want"] == "200"
+        # Every response must be what the scenario expects: all 2xx, or none.
+        if (want_ok and non2xx) or (not want_ok and non2xx != requests) or errors or r["first_status"] != r["want"]:
+            bad.append(
+                f"round {r['round']} {r['chain']}/{r['scenario']}: first request {r['first_status']} (want {r['want']}), "
+                f"non-2xx {non2xx} of {requests}, socket errors {errors}"
+            )
 
     def med(chain, sc, field):
         rows = runs.get((chain, sc))
@@ -206,7 +332,12 @@ def main():
     p(f"- Envoy {envoy_version(args.envoy)}, V8, `--concurrency 1` pinned to CPU 0; wrk `-t1 -c{args.connections}` pinned to CPU 1; loopback; `direct_response` route")
     p(f"- {args.rounds} rounds (chains started afresh each round, rotating order), {args.duration} s per run after a warm-up; medians over rounds")
     p(f"- RS256 (test key rsa-a); scenario b cycles through {args.tokens} distinct valid tokens, c through {args.tokens} distinct forgeries")
-    p("- command: `make bench` (envoy/bench/run.sh)")
+    if args.quick == "1":
+        p(f"- command: `MLGATE_BENCH_QUICK=1 make bench` (envoy/bench/run.sh): the quick mode, {args.duration} s runs and a "
+          f"{args.warmup} s warm-up, for before/after checks; **one round: noisier than the default mode, not for the"
+          " README's table**")
+    else:
+        p("- command: `make bench` (envoy/bench/run.sh)")
     try:
         if float(args.load) > 0.5:
             p(f"- **the machine was not quiet** (load average {args.load}): other processes share both cores, so compare"
@@ -240,7 +371,7 @@ def main():
         if a is None or b is None:
             continue
         ratio = a / b
-        verdict = "—" if target is None else (f"≥ {target:.1f} " + ("met" if ratio >= target else "**not met**"))
+        verdict = "—" if target is None else (f"≥ {target:g} " + ("met" if ratio >= target else "**not met**"))
         ca, cb = cpu_us("mlgate", sc), cpu_us(against, sc)
         by_cpu = f"{cb / ca:.2f}" if ca and cb else "—"
         p(f"| {dict(SCENARIOS)[sc]} | {dict(CHAINS)[against]} | {ratio:.2f} | {by_cpu} | {verdict} |")
@@ -290,14 +421,18 @@ def main():
         if shown:
             p("- mlgate counters after its last round: " + ", ".join(f"`{k.removeprefix('wasmcustom.')}` = {stats[k].strip()}" for k in shown))
     p("")
+    bad += scaling_section(p, args.scaling, rps)
+    bad += latency_section(p, args.latency)
     profile_section(p, args.profile, cpu_us)
-    if bad:
+    if not runs:
+        p("No runs to report.")
+    elif bad:
         p("## Runs with unexpected answers (their numbers measure something else)")
         p("")
         for b in bad:
             p(f"- {b}")
     else:
-        p("Every run got the expected answers (200 for a and b, 401 for c, 403 for d; no socket errors).")
+        p("Every run got the expected answers (200 for a, b and f, 401 for c and e, 403 for d; no socket errors).")
     p("")
     text = "\n".join(lines)
     with open(args.out, "w") as f:

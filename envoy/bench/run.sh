@@ -17,25 +17,57 @@
 #   c  forged tokens: valid header/payload, random signature       -> 401
 #   d  the repeated valid token on GET /admin (forbidden route)    -> 403
 #   e  forged tokens of ~1,700 distinct claims in 16 KiB (200 top-level, the rest nested) -> 401
+#   f  the repeated valid token on POST /v1/chat/completions, the model in the JSON body (mlgate holds the
+#      request until its body is complete, then judges it)                               -> 200
+#      (fixed-load pass only; the native chains check the route and group, they cannot read the body's model)
 # Pass-through and the no-op floor check no tokens: they run scenario a only.
 #
 # Each round starts every chain afresh (in a rotating order), warms it up, runs its scenarios, reads its
 # VmRSS and stops it. Results: medians over rounds, in target/bench/results.md (+ runs.tsv, raw).
+# Two more passes follow the rounds (MLGATE_BENCH_EXTRA_ROUNDS rounds each):
+#   scaling     every chain and scenario again with two Envoy workers (--concurrency 2) and wrk -t2, none of them
+#               pinned: wrk shares both cores with Envoy, so the figure (req/s at 2 workers / at 1) is how far a
+#               chain scales on this machine, not a ratio target (scaling.tsv)
+#   fixed load  one pinned worker as in the rounds, wrk sending at a fixed offered rate (envoy/bench/rate.lua,
+#               MLGATE_BENCH_RATE req/s; by default half of the slowest chain's median req/s over scenarios a-c),
+#               for scenarios a, b, c and f: p50/p99 where no chain is saturated, so a filter's pauses show (latency.tsv)
 #
-# Environment: MLGATE_BENCH_ROUNDS (3), MLGATE_BENCH_DURATION (6 s per run), MLGATE_BENCH_WARMUP (2 s),
+# Environment: MLGATE_BENCH_QUICK (0; 1: one round of 2 s runs, one round of each extra pass (the two-worker one
+# for scenarios a-c), no perf pass: ~2.5 min with minted tokens, for before/after checks; a variable below still
+# overrides it),
+# MLGATE_BENCH_ROUNDS (3), MLGATE_BENCH_DURATION (6 s per run), MLGATE_BENCH_WARMUP (2 s),
 # MLGATE_BENCH_TOKENS (100000: more than one 6 s run sends, so scenario b never sends a token twice to one Envoy and
 # no cache can hit: an LRU would not with any cycle longer than it holds, but mlgate admits a token on its second use,
 # and that admission turns part of any shorter cycle into hits),
 # MLGATE_BENCH_CHAINS (all), MLGATE_BENCH_CONNECTIONS (16), MLGATE_BENCH_ENVOY_CPU (0), MLGATE_BENCH_LOAD_CPU (1),
-# MLGATE_BENCH_PROFILE (1: the perf pass after the rounds; 0 skips it), MLGATE_BENCH_PROFILE_SECONDS (4).
+# MLGATE_BENCH_PROFILE (1: the perf pass after the rounds; 0 skips it), MLGATE_BENCH_PROFILE_SECONDS (4),
+# MLGATE_BENCH_SCALING (1; 0 skips the two-worker pass), MLGATE_BENCH_SCALING_SCENARIOS (a b c d e; quick a b c),
+# MLGATE_BENCH_LATENCY (1; 0 skips the fixed-load pass),
+# MLGATE_BENCH_EXTRA_ROUNDS (2; quick 1), MLGATE_BENCH_RATE (req/s of the fixed-load pass; empty: derived),
+# MLGATE_BENCH_RATE_CONNECTIONS (64).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$ROOT"
 
-ROUNDS=${MLGATE_BENCH_ROUNDS:-3}
-DURATION=${MLGATE_BENCH_DURATION:-6}
-WARMUP=${MLGATE_BENCH_WARMUP:-2}
+QUICK=${MLGATE_BENCH_QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+    q_rounds=1 q_duration=2 q_warmup=1 q_profile=0 q_extra=1 q_scaling="a b c"
+else
+    q_rounds=3 q_duration=6 q_warmup=2 q_profile=1 q_extra=2 q_scaling="a b c d e"
+fi
+ROUNDS=${MLGATE_BENCH_ROUNDS:-$q_rounds}
+DURATION=${MLGATE_BENCH_DURATION:-$q_duration}
+WARMUP=${MLGATE_BENCH_WARMUP:-$q_warmup}
+PROFILE_ON=${MLGATE_BENCH_PROFILE:-$q_profile}
+EXTRA_ROUNDS=${MLGATE_BENCH_EXTRA_ROUNDS:-$q_extra}
+SCALING=${MLGATE_BENCH_SCALING:-1}
+SCALING_SCENARIOS=${MLGATE_BENCH_SCALING_SCENARIOS:-$q_scaling}
+LATENCY=${MLGATE_BENCH_LATENCY:-1}
+RATE=${MLGATE_BENCH_RATE:-}
+# More connections than the rounds use: each holds one scheduled send at a time, so a chain (or the machine)
+# stalling for up to RATE_CONNS / RATE s costs no offered request.
+RATE_CONNS=${MLGATE_BENCH_RATE_CONNECTIONS:-64}
 TOKENS=${MLGATE_BENCH_TOKENS:-100000}
 CONNS=${MLGATE_BENCH_CONNECTIONS:-16}
 CHAINS=${MLGATE_BENCH_CHAINS:-passthrough noop-wasm native native-cache mlgate}
@@ -48,7 +80,11 @@ HARNESS=${MLGATE_BENCH_HARNESS:-$ROOT/target/release/mlgate-harness-devtools}
 OUT=$ROOT/target/bench
 TOK=$OUT/tokens
 RUNS=$OUT/runs.tsv
+SCALE_RUNS=$OUT/scaling.tsv
+LAT_RUNS=$OUT/latency.tsv
 LUA=$ROOT/envoy/bench/tokens.lua
+RATE_LUA=$ROOT/envoy/bench/rate.lua
+BODY=$OUT/chat.json
 
 log() { echo "bench: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -94,6 +130,8 @@ if [[ " $CHAINS " == *" noop-wasm "* ]]; then
 fi
 
 mkdir -p "$OUT" "$TOK"
+# Scenario f's body: a small chat request naming a model the bench policy allows.
+printf '{"model":"gpt-4o","messages":[{"role":"user","content":"Summarise the quarterly risk report."}],"max_tokens":64}' >"$BODY"
 
 # --- tokens: minted once, reused while they have hours left ------------------------------------------------
 # The stamp names the token format: change it when bench-tokens changes what it writes.
@@ -139,7 +177,14 @@ scenarios_of() {
         *) echo a b c d e ;;
     esac
 }
-path_of() { [ "$1" = d ] && echo /admin || echo /score; }
+path_of() {
+    case "$1" in
+        d) echo /admin ;;
+        f) echo /v1/chat/completions ;;
+        *) echo /score ;;
+    esac
+}
+body_of() { [ "$1" = f ] && echo "$BODY" || true; }
 tokens_of() {
     case "$1" in
         b) echo "$TOK/fresh.txt" ;;
@@ -158,9 +203,11 @@ want_of() {
 }
 
 ENVOY_PID=
+# start_envoy CHAIN [WORKERS]: one worker pinned to ENVOY_CPU, or WORKERS unpinned workers.
 start_envoy() {
-    local chain=$1
-    "${PIN_ENVOY[@]}" "$ENVOY" -c "$OUT/$chain.yaml" --concurrency 1 --disable-hot-restart \
+    local chain=$1 workers=${2:-1} pin=("${PIN_ENVOY[@]}")
+    [ "$workers" = 1 ] || pin=()
+    "${pin[@]}" "$ENVOY" -c "$OUT/$chain.yaml" --concurrency "$workers" --disable-hot-restart \
         --log-level warn >"$OUT/$chain.log" 2>&1 &
     ENVOY_PID=$!
     PIDS+=("$ENVOY_PID")
@@ -181,18 +228,47 @@ envoy_cpu_ns() {
     cat /proc/"$ENVOY_PID"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%.0f", s }'
 }
 
-# wrk, bounded; prints the BENCH line.
+# wrk, bounded; prints the BENCH line. drive PORT PATH TOKENS SECONDS [BODY]: one thread pinned to LOAD_CPU.
 drive() {
-    local port=$1 path=$2 tokens=$3 seconds=$4
+    local port=$1 path=$2 tokens=$3 seconds=$4 body=${5:-}
     timeout $((seconds + 30)) "${PIN_LOAD[@]}" wrk -t1 -c"$CONNS" -d"${seconds}s" --timeout 5s \
-        -s "$LUA" "http://127.0.0.1:$port$path" -- "$tokens" | grep '^BENCH ' || true
+        -s "$LUA" "http://127.0.0.1:$port$path" -- "$tokens" "$body" | grep '^BENCH ' || true
+}
+# The two-worker pass: two wrk threads, unpinned, on the cores Envoy's workers use too.
+drive_two() {
+    local port=$1 path=$2 tokens=$3 seconds=$4 body=${5:-}
+    timeout $((seconds + 30)) wrk -t2 -c"$CONNS" -d"${seconds}s" --timeout 5s \
+        -s "$LUA" "http://127.0.0.1:$port$path" -- "$tokens" "$body" | grep '^BENCH ' || true
+}
+# The fixed-load pass: one pinned thread sending RATE requests per second.
+drive_rate() {
+    local port=$1 path=$2 tokens=$3 seconds=$4 rate=$5 body=${6:-}
+    timeout $((seconds + 30)) "${PIN_LOAD[@]}" wrk -t1 -c"$RATE_CONNS" -d"${seconds}s" --timeout 5s \
+        -s "$RATE_LUA" "http://127.0.0.1:$port$path" -- "$rate" "$tokens" "$body" | grep '^BENCH ' || true
 }
 
-# One request with curl: the status a scenario gets.
+# One request with curl: the status a scenario gets (a POST of BODY as JSON when given).
 status_of() {
-    local port=$1 path=$2 token=$3
-    curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "authorization: Bearer $token" \
+    local port=$1 path=$2 token=$3 body=${4:-}
+    local extra=()
+    [ -n "$body" ] && extra=(-H 'content-type: application/json' --data-binary "@$body")
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 -H "authorization: Bearer $token" "${extra[@]}" \
         "http://127.0.0.1:$port$path" || true
+}
+
+# parse_bench LINE: sets b_requests, b_duration_us, b_non2xx, b_errors, b_p50_us, b_p99_us and b_rps.
+parse_bench() {
+    local kv
+    b_requests=0 b_duration_us=0 b_non2xx=0 b_errors=0 b_p50_us=0 b_p99_us=0
+    for kv in ${1#BENCH }; do
+        case "$kv" in
+            requests=* | duration_us=* | non2xx=* | errors=* | p50_us=* | p99_us=*) printf -v "b_${kv%%=*}" '%s' "${kv#*=}" ;;
+        esac
+    done
+    b_rps=$(awk -v r="$b_requests" -v d="$b_duration_us" 'BEGIN { if (d > 0) printf "%.0f", r / (d / 1e6); else print 0 }')
+}
+cpu_per_request() {
+    awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { if (n > 0 && b > a) printf "%.2f", (b - a) / 1000 / n; else print 0 }'
 }
 
 # --- the runs ---------------------------------------------------------------------------------------------
@@ -242,6 +318,93 @@ for ((round = 1; round <= ROUNDS; round++)); do
 done
 log "runs took $(($(date +%s) - started)) s"
 
+# --- two workers: how far each chain scales on this machine -------------------------------------------------
+rm -f "$SCALE_RUNS"
+if [ "$SCALING" != 0 ]; then
+    pass_started=$(date +%s)
+    log "two-worker pass: $EXTRA_ROUNDS round(s), Envoy --concurrency 2 and wrk -t2 -c$CONNS, unpinned"
+    printf 'round\tchain\tscenario\trps\tp50_us\tp99_us\trequests\tnon2xx\terrors\twant\tfirst_status\tcpu_us\n' >"$SCALE_RUNS"
+    for ((round = 1; round <= EXTRA_ROUNDS; round++)); do
+        n=${#CHAIN_LIST[@]}
+        for ((k = 0; k < n; k++)); do
+            chain=${CHAIN_LIST[$(((k + round - 1) % n))]}
+            start_envoy "$chain" 2
+            port=${PORT[$chain]}
+            drive_two "$port" /score "$TOK/one.txt" "$WARMUP" >/dev/null
+            for sc in $(scenarios_of "$chain"); do
+                [[ " $SCALING_SCENARIOS " == *" $sc "* ]] || continue
+                path=$(path_of "$sc") tokens=$(tokens_of "$sc") want=$(want_of "$chain" "$sc")
+                first=$(status_of "$port" "$path" "$(head -1 "$tokens")")
+                cpu_before=$(envoy_cpu_ns)
+                line=$(drive_two "$port" "$path" "$tokens" "$DURATION")
+                cpu_after=$(envoy_cpu_ns)
+                [ -n "$line" ] || die "wrk gave no result for $chain/$sc at two workers (see $OUT/$chain.log)"
+                parse_bench "$line"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$chain" "$sc" "$b_rps" \
+                    "$b_p50_us" "$b_p99_us" "$b_requests" "$b_non2xx" "$b_errors" "$want" "$first" \
+                    "$(cpu_per_request "$cpu_before" "$cpu_after" "$b_requests")" >>"$SCALE_RUNS"
+                log "2 workers $round/$EXTRA_ROUNDS  $(printf '%-12s' "$chain") $sc  $(printf '%7s' "$b_rps") req/s  p99 ${b_p99_us}µs  first=$first (want $want)  non-2xx $b_non2xx/$b_requests"
+            done
+            stop_envoy
+        done
+    done
+    log "two-worker pass took $(($(date +%s) - pass_started)) s"
+fi
+
+# --- a fixed offered load: p99 where no chain is saturated --------------------------------------------------
+rm -f "$LAT_RUNS"
+if [ "$LATENCY" != 0 ]; then
+    if [ -z "$RATE" ]; then
+        # Half of the slowest median req/s of the token-checking chains over scenarios a-c (of every chain when
+        # none of those ran), rounded down to 100: a rate each chain sustains with room for the noise.
+        RATE=$(python3 - "$RUNS" <<'EOF'
+import csv, statistics, sys
+runs = {}
+with open(sys.argv[1]) as f:
+    for r in csv.DictReader(f, delimiter="\t"):
+        if r["scenario"] in ("a", "b", "c") and float(r["rps"] or 0) > 0:
+            runs.setdefault((r["chain"], r["scenario"]), []).append(float(r["rps"]))
+medians = {k: statistics.median(v) for k, v in runs.items()}
+checking = [m for (chain, _), m in medians.items() if chain not in ("passthrough", "noop-wasm")]
+slowest = min(checking or medians.values() or [0])
+print(int(slowest / 2 / 100) * 100)
+EOF
+)
+    fi
+    if [ -z "$RATE" ] || [ "$RATE" -le 0 ]; then
+        log "no throughput to derive the fixed load from (MLGATE_BENCH_RATE sets it): skipping the fixed-load pass"
+    else
+        pass_started=$(date +%s)
+        log "fixed-load pass: $EXTRA_ROUNDS round(s) at $RATE req/s offered (wrk -t1 -c$RATE_CONNS, envoy/bench/rate.lua)"
+        printf 'round\tchain\tscenario\toffered\trps\tp50_us\tp99_us\trequests\tnon2xx\terrors\twant\tfirst_status\tcpu_us\n' >"$LAT_RUNS"
+        for ((round = 1; round <= EXTRA_ROUNDS; round++)); do
+            n=${#CHAIN_LIST[@]}
+            for ((k = 0; k < n; k++)); do
+                chain=${CHAIN_LIST[$(((k + round - 1) % n))]}
+                start_envoy "$chain"
+                port=${PORT[$chain]}
+                drive "$port" /score "$TOK/one.txt" "$WARMUP" >/dev/null
+                case "$chain" in passthrough | noop-wasm) lat_scenarios=a ;; *) lat_scenarios="a b c f" ;; esac
+                for sc in $lat_scenarios; do
+                    path=$(path_of "$sc") tokens=$(tokens_of "$sc") want=$(want_of "$chain" "$sc") body=$(body_of "$sc")
+                    first=$(status_of "$port" "$path" "$(head -1 "$tokens")" "$body")
+                    cpu_before=$(envoy_cpu_ns)
+                    line=$(drive_rate "$port" "$path" "$tokens" "$DURATION" "$RATE" "$body")
+                    cpu_after=$(envoy_cpu_ns)
+                    [ -n "$line" ] || die "wrk gave no result for $chain/$sc at a fixed load (see $OUT/$chain.log)"
+                    parse_bench "$line"
+                    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$chain" "$sc" "$RATE" \
+                        "$b_rps" "$b_p50_us" "$b_p99_us" "$b_requests" "$b_non2xx" "$b_errors" "$want" "$first" \
+                        "$(cpu_per_request "$cpu_before" "$cpu_after" "$b_requests")" >>"$LAT_RUNS"
+                    log "fixed load $round/$EXTRA_ROUNDS  $(printf '%-12s' "$chain") $sc  $(printf '%7s' "$b_rps") of $RATE req/s  p50 ${b_p50_us}µs  p99 ${b_p99_us}µs  first=$first (want $want)  non-2xx $b_non2xx/$b_requests"
+                done
+                stop_envoy
+            done
+        done
+        log "fixed-load pass took $(($(date +%s) - pass_started)) s"
+    fi
+fi
+
 # --- where each chain's CPU goes: one perf-sampled run per chain and scenario ---------------------------------
 # perf (cpu-clock, 999 Hz, attached to Envoy for one run) sorts Envoy's samples by where the code lives: the
 # wasm VM's compiled code (V8's JIT: for mlgate, its own work), the Envoy binary (the proxy, BoringSSL, the V8
@@ -250,7 +413,7 @@ log "runs took $(($(date +%s) - started)) s"
 PROFILE=$OUT/profile.tsv
 rm -f "$PROFILE"
 PROFILE_SECONDS=${MLGATE_BENCH_PROFILE_SECONDS:-4}
-if [ "${MLGATE_BENCH_PROFILE:-1}" != 0 ] && command -v perf >/dev/null \
+if [ "$PROFILE_ON" != 0 ] && command -v perf >/dev/null \
     && perf record -q -F 999 -o "$OUT/perf.probe" -- true >/dev/null 2>&1; then
     log "profiling each chain and scenario with perf (${PROFILE_SECONDS}s each)"
     printf 'chain\tscenario\trequests\tfrequency\tvm\tenvoy\tkernel\tother\n' >"$PROFILE"
@@ -284,7 +447,9 @@ else
     log "no usable perf (or MLGATE_BENCH_PROFILE=0): skipping the CPU profile"
 fi
 
+log "everything took $(($(date +%s) - started)) s since the first run"
 python3 envoy/bench/report.py --runs "$RUNS" --out "$OUT/results.md" \
     --wasm "$WASM" --noop-wasm "$NOOP_WASM" --envoy "$ENVOY" \
     --duration "$DURATION" --rounds "$ROUNDS" --connections "$CONNS" --tokens "$TOKENS" --load "$load" \
-    --mlgate-stats "$OUT/mlgate.stats" --profile "$PROFILE"
+    --mlgate-stats "$OUT/mlgate.stats" --profile "$PROFILE" --scaling "$SCALE_RUNS" --latency "$LAT_RUNS" \
+    --quick "$QUICK" --warmup "$WARMUP" --extra-rounds "$EXTRA_ROUNDS"

@@ -1,20 +1,33 @@
 -- wrk script for make bench: every request carries the next token of a file (one per line), in order,
 -- wrapping around. The requests are built once in init(), so wrk spends nothing per request on Lua
 -- string work beyond returning a prebuilt request.
---   wrk -t1 -c16 -d6s -s envoy/bench/tokens.lua http://127.0.0.1:PORT/score -- TOKENS_FILE
+--   wrk -t1 -c16 -d6s -s envoy/bench/tokens.lua http://127.0.0.1:PORT/score -- TOKENS_FILE [BODY_FILE]
+-- With BODY_FILE every request is a POST of that file's bytes as application/json (a body-model route).
 -- done() prints one machine-readable line: BENCH requests=… duration_us=… non2xx=… errors=… p50_us=… p99_us=…
+-- envoy/bench/rate.lua runs the same requests at a fixed offered rate.
 local requests = {}
 local n, i = 0, 0
 
 function init(args)
-  local file = args[1]
+  local file, body_file = args[1], args[2]
   if not file then
-    error("usage: wrk ... -s tokens.lua URL -- TOKENS_FILE")
+    error("usage: wrk ... -s tokens.lua URL -- TOKENS_FILE [BODY_FILE]")
+  end
+  local method, body = "GET", nil
+  if body_file and #body_file > 0 then
+    local f = assert(io.open(body_file, "rb"))
+    body = f:read("*a")
+    f:close()
+    method = "POST"
   end
   for line in io.lines(file) do
     if #line > 0 then
       n = n + 1
-      requests[n] = wrk.format("GET", wrk.path, { ["Host"] = wrk.host, ["Authorization"] = "Bearer " .. line })
+      local headers = { ["Host"] = wrk.host, ["Authorization"] = "Bearer " .. line }
+      if body then
+        headers["Content-Type"] = "application/json"
+      end
+      requests[n] = wrk.format(method, wrk.path, headers, body)
     end
   end
   if n == 0 then

@@ -185,8 +185,10 @@ fn dot_segments_are_judged_after_envoy_resolves_them() {
     assert!(a.body["identity"].get("x-mlgate-principal").is_none());
 }
 
-/// Two `Authorization` headers reach the filter as two values (it reads every header pair), and
-/// are refused, whichever token comes first.
+/// Two `Authorization` headers are refused, whichever token comes first and when both are the same.
+/// Envoy 1.40 keeps `authorization` as an inline header and joins a repeat into one value
+/// (`Bearer a,Bearer b`) before any filter reads it, in the header map and in a single-header read
+/// alike: the filter sees what a joining proxy would send (the last case below).
 #[test]
 fn multiple_authorization_headers_through_envoy() {
     let Some(stack) = Stack::start("attack-authz", 1) else {
