@@ -162,7 +162,8 @@ fn field(out: &mut String, key: &str, value: Option<&str>) {
 /// `value` as a JSON string, quotes included.
 pub(crate) fn push_string(out: &mut String, value: &str) {
     out.push('"');
-    if !value.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+    // Eight bytes at a time: a decision's record is written for every request.
+    if crate::bytes::json_string_stop(value.as_bytes(), 0) == value.len() {
         out.push_str(value);
         out.push('"');
         return;

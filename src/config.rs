@@ -203,6 +203,7 @@ impl<'b> Compiler<'b> {
             sources: self.sources,
             extra_claims: self.extra_claims,
             explain: config.explain,
+            decision_duration_histogram: config.decision_duration_histogram,
         })
     }
 }

@@ -31,6 +31,10 @@ pub struct Policy {
     pub extra_claims: Vec<ClaimPath>,
     /// Every decision records its trace ([`crate::trace`]), which the adapter logs.
     pub explain: bool,
+    /// Each decision's compute time goes to a histogram (on by default). In Envoy one
+    /// histogram sample costs ~1.5–2 µs of the proxy's CPU per request — a twentieth of a cache
+    /// hit's — because Envoy hands every value to its stats sinks when it is recorded.
+    pub decision_duration_histogram: bool,
 }
 
 #[derive(Clone, Debug)]

@@ -165,6 +165,10 @@ pub(super) struct Config {
     /// debugging a policy, never for production traffic.
     #[serde(default)]
     pub(super) explain: bool,
+    /// Record each decision's compute time in the `mlgate.decision_duration_us` histogram: one
+    /// host call per request, which Envoy delivers to its histogram sinks as it comes.
+    #[serde(default = "default_true")]
+    pub(super) decision_duration_histogram: bool,
 }
 
 fn default_max_token_bytes() -> usize {

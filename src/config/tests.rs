@@ -61,6 +61,16 @@ fn base_config_compiles_with_defaults() {
         Some("x-mlgate-principal")
     );
     assert_eq!(policy.routes[2].model_from, Some(ModelFrom::PathParam(0)));
+    assert!(policy.decision_duration_histogram);
+}
+
+#[test]
+fn the_decision_duration_histogram_can_be_switched_off_and_only_by_a_boolean() {
+    let mut config = entra_config();
+    config["decision_duration_histogram"] = json!(false);
+    assert!(!compile_value(&config).unwrap().decision_duration_histogram);
+    config["decision_duration_histogram"] = json!("off");
+    assert_refused(config, "decision_duration_histogram", "boolean");
 }
 
 #[test]

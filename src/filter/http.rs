@@ -383,8 +383,7 @@ pub fn let_go_headers_first(shared: &Shared, state: &Rc<RefCell<RequestState>>) 
 /// stream ends) and, when the policy's `audit` level says so, as a log line.
 fn record(shared: &Shared, verdict: &Verdict) {
     let audit = &verdict.audit;
-    let micros = hostcalls::now_nanos().saturating_sub(shared.started.get()) / 1000;
-    shared.metrics.record(audit, micros);
+    shared.metrics.record(audit, shared.started.get());
     let json = audit.json();
     if hostcalls::set_property("mlgate", json.as_bytes()).is_err() {
         log::warn!("mlgate: the host refused the decision's filter state");

@@ -36,11 +36,19 @@ fn address(s: Option<&str>) -> usize {
 impl Metrics {
     /// Defines every metric but the per-series request counters. A host that refuses a
     /// definition just loses that metric.
-    pub fn define(provider_names: &[String], host_crypto: bool) -> Metrics {
+    /// `decision_histogram`: the policy's `decision_duration_histogram` (off: the histogram is
+    /// not defined, and no decision reads the clock for it).
+    pub fn define(
+        provider_names: &[String],
+        host_crypto: bool,
+        decision_histogram: bool,
+    ) -> Metrics {
         let mut metrics = Metrics {
             cache_hits: hostcalls::define_counter(names::TOKEN_CACHE_HITS).ok(),
             cache_misses: hostcalls::define_counter(names::TOKEN_CACHE_MISSES).ok(),
-            decision_us: hostcalls::define_histogram(names::DECISION_US).ok(),
+            decision_us: decision_histogram
+                .then(|| hostcalls::define_histogram(names::DECISION_US).ok())
+                .flatten(),
             fetch_ok: hostcalls::define_counter(names::JWKS_FETCH_OK).ok(),
             fetch_failed: hostcalls::define_counter(names::JWKS_FETCH_FAILED).ok(),
             unknown_kid_refetch: hostcalls::define_counter(names::JWKS_UNKNOWN_KID_REFETCH).ok(),
@@ -67,7 +75,9 @@ impl Metrics {
 
     /// Counts a decision in its series, and the token cache's answer; `micros` is how long the
     /// deciding callback took.
-    pub fn record(&self, audit: &Audit, micros: u64) {
+    /// Counts a decision, and records its compute time since `started_nanos` (host clock) when
+    /// the histogram is on.
+    pub fn record(&self, audit: &Audit, started_nanos: u64) {
         let route = audit.route.as_deref();
         let provider = audit.provider.as_deref();
         let key = (
@@ -97,6 +107,7 @@ impl Metrics {
             hostcalls::increment(id);
         }
         if let Some(id) = self.decision_us {
+            let micros = hostcalls::now_nanos().saturating_sub(started_nanos) / 1000;
             hostcalls::record(id, micros);
         }
     }

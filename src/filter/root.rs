@@ -74,9 +74,10 @@ impl RootContext for Root {
             policy.mode,
             backend.name()
         );
+        let decision_histogram = policy.decision_duration_histogram;
         let shared = Rc::new(Shared {
             gate: Gate::new(policy, backend),
-            metrics: Metrics::define(&names, backend.uses_host()),
+            metrics: Metrics::define(&names, backend.uses_host(), decision_histogram),
             fetcher: Fetcher::new(&remote_targets, &names),
             root_id: self.id,
             held: Default::default(),

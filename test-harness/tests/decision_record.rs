@@ -233,6 +233,18 @@ fn token_cache_counts_a_hit_for_a_token_verified_twice_before() {
 }
 
 #[test]
+fn a_policy_without_the_decision_histogram_defines_and_records_none() {
+    let mut config = entra_config();
+    config["decision_duration_histogram"] = json!(false);
+    let h = harness(&config);
+    score(&h, &user_token(&h, |_| {}));
+    let metrics = h.metrics();
+    assert!(!metrics.contains_key("mlgate.decision_duration_us"));
+    let allowed = requests_counter("allowed", "none", "score", "entra");
+    assert_eq!(h.metric(&allowed), Some(1), "{:?}", metrics.keys());
+}
+
+#[test]
 fn decision_latency_is_one_histogram_sample_per_decision() {
     let h = harness(&entra_config());
     score(&h, &user_token(&h, |_| {}));
