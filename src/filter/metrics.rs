@@ -73,10 +73,9 @@ impl Metrics {
         }
     }
 
-    /// Counts a decision in its series, and the token cache's answer; `micros` is how long the
-    /// deciding callback took.
-    /// Counts a decision, and records its compute time since `started_nanos` (host clock) when
-    /// the histogram is on.
+    /// Counts a decision in its series and the token cache's answer, and, when the histogram is
+    /// on, records how long the deciding callback took since it started (`started_nanos`, host
+    /// clock).
     pub fn record(&self, audit: &Audit, started_nanos: u64) {
         let route = audit.route.as_deref();
         let provider = audit.provider.as_deref();
