@@ -13,7 +13,7 @@ HARNESS_DEV  := target/release/mlgate-harness-devtools
 export MLGATE_WASM := $(CURDIR)/$(WASM)
 export MLGATE_ENVOY := $(CURDIR)/$(ENVOY)
 
-.PHONY: build build-portable wasm-target tools envoy venv-sdk venv-mlserver devtools harness test test-core test-harness test-e2e check-cases \
+.PHONY: build build-portable build-replay wasm-target tools envoy venv-sdk venv-mlserver devtools harness test test-core test-harness test-e2e check-cases \
         validate-envoy lint demo bench oci fuzz clean fleet fleet-update fleet-proxy \
         playground playground-build test-playground browser
 
@@ -59,6 +59,17 @@ build-portable: wasm-target
 	  wasm-opt $(WASM_OPT_FLAGS) target/portable/$(WASM_TARGET)/wasm/mlgate.wasm -o $(WASM_PORTABLE).$$$$.tmp && mv $(WASM_PORTABLE).$$$$.tmp $(WASM_PORTABLE); \
 	else cp target/portable/$(WASM_TARGET)/wasm/mlgate.wasm $(WASM_PORTABLE).$$$$.tmp && mv $(WASM_PORTABLE).$$$$.tmp $(WASM_PORTABLE); fi
 	@echo "built $(WASM_PORTABLE): $$(stat -c %s $(WASM_PORTABLE)) bytes"
+
+# `make bench`'s chain mlgate-replay (feature bench-replay; never deployed): the host calls of mlgate's first
+# forwarded decision, replayed for every request without deciding. Built and optimised as `build`; its own
+# target directory for the same reason as build-portable's.
+WASM_REPLAY := target/mlgate-replay.wasm
+build-replay: wasm-target
+	$(CARGO) build --profile wasm --target $(WASM_TARGET) -p mlgate --features bench-replay --target-dir target/replay
+	@if command -v wasm-opt >/dev/null; then \
+	  wasm-opt $(WASM_OPT_FLAGS) target/replay/$(WASM_TARGET)/wasm/mlgate.wasm -o $(WASM_REPLAY).$$$$.tmp && mv $(WASM_REPLAY).$$$$.tmp $(WASM_REPLAY); \
+	else cp target/replay/$(WASM_TARGET)/wasm/mlgate.wasm $(WASM_REPLAY).$$$$.tmp && mv $(WASM_REPLAY).$$$$.tmp $(WASM_REPLAY); fi
+	@echo "built $(WASM_REPLAY): $$(stat -c %s $(WASM_REPLAY)) bytes"
 
 $(ENVOY):
 	python3 -m venv $(VENV)
@@ -125,6 +136,7 @@ lint: wasm-target
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy -p mlgate --all-targets -- -D warnings
 	$(CARGO) clippy -p mlgate --target $(WASM_TARGET) -- -D warnings
+	$(CARGO) clippy -p mlgate --target $(WASM_TARGET) --features bench-replay -- -D warnings
 	$(CARGO) clippy -p mlgate-harness --all-targets -- -D warnings
 	$(CARGO) clippy -p mlgate --features playground --all-targets -- -D warnings
 
@@ -178,9 +190,9 @@ test-playground: playground-build browser
 	python3 test-harness/playground/browser_test.py --dir $(PLAYGROUND) --out target/playground-test
 
 # A benchmark, never a test: real Envoy chains side by side (pass-through, no-op wasm floor, native jwt_authn + rbac
-# with and without its cache, mlgate), wrk on loopback; ~17 min (3 rounds, a two-worker pass, a fixed-load pass; +2 min to mint
+# with and without its cache, mlgate, mlgate's host calls alone), wrk on loopback; ~17 min (3 rounds, a two-worker pass, a fixed-load pass; +2 min to mint
 # 100,000 tokens on a first run); MLGATE_BENCH_QUICK=1: ~2.5 min. Writes target/bench/results.md (envoy/bench/run.sh).
-bench: tools build envoy devtools
+bench: tools build build-replay envoy devtools
 	@bash envoy/bench/run.sh
 
 # A fleet (envoy/fleet/, envoy/README.md "A fleet"): every proxy watches .run/fleet/ecds and fetches the module

@@ -374,6 +374,8 @@ impl Gate {
         let unnamed = record.filter(|a| a.token_sha256.is_none() && self.fingerprints());
         if let Some(audit) = unnamed {
             audit.token_sha256 = Some(token_fingerprint(&found.token).into());
+            // The pre-rendered caller fields would not name it.
+            audit.caller_record = None;
         }
         step
     }
@@ -722,6 +724,7 @@ impl Gate {
         audit.provider = self.provider_names.get(identity.provider).cloned();
         audit.identity = Some(identity.clone());
         audit.token_sha256.clone_from(&caller.fingerprint);
+        audit.caller_record = Some(caller.record.clone());
     }
 }
 

@@ -3,7 +3,10 @@
 //!
 //! Extraction decides only "which bytes are the token". It never parses them, and it refuses
 //! ambiguity: two tokens on one request (from two sources, or twice from one) are refused, as is
-//! a token over the size limit — both before anything looks inside.
+//! a token over the size limit — both before anything looks inside. Two tokens in one value (a
+//! client's `a,b`, or repeated headers the proxy joined with `,`) are found here and refused by the
+//! gate before verification ([`FoundToken::is_joined`]): a cache hit skips that scan, since no
+//! verified token holds a `,`.
 
 use std::borrow::Cow;
 
@@ -32,6 +35,15 @@ pub type HeaderLookup<'a> = dyn Fn(&str) -> Option<Cow<'a, str>> + 'a;
 pub struct FoundToken<'a> {
     pub token: Cow<'a, str>,
     pub source: usize,
+}
+
+impl FoundToken<'_> {
+    /// Whether the value holds two tokens joined by `,` (`multiple_tokens`). No JWT holds a `,`
+    /// (base64url and dots), so a token equal to a verified one is not joined: the gate asks only
+    /// on a cache miss, which spares a cache hit a scan of the whole token.
+    pub fn is_joined(&self) -> bool {
+        bytes::contains_byte(self.token.as_bytes(), b',')
+    }
 }
 
 /// Looks in every source. `header` returns the value of a request header by lower-case name
@@ -89,9 +101,6 @@ pub fn extract<'a>(
     }
     match found {
         Some(found) if found.token.len() > max_bytes => Err(Reason::TokenTooLarge),
-        Some(found) if bytes::contains_byte(found.token.as_bytes(), b',') => {
-            Err(Reason::MultipleTokens)
-        }
         other => Ok(other),
     }
 }
@@ -242,9 +251,17 @@ mod tests {
     }
 
     #[test]
-    fn joined_repeated_header_is_multiple_tokens() {
+    fn joined_repeated_header_is_found_as_one_joined_value() {
         let result = run(&[bearer()], &[("authorization", "Bearer a,Bearer b")], None);
-        assert_eq!(result, Err(Reason::MultipleTokens));
+        let found = result.ok().flatten();
+        assert_eq!(found.as_ref().map(|f| f.token.as_ref()), Some("a,Bearer b"));
+        assert!(found.is_some_and(|f| f.is_joined()));
+    }
+
+    #[test]
+    fn a_single_token_is_not_joined() {
+        let result = run(&[bearer()], &[("authorization", "Bearer a.b.c")], None);
+        assert!(result.ok().flatten().is_some_and(|f| !f.is_joined()));
     }
 
     #[test]

@@ -8,6 +8,10 @@
 #   native        jwt_authn + rbac, no cache
 #   native-cache  jwt_authn (jwt_cache_config) + rbac
 #   mlgate        mlgate with envoy/bench/mlgate-bench.json
+#   mlgate-replay mlgate's chain with `make build-replay`'s module: after its first forwarded request it makes that
+#                 decision's host calls again for every request without deciding (header map read, clock, counters,
+#                 filter state, header rewrite): the best any code of mlgate's could do with the same host calls,
+#                 so the bound on target (a). Scenario a only.
 # Like for like: the native chains and mlgate check the same issuer, audience, lifetime and group rules,
 # remove the token (jwt_authn `forward: false`, mlgate `strip_authorization`) and forward the same three
 # identity headers (principal, tenant, scopes); mlgate's other identity headers are switched off here, and so is its
@@ -41,7 +45,8 @@
 # MLGATE_BENCH_TOKENS (100000: more than one 6 s run sends, so scenario b never sends a token twice to one Envoy and
 # no cache can hit: an LRU would not with any cycle longer than it holds, but mlgate admits a token on its second use,
 # and that admission turns part of any shorter cycle into hits),
-# MLGATE_BENCH_CHAINS (all), MLGATE_BENCH_CONNECTIONS (16), MLGATE_BENCH_ENVOY_CPU (0), MLGATE_BENCH_LOAD_CPU (1),
+# MLGATE_BENCH_CHAINS (all), MLGATE_BENCH_SCENARIOS (a b c d e: the timed rounds' scenarios of the chains that
+# check tokens, e.g. `a` for a before/after check of cache hits), MLGATE_BENCH_CONNECTIONS (16), MLGATE_BENCH_ENVOY_CPU (0), MLGATE_BENCH_LOAD_CPU (1),
 # MLGATE_BENCH_PROFILE (1: the perf pass after the rounds; 0 skips it), MLGATE_BENCH_PROFILE_SECONDS (4),
 # MLGATE_BENCH_SCALING (1; 0 skips the two-worker pass), MLGATE_BENCH_SCALING_SCENARIOS (a b c d e; quick a b c),
 # MLGATE_BENCH_LATENCY (1; 0 skips the fixed-load pass),
@@ -72,11 +77,12 @@ RATE=${MLGATE_BENCH_RATE:-}
 RATE_CONNS=${MLGATE_BENCH_RATE_CONNECTIONS:-64}
 TOKENS=${MLGATE_BENCH_TOKENS:-100000}
 CONNS=${MLGATE_BENCH_CONNECTIONS:-16}
-CHAINS=${MLGATE_BENCH_CHAINS:-passthrough noop-wasm native native-cache mlgate}
+CHAINS=${MLGATE_BENCH_CHAINS:-passthrough noop-wasm native native-cache mlgate mlgate-replay}
 ENVOY_CPU=${MLGATE_BENCH_ENVOY_CPU:-0}
 LOAD_CPU=${MLGATE_BENCH_LOAD_CPU:-1}
 ENVOY=${MLGATE_ENVOY:-$ROOT/.venv/bin/envoy}
 WASM=${MLGATE_WASM:-$ROOT/target/mlgate.wasm}
+REPLAY_WASM=${MLGATE_BENCH_REPLAY_WASM:-$ROOT/target/mlgate-replay.wasm}
 NOOP_WASM=$ROOT/target/wasm32-wasip1/wasm/mlgate_noop_filter.wasm
 HARNESS=${MLGATE_BENCH_HARNESS:-$ROOT/target/release/mlgate-harness-devtools}
 OUT=$ROOT/target/bench
@@ -152,31 +158,34 @@ fi
 read -r -a FREE <<<"$(python3 - <<'EOF'
 import socket
 socks = []
-for _ in range(10):
+for _ in range(12):
     s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 )"
 declare -A PORT ADMIN
 i=0
-for chain in passthrough noop-wasm native native-cache mlgate; do
+for chain in passthrough noop-wasm native native-cache mlgate mlgate-replay; do
     PORT[$chain]=${FREE[$i]}; ADMIN[$chain]=${FREE[$((i + 1))]}; i=$((i + 2))
 done
 
 # --- configurations -----------------------------------------------------------------------------------------
 for chain in $CHAINS; do
-    [ -f "envoy/bench/$chain.yaml" ] || die "unknown chain $chain"
-    wasm=$WASM
+    template=$chain wasm=$WASM
     [ "$chain" = noop-wasm ] && wasm=$NOOP_WASM
-    python3 envoy/render.py envoy --template "envoy/bench/$chain.yaml" --out "$OUT/$chain.yaml" \
+    # mlgate's chain with the replaying module (`make build-replay`).
+    [ "$chain" = mlgate-replay ] && template=mlgate wasm=$REPLAY_WASM
+    [ -f "envoy/bench/$template.yaml" ] || die "unknown chain $chain"
+    [ -f "$wasm" ] || die "$wasm is missing (make build-replay builds the mlgate-replay module)"
+    python3 envoy/render.py envoy --template "envoy/bench/$template.yaml" --out "$OUT/$chain.yaml" \
         --wasm "$wasm" --filter-config envoy/bench/mlgate-bench.json --jwks envoy/bench/bench-jwks.json \
         --set "LISTEN_PORT=${PORT[$chain]}" --set "ADMIN_PORT=${ADMIN[$chain]}"
 done
 
 scenarios_of() {
     case "$1" in
-        passthrough | noop-wasm) echo a ;;
-        *) echo a b c d e ;;
+        passthrough | noop-wasm | mlgate-replay) echo a ;;
+        *) echo "${MLGATE_BENCH_SCENARIOS:-a b c d e}" ;;
     esac
 }
 path_of() {
@@ -197,7 +206,7 @@ tokens_of() {
 }
 want_of() {
     case "$1:$2" in
-        passthrough:* | noop-wasm:*) echo 200 ;;
+        passthrough:* | noop-wasm:* | mlgate-replay:*) echo 200 ;;
         *:c | *:e) echo 401 ;;
         *:d) echo 403 ;;
         *) echo 200 ;;
@@ -367,7 +376,7 @@ with open(sys.argv[1]) as f:
         if r["scenario"] in ("a", "b", "c") and float(r["rps"] or 0) > 0:
             runs.setdefault((r["chain"], r["scenario"]), []).append(float(r["rps"]))
 medians = {k: statistics.median(v) for k, v in runs.items()}
-checking = [m for (chain, _), m in medians.items() if chain not in ("passthrough", "noop-wasm")]
+checking = [m for (chain, _), m in medians.items() if chain not in ("passthrough", "noop-wasm", "mlgate-replay")]
 slowest = min(checking or medians.values() or [0])
 print(int(slowest / 2 / 100) * 100)
 EOF
@@ -386,7 +395,7 @@ EOF
                 start_envoy "$chain"
                 port=${PORT[$chain]}
                 drive "$port" /score "$TOK/one.txt" "$WARMUP" >/dev/null
-                case "$chain" in passthrough | noop-wasm) lat_scenarios=a ;; *) lat_scenarios="a b c f" ;; esac
+                case "$chain" in passthrough | noop-wasm | mlgate-replay) lat_scenarios=a ;; *) lat_scenarios="a b c f" ;; esac
                 for sc in $lat_scenarios; do
                     path=$(path_of "$sc") tokens=$(tokens_of "$sc") want=$(want_of "$chain" "$sc") body=$(body_of "$sc")
                     first=$(status_of "$port" "$path" "$(head -1 "$tokens")" "$body")

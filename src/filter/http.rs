@@ -60,7 +60,14 @@ impl HttpContext for Request {
             Err(_) => return internal_error("cannot read request headers"),
         };
         let now = shared.start();
-        match decide(&shared, &headers, now, true) {
+        #[cfg(feature = "bench-replay")]
+        if let Some(first) = super::replay::recorded() {
+            return replay(&shared, &first, &headers);
+        }
+        let step = decide(&shared, &headers, now, true);
+        #[cfg(feature = "bench-replay")]
+        super::replay::remember(&step);
+        match step {
             Step::NeedKeys { provider, refetch } => {
                 if refetch {
                     shared.metrics.unknown_kid_refetch();
@@ -486,6 +493,19 @@ pub(super) fn send_reply(reply: &crate::decision::LocalReply, reason: Option<&st
         );
     }
     Action::Pause
+}
+
+/// `make bench`'s `mlgate-replay`: the host calls of the first forwarded decision, without deciding.
+#[cfg(feature = "bench-replay")]
+fn replay(shared: &Shared, first: &super::replay::Replay, request_headers: &HeaderMap) -> Action {
+    shared.metrics.record(&first.audit, shared.started.get());
+    if hostcalls::set_property("mlgate", first.json.as_bytes()).is_err() {
+        return internal_error("the host refused the decision's filter state");
+    }
+    match rewrite_headers(shared, request_headers, &first.forward) {
+        Ok(()) => Action::Continue,
+        Err(action) => action,
+    }
 }
 
 /// Fail closed when the host itself misbehaves.

@@ -26,6 +26,8 @@ mod listing;
 mod logger;
 #[cfg(target_arch = "wasm32")]
 mod metrics;
+#[cfg(all(target_arch = "wasm32", feature = "bench-replay"))]
+mod replay;
 #[cfg(target_arch = "wasm32")]
 mod request_state;
 #[cfg(target_arch = "wasm32")]

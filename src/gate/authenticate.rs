@@ -5,13 +5,13 @@
 use std::rc::Rc;
 
 use super::Gate;
-use crate::audit::{token_fingerprint, Audit};
+use crate::audit::{token_fingerprint, Audit, CallerRecord};
 use crate::claims::{self, Identity};
 use crate::decision::Reason;
 use crate::keystore::Wait;
 use crate::policy::Route;
 use crate::token;
-use crate::trace::Stage;
+use crate::trace::{Stage, TokenStep};
 use crate::verify::{self, dangerous};
 
 /// A verified token's identity and the headers it forwards, rendered once: what the
@@ -23,6 +23,8 @@ pub struct Authenticated {
     /// The token's fingerprint ([`crate::audit::fingerprint`]), computed once per verification
     /// (a cache hit does not hash the token again), unless the policy's `audit` is `off`.
     pub(super) fingerprint: Option<Rc<str>>,
+    /// The caller's fields of the decision record, written once per verification.
+    pub(super) record: CallerRecord,
 }
 
 /// Why authentication stopped.
@@ -56,6 +58,11 @@ impl Gate {
             self.admit(route, caller.identity.provider, found.source)?;
             return Ok(caller);
         }
+        // Only now: a hit is a token equal to a verified one, which holds no `,`.
+        if found.is_joined() {
+            self.note(|t| t.token = TokenStep::Refused(Reason::MultipleTokens));
+            return Err(Reason::MultipleTokens.into());
+        }
         let verified = self.verify_token(route, found, now, may_wait);
         self.note(|t| match &verified {
             Ok(_) => t.stage = Stage::Verified,
@@ -64,12 +71,19 @@ impl Gate {
         });
         let (identity, exp) = verified?;
         let provider = identity.provider;
+        let fingerprint: Option<Rc<str>> = self
+            .fingerprints()
+            .then(|| token_fingerprint(&found.token).into());
+        let record = CallerRecord::new(
+            self.provider_names.get(provider).map(|p| &**p),
+            &identity,
+            fingerprint.as_deref(),
+        );
         let caller = Authenticated {
             headers: self.identity_headers(&identity).into(),
             identity: Rc::new(identity),
-            fingerprint: self
-                .fingerprints()
-                .then(|| token_fingerprint(&found.token).into()),
+            fingerprint,
+            record,
         };
         let skew = self
             .policy

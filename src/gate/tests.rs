@@ -541,6 +541,25 @@ fn multiple_tokens_are_refused() {
 }
 
 #[test]
+fn a_value_joining_a_cached_token_with_another_is_refused_as_multiple_tokens() {
+    let g = gate(&entra_config());
+    let t = good_token();
+    // Verified twice, so cached: the joined value must still not pass as the cached token.
+    for _ in 0..3 {
+        assert_eq!(outcome(&g, &req("POST", "/score").bearer(&t)), "allowed");
+    }
+    let joined = format!("{t},Bearer {t}");
+    assert_eq!(
+        outcome(&g, &req("POST", "/score").bearer(&joined)),
+        "multiple_tokens"
+    );
+    assert_eq!(
+        outcome(&g, &req("POST", "/score").bearer(&format!("{t},"))),
+        "multiple_tokens"
+    );
+}
+
+#[test]
 fn token_from_query_is_accepted_when_configured() {
     let mut config = entra_config();
     config["providers"][0]["token_from"] = json!([{"query": "access_token"}]);

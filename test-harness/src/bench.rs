@@ -43,6 +43,8 @@ options:
   --floor                 also time the empty filter (target/wasm32-wasip1/wasm/mlgate_noop_filter.wasm;
                           build: cargo build --profile wasm --target wasm32-wasip1 -p mlgate-noop-filter)
   --floor-wasm FILE       the empty filter from elsewhere
+  --segments              also print, for one more request of each scenario, the operators between
+                          consecutive host calls and callback entries/returns: where a request's work is
 
 Host calls are not in the operator count (the host's verify_signature is timed separately).
 ";
@@ -57,6 +59,8 @@ struct Options {
     wasm: Option<PathBuf>,
     host_crypto: bool,
     floor: Option<PathBuf>,
+    /// `--segments`: operators between host calls, for one request per scenario.
+    segments: bool,
 }
 
 /// Timings of one scenario.
@@ -106,6 +110,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
         wasm: None,
         host_crypto: true,
         floor: None,
+        segments: false,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -139,6 +144,7 @@ fn parse(args: &[String]) -> anyhow::Result<Option<Options>> {
                 o.floor = Some(root.join("target/wasm32-wasip1/wasm/mlgate_noop_filter.wasm"))
             }
             "--floor-wasm" => o.floor = Some(value("--floor-wasm")?.into()),
+            "--segments" => o.segments = true,
             other => bail!("unknown option {other:?}\n{HELP}"),
         }
     }
@@ -359,5 +365,45 @@ pub fn cli(args: &[String]) -> anyhow::Result<ExitCode> {
         }
         println!("{line}");
     }
+    if o.segments {
+        for scenario in &o.scenarios {
+            print_segments(&counter, scenario)?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One more request of `scenario` on the metered harness, marked: the operators between each
+/// host call or callback entry/return and the one before it.
+fn print_segments(counter: &Harness, scenario: &str) -> anyhow::Result<()> {
+    // A token this harness has not seen (fresh, forged), or one it has cached (hit, denied: a
+    // token is cached on its second verification).
+    let later = now_unix() + 7;
+    let token = match scenario {
+        "fresh" => valid_tokens(1, later, 3600).concat(),
+        "forged" => forged_tokens(1, later, 3600).concat(),
+        _ => {
+            let token = valid_tokens(1, later, 3600).concat();
+            for _ in 0..2 {
+                send(counter, path_of(scenario), &token)?;
+            }
+            token
+        }
+    };
+    counter.mark_operators();
+    send(counter, path_of(scenario), &token)?;
+    let marks = counter.take_operator_marks();
+    println!("\n{scenario}: wasm operators between host calls (one request)");
+    let mut previous: Option<&(u64, String)> = None;
+    for mark in &marks {
+        let (ops, what) = mark;
+        if let Some((before, from)) = previous {
+            println!("{:>9}  {from} → {what}", ops - before);
+        }
+        previous = Some(mark);
+    }
+    if let (Some((first, _)), Some((last, _))) = (marks.first(), marks.last()) {
+        println!("{:>9}  in all", last - first);
+    }
+    Ok(())
 }

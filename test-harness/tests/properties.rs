@@ -313,10 +313,11 @@ proptest! {
             let issuer = common::entra_issuer();
             prop_assert_eq!(c["iss"].as_str(), Some(issuer.as_str()));
             prop_assert_eq!(c["aud"].as_str(), Some("api://ml-scoring"));
-            let exp = c["exp"].as_i64().expect("exp is an integer");
-            prop_assert!(NOW < exp + 60);
-            if let Some(nbf) = c.get("nbf") { prop_assert!(nbf.as_i64().expect("int") <= NOW + 60); }
-            if let Some(iat) = c.get("iat") { prop_assert!(iat.as_i64().expect("int") <= NOW + 60); }
+            // NumericDate may be fractional (RFC 7519 §2): `0.0` is a time like `0`.
+            let exp = c["exp"].as_f64().expect("exp is a number");
+            prop_assert!((NOW as f64) < exp + 60.0);
+            if let Some(nbf) = c.get("nbf") { prop_assert!(nbf.as_f64().expect("a number") <= (NOW + 60) as f64); }
+            if let Some(iat) = c.get("iat") { prop_assert!(iat.as_f64().expect("a number") <= (NOW + 60) as f64); }
         }
     }
 

@@ -273,6 +273,24 @@ impl Harness {
         Some(u64::MAX - fuel)
     }
 
+    /// Starts (or restarts) noting the operators executed at each host call and callback entry and
+    /// return; the harness must count operators ([`HarnessBuilder::count_wasm_operators`]).
+    pub fn mark_operators(&self) {
+        self.inner.borrow_mut().store.data_mut().operator_marks = Some(Vec::new());
+    }
+
+    /// The marks noted since [`Harness::mark_operators`]: operators executed so far, and where
+    /// (`enter proxy_on_request_headers`, `proxy_get_header_map_pairs`, `leave …`). Marking stops.
+    pub fn take_operator_marks(&self) -> Vec<(u64, String)> {
+        self.inner
+            .borrow_mut()
+            .store
+            .data_mut()
+            .operator_marks
+            .take()
+            .unwrap_or_default()
+    }
+
     /// Forgets the captured log lines.
     pub fn clear_logs(&self) {
         self.inner.borrow_mut().store.data_mut().logs.clear();

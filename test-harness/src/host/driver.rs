@@ -182,6 +182,19 @@ impl Inner {
 
     /// Calls export `name` in context `context_id`; `None` if the module does not export it (every
     /// callback is optional). A trap poisons the VM.
+    /// Notes the operators executed so far, when marking (see `imports::mark`).
+    fn mark_operators(&mut self, what: impl FnOnce() -> String) {
+        if self.store.data().operator_marks.is_none() {
+            return;
+        }
+        let Ok(fuel) = self.store.get_fuel() else {
+            return;
+        };
+        if let Some(marks) = self.store.data_mut().operator_marks.as_mut() {
+            marks.push((u64::MAX - fuel, what()));
+        }
+    }
+
     fn call<P: WasmParams, Rt: WasmResults>(
         &mut self,
         name: &str,
@@ -197,7 +210,9 @@ impl Inner {
             .map_err(|e| HostError::Abi(format!("{name}: {e}")))?;
         self.store.data_mut().effective = context_id;
         self.store.set_epoch_deadline(self.timeout_ticks);
+        self.mark_operators(|| format!("enter {name}"));
         let result = typed.call(&mut self.store, params);
+        self.mark_operators(|| format!("leave {name}"));
         self.store.data_mut().effective = ROOT_CONTEXT_ID;
         match result {
             Ok(r) => Ok(Some(r)),

@@ -22,13 +22,30 @@ use super::state::{HostState, LocalResponse};
 type Cx<'a> = Caller<'a, HostState>;
 type R = wasmtime::Result<u32>;
 
+/// Notes the WebAssembly operators executed so far as the module calls `hostcall`, when the
+/// harness marks them ([`HostState::operator_marks`], a metered store): `mlgate-harness bench
+/// --segments` prints the operators between host calls.
+fn mark(c: &mut Cx, hostcall: &'static str) {
+    if c.data().operator_marks.is_none() {
+        return;
+    }
+    let Ok(fuel) = c.get_fuel() else {
+        return;
+    };
+    if let Some(marks) = c.data_mut().operator_marks.as_mut() {
+        marks.push((u64::MAX - fuel, hostcall.to_string()));
+    }
+}
+
 /// Defines every `env.proxy_*` import on `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let env = "env";
     linker.func_wrap(env, "proxy_log", |mut c: Cx, l: u32, p: u32, n: u32| -> R {
+        mark(&mut c, "proxy_log");
         finish(log(&mut c, l, p, n))
     })?;
     linker.func_wrap(env, "proxy_get_log_level", |mut c: Cx, out: u32| -> R {
+        mark(&mut c, "proxy_get_log_level");
         let level = c.data().log_level.to_abi();
         finish(write_u32(&mut c, out, level))
     })?;
@@ -36,6 +53,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         env,
         "proxy_get_current_time_nanoseconds",
         |mut c: Cx, out: u32| -> R {
+            mark(&mut c, "proxy_get_current_time_nanoseconds");
             let now = c.data().now_nanos();
             finish(write_u64(&mut c, out, now))
         },
@@ -44,6 +62,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         env,
         "proxy_set_tick_period_milliseconds",
         |mut c: Cx, ms: u32| -> R {
+            mark(&mut c, "proxy_set_tick_period_milliseconds");
             c.data_mut().tick_period = (ms > 0).then(|| Duration::from_millis(ms.into()));
             finish(Ok(()))
         },
@@ -52,6 +71,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         env,
         "proxy_get_buffer_bytes",
         |mut c: Cx, t: u32, s: u32, m: u32, po: u32, so: u32| -> R {
+            mark(&mut c, "proxy_get_buffer_bytes");
             finish(get_buffer_bytes(&mut c, t, s, m, po, so))
         },
     )?;
@@ -59,6 +79,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         env,
         "proxy_set_buffer_bytes",
         |mut c: Cx, t: u32, s: u32, n: u32, p: u32, l: u32| -> R {
+            mark(&mut c, "proxy_set_buffer_bytes");
             finish(set_buffer_bytes(&mut c, t, s, n, p, l))
         },
     )?;
@@ -67,6 +88,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         env,
         "proxy_get_property",
         |mut c: Cx, p: u32, l: u32, po: u32, so: u32| -> R {
+            mark(&mut c, "proxy_get_property");
             finish(get_property(&mut c, p, l, po, so))
         },
     )?;
@@ -74,6 +96,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         env,
         "proxy_set_property",
         |mut c: Cx, p: u32, l: u32, vp: u32, vl: u32| -> R {
+            mark(&mut c, "proxy_set_property");
             finish(set_property(&mut c, p, l, vp, vl))
         },
     )?;
@@ -85,6 +108,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         env,
         "proxy_get_status",
         |mut c: Cx, code: u32, po: u32, so: u32| -> R {
+            mark(&mut c, "proxy_get_status");
             let (status, message) = c.data().status.clone();
             finish(
                 write_u32(&mut c, code, status)
@@ -96,6 +120,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         env,
         "proxy_set_effective_context",
         |mut c: Cx, id: u32| -> R {
+            mark(&mut c, "proxy_set_effective_context");
             let state = c.data_mut();
             if id == state.root_id || state.streams.contains_key(&id) {
                 state.effective = id;
@@ -109,10 +134,12 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         env,
         "proxy_call_foreign_function",
         |mut c: Cx, np: u32, nl: u32, ap: u32, al: u32, po: u32, so: u32| -> R {
+            mark(&mut c, "proxy_call_foreign_function");
             finish(call_foreign_function(&mut c, np, nl, ap, al, po, so))
         },
     )?;
     linker.func_wrap(env, "proxy_done", |mut c: Cx| -> R {
+        mark(&mut c, "proxy_done");
         c.data_mut().done_called = true;
         finish(Ok(()))
     })?;
@@ -165,6 +192,7 @@ fn add_header_map_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> 
         env,
         "proxy_get_header_map_pairs",
         |mut c: Cx, t: u32, po: u32, so: u32| -> R {
+            mark(&mut c, "proxy_get_header_map_pairs");
             finish((|| {
                 let data = c.data_mut().map(t)?.serialize();
                 return_bytes(&mut c, &data, po, so)
@@ -175,6 +203,7 @@ fn add_header_map_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> 
         env,
         "proxy_set_header_map_pairs",
         |mut c: Cx, t: u32, p: u32, l: u32| -> R {
+            mark(&mut c, "proxy_set_header_map_pairs");
             finish((|| {
                 let headers = Headers::deserialize(&read(&mut c, p, l)?)?;
                 *c.data_mut().map(t)? = headers;
@@ -186,6 +215,7 @@ fn add_header_map_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> 
         env,
         "proxy_get_header_map_value",
         |mut c: Cx, t: u32, kp: u32, kl: u32, po: u32, so: u32| -> R {
+            mark(&mut c, "proxy_get_header_map_value");
             finish((|| {
                 let key = read_string(&mut c, kp, kl)?;
                 let value = c
@@ -202,6 +232,7 @@ fn add_header_map_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> 
         env,
         "proxy_add_header_map_value",
         |mut c: Cx, t: u32, kp: u32, kl: u32, vp: u32, vl: u32| -> R {
+            mark(&mut c, "proxy_add_header_map_value");
             finish((|| {
                 let (key, value) = (read_string(&mut c, kp, kl)?, read_string(&mut c, vp, vl)?);
                 c.data_mut().map(t)?.add(&key, &value);
@@ -213,6 +244,7 @@ fn add_header_map_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> 
         env,
         "proxy_replace_header_map_value",
         |mut c: Cx, t: u32, kp: u32, kl: u32, vp: u32, vl: u32| -> R {
+            mark(&mut c, "proxy_replace_header_map_value");
             finish((|| {
                 let (key, value) = (read_string(&mut c, kp, kl)?, read_string(&mut c, vp, vl)?);
                 c.data_mut().map(t)?.replace(&key, &value);
@@ -224,6 +256,7 @@ fn add_header_map_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> 
         env,
         "proxy_remove_header_map_value",
         |mut c: Cx, t: u32, kp: u32, kl: u32| -> R {
+            mark(&mut c, "proxy_remove_header_map_value");
             finish((|| {
                 let key = read_string(&mut c, kp, kl)?;
                 c.data_mut().map(t)?.remove(&key);
@@ -257,6 +290,7 @@ fn add_shared_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         env,
         "proxy_get_shared_data",
         |mut c: Cx, kp: u32, kl: u32, po: u32, so: u32, cas_out: u32| -> R {
+            mark(&mut c, "proxy_get_shared_data");
             finish((|| {
                 let key = read_string(&mut c, kp, kl)?;
                 let state = c.data();
@@ -274,6 +308,7 @@ fn add_shared_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         env,
         "proxy_set_shared_data",
         |mut c: Cx, kp: u32, kl: u32, vp: u32, vl: u32, cas: u32| -> R {
+            mark(&mut c, "proxy_set_shared_data");
             finish((|| {
                 let (key, value) = (read_string(&mut c, kp, kl)?, read(&mut c, vp, vl)?);
                 let state = c.data();
@@ -286,6 +321,7 @@ fn add_shared_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         env,
         "proxy_register_shared_queue",
         |mut c: Cx, np: u32, nl: u32, id_out: u32| -> R {
+            mark(&mut c, "proxy_register_shared_queue");
             finish((|| {
                 let name = read_string(&mut c, np, nl)?;
                 let state = c.data();
@@ -302,6 +338,7 @@ fn add_shared_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         env,
         "proxy_resolve_shared_queue",
         |mut c: Cx, vp: u32, vl: u32, np: u32, nl: u32, id_out: u32| -> R {
+            mark(&mut c, "proxy_resolve_shared_queue");
             finish((|| {
                 let (vm_id, name) = (read_string(&mut c, vp, vl)?, read_string(&mut c, np, nl)?);
                 let state = c.data();
@@ -323,6 +360,7 @@ fn add_shared_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         env,
         "proxy_dequeue_shared_queue",
         |mut c: Cx, id: u32, po: u32, so: u32| -> R {
+            mark(&mut c, "proxy_dequeue_shared_queue");
             finish((|| {
                 let item = {
                     let mut store = c.data().shared.lock();
@@ -337,6 +375,7 @@ fn add_shared_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         env,
         "proxy_enqueue_shared_queue",
         |mut c: Cx, id: u32, vp: u32, vl: u32| -> R {
+            mark(&mut c, "proxy_enqueue_shared_queue");
             finish((|| {
                 let value = read(&mut c, vp, vl)?;
                 let mut store = c.data().shared.lock();
@@ -353,9 +392,11 @@ fn add_shared_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
 fn add_stream_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let env = "env";
     linker.func_wrap(env, "proxy_continue_stream", |mut c: Cx, t: u32| -> R {
+        mark(&mut c, "proxy_continue_stream");
         finish(continue_stream(c.data_mut(), t))
     })?;
     linker.func_wrap(env, "proxy_close_stream", |mut c: Cx, t: u32| -> R {
+        mark(&mut c, "proxy_close_stream");
         finish((|| {
             if t > stream::UPSTREAM {
                 return Err(Status::BadArgument.into());
@@ -380,6 +421,7 @@ fn add_stream_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          hl: u32,
          _grpc: i32|
          -> R {
+            mark(&mut c, "proxy_send_local_response");
             finish((|| {
                 let details = read_string(&mut c, dp, dl)?;
                 let body = read(&mut c, bp, bl)?;
@@ -418,6 +460,7 @@ fn add_stream_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          ms: u32,
          out: u32|
          -> R {
+            mark(&mut c, "proxy_http_call");
             finish((|| {
                 let cluster = read_string(&mut c, up, ul)?;
                 let headers = Headers::deserialize(&read(&mut c, hp, hl)?)?;
@@ -533,6 +576,7 @@ fn add_metric_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         env,
         "proxy_define_metric",
         |mut c: Cx, t: u32, np: u32, nl: u32, out: u32| -> R {
+            mark(&mut c, "proxy_define_metric");
             finish((|| {
                 let kind = match t {
                     0 => MetricKind::Counter,
@@ -549,7 +593,8 @@ fn add_metric_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         env,
         "proxy_increment_metric",
-        |c: Cx, id: u32, offset: i64| -> R {
+        |mut c: Cx, id: u32, offset: i64| -> R {
+            mark(&mut c, "proxy_increment_metric");
             finish((|| {
                 let mut store = c.data().shared.lock();
                 let m = store.metric_mut(id).ok_or(Status::NotFound)?;
@@ -565,7 +610,8 @@ fn add_metric_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         env,
         "proxy_record_metric",
-        |c: Cx, id: u32, value: u64| -> R {
+        |mut c: Cx, id: u32, value: u64| -> R {
+            mark(&mut c, "proxy_record_metric");
             finish((|| {
                 let mut store = c.data().shared.lock();
                 let m = store.metric_mut(id).ok_or(Status::NotFound)?;
@@ -581,6 +627,7 @@ fn add_metric_calls(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         env,
         "proxy_get_metric",
         |mut c: Cx, id: u32, out: u32| -> R {
+            mark(&mut c, "proxy_get_metric");
             finish((|| {
                 let value = {
                     let mut store = c.data().shared.lock();

@@ -178,6 +178,9 @@ pub(crate) struct HostState {
     pub foreign: HashMap<String, ForeignFn>,
     pub shared: SharedData,
     pub rng: u64,
+    /// Operators executed (fuel used) at each host call and callback entry and return, with its
+    /// name, when marking ([`crate::host::Harness::mark_operators`]); `None`: not marking.
+    pub operator_marks: Option<Vec<(u64, String)>>,
     /// (code, message) for `proxy_get_status`.
     pub status: (u32, String),
     pub done_called: bool,
@@ -209,6 +212,7 @@ impl HostState {
             foreign: config.foreign,
             shared: config.shared,
             rng: config.seed,
+            operator_marks: None,
             status: (0, String::new()),
             done_called: false,
             env: config.env,
