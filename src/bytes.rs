@@ -19,12 +19,19 @@ pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let ((a_words, a_tail), (b_words, b_tail)) = (a.as_chunks::<8>(), b.as_chunks::<8>());
+    // Sixteen bytes a step (a u128 is two words, one test): the whole token is compared on
+    // every cache hit.
+    let ((a_pairs, a_rest), (b_pairs, b_rest)) = (a.as_chunks::<16>(), b.as_chunks::<16>());
+    let ((a_words, a_tail), (b_words, b_tail)) = (a_rest.as_chunks::<8>(), b_rest.as_chunks::<8>());
     a_tail == b_tail
         && a_words
             .iter()
             .zip(b_words)
             .all(|(x, y)| u64::from_ne_bytes(*x) == u64::from_ne_bytes(*y))
+        && a_pairs
+            .iter()
+            .zip(b_pairs)
+            .all(|(x, y)| u128::from_ne_bytes(*x) == u128::from_ne_bytes(*y))
 }
 
 /// Whether `haystack` holds `needle`.

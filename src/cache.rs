@@ -77,15 +77,23 @@ impl<V: Clone> TokenCache<V> {
         let tail = token
             .get(token.len().saturating_sub(KEY_TAIL_BYTES)..)
             .unwrap_or(token);
+        let mix = |key: u64, word: u64| {
+            (key ^ word)
+                .rotate_left(27)
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        };
         let mut key = (token.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        for chunk in tail.chunks(8) {
+        // Whole words straight from the bytes; only a token shorter than the tail leaves a rest.
+        let (words, rest) = tail.as_chunks::<8>();
+        for word in words {
+            key = mix(key, u64::from_le_bytes(*word));
+        }
+        if !rest.is_empty() {
             let mut word = [0u8; 8];
-            for (slot, byte) in word.iter_mut().zip(chunk) {
+            for (slot, byte) in word.iter_mut().zip(rest) {
                 *slot = *byte;
             }
-            key = (key ^ u64::from_le_bytes(word))
-                .rotate_left(27)
-                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+            key = mix(key, u64::from_le_bytes(word));
         }
         key
     }

@@ -107,12 +107,21 @@ impl HeaderMap {
             .map(|(name, value)| (self.str(*name), self.str(*value)))
     }
 
+    /// Whether the name at `span` is `wanted` (lower-case), in any case. The length is compared
+    /// first, from the span alone: most names differ in it, and this runs for every header on
+    /// every lookup.
+    fn is_named(&self, span: Span, wanted: &[u8]) -> bool {
+        span.1.wrapping_sub(span.0) == wanted.len()
+            && self.name_bytes(span).eq_ignore_ascii_case(wanted)
+    }
+
     /// A header's value, borrowed; repeated headers are joined with `,` as HTTP allows.
     pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        let wanted = name.as_bytes();
         let mut values = self
             .pairs
             .iter()
-            .filter(|(n, _)| self.name_bytes(*n).eq_ignore_ascii_case(name.as_bytes()))
+            .filter(|(n, _)| self.is_named(*n, wanted))
             .map(|(_, v)| self.str(*v));
         let first = values.next()?;
         let Some(second) = values.next() else {
@@ -128,9 +137,13 @@ impl HeaderMap {
 
     /// The first value of a header (pseudo-headers are never repeated).
     pub fn first(&self, name: &str) -> &str {
+        let wanted = name.as_bytes();
         self.pairs
             .iter()
-            .find(|(n, _)| self.name_bytes(*n) == name.as_bytes())
+            .find(|(n, _)| {
+                n.1.wrapping_sub(n.0) == wanted.len()
+                    && crate::bytes::same_bytes(self.name_bytes(*n), wanted)
+            })
             .map_or("", |(_, v)| self.str(*v))
     }
 }
