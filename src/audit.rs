@@ -77,18 +77,9 @@ impl CallerRecord {
         token_sha256: Option<&str>,
     ) -> CallerRecord {
         let mut text = String::with_capacity(256);
-        let before_model = [
-            ("provider", provider),
-            ("principal", identity.principal.as_deref()),
-            ("tenant", identity.tenant.as_deref()),
-            ("app", identity.app.as_deref()),
-        ];
-        for (key, value) in before_model {
-            field(&mut text, key, value);
-        }
+        caller_before_model(&mut text, provider, Some(identity));
         let model_at = text.len();
-        field(&mut text, "token_sha256", token_sha256);
-        field(&mut text, "jti", identity.jti.as_deref());
+        caller_after_model(&mut text, token_sha256, Some(identity));
         CallerRecord {
             text: text.into(),
             model_at,
@@ -179,18 +170,9 @@ impl Audit {
                 out.push_str(record.after_model());
             }
             None => {
-                let text = [
-                    ("provider", self.provider.as_deref()),
-                    ("principal", identity.and_then(|i| i.principal.as_deref())),
-                    ("tenant", identity.and_then(|i| i.tenant.as_deref())),
-                    ("app", identity.and_then(|i| i.app.as_deref())),
-                    ("model", self.model.as_deref()),
-                    ("token_sha256", self.token_sha256.as_deref()),
-                    ("jti", identity.and_then(|i| i.jti.as_deref())),
-                ];
-                for (key, value) in text {
-                    field(&mut out, key, value);
-                }
+                caller_before_model(&mut out, self.provider.as_deref(), identity);
+                field(&mut out, "model", self.model.as_deref());
+                caller_after_model(&mut out, self.token_sha256.as_deref(), identity);
             }
         }
         if let Some(cached) = self.token_cached {
@@ -204,6 +186,24 @@ impl Audit {
         out.push('}');
         out
     }
+}
+
+/// The record's caller fields before `model`: one writer for [`CallerRecord`] and [`Audit::json`].
+fn caller_before_model(out: &mut String, provider: Option<&str>, identity: Option<&Identity>) {
+    field(out, "provider", provider);
+    field(
+        out,
+        "principal",
+        identity.and_then(|i| i.principal.as_deref()),
+    );
+    field(out, "tenant", identity.and_then(|i| i.tenant.as_deref()));
+    field(out, "app", identity.and_then(|i| i.app.as_deref()));
+}
+
+/// The record's caller fields after `model`.
+fn caller_after_model(out: &mut String, token_sha256: Option<&str>, identity: Option<&Identity>) {
+    field(out, "token_sha256", token_sha256);
+    field(out, "jti", identity.and_then(|i| i.jti.as_deref()));
 }
 
 /// `,"key":"value"` with the value escaped as a JSON string; nothing when absent.
