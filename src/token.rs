@@ -127,18 +127,22 @@ fn strip_scheme<'a>(value: Cow<'a, str>, scheme: &str) -> Option<Cow<'a, str>> {
 }
 
 fn strip_scheme_str<'a>(value: &'a str, scheme: &str) -> Option<&'a str> {
-    let value = value.trim();
-    let head = value.get(..scheme.len())?;
-    if !head.eq_ignore_ascii_case(scheme) {
+    // By bytes: the scheme and its separator are ASCII, and this runs on every request (`str`'s
+    // `char`-wise trims cost a cache hit more than the rest of extraction). Only ASCII whitespace
+    // surrounds a token: anything else stays in it and fails verification.
+    let value = value.trim_ascii();
+    let head = value.as_bytes().get(..scheme.len())?;
+    if !bytes::same_ignoring_ascii_case(head, scheme.as_bytes()) {
         return None;
     }
-    let rest = value.get(scheme.len()..)?;
-    let token = rest.strip_prefix(' ')?.trim_start_matches(' ');
-    if token.is_empty() {
-        None
-    } else {
-        Some(token)
+    let after_scheme = value.as_bytes().get(scheme.len()..)?;
+    let spaces = after_scheme.iter().take_while(|&&b| b == b' ').count();
+    if spaces == 0 {
+        return None;
     }
+    value
+        .get(scheme.len() + spaces..)
+        .filter(|token| !token.is_empty())
 }
 
 #[cfg(test)]
@@ -180,6 +184,15 @@ mod tests {
             let found = run(&[bearer()], &[("authorization", value)], None).unwrap();
             assert_eq!(found.unwrap().token, "abc");
         }
+    }
+
+    #[test]
+    fn only_ascii_whitespace_is_trimmed_around_a_bearer_token() {
+        let found = run(&[bearer()], &[("authorization", " Bearer  abc\t")], None).unwrap();
+        assert_eq!(found.unwrap().token, "abc");
+        // A non-ASCII space stays in the token, which then fails to parse: never silently cut.
+        let found = run(&[bearer()], &[("authorization", "Bearer abc\u{a0}")], None).unwrap();
+        assert_eq!(found.unwrap().token, "abc\u{a0}");
     }
 
     #[test]

@@ -101,10 +101,16 @@ impl HeaderMap {
         self.text.as_bytes().get(start..end).unwrap_or_default()
     }
 
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.pairs
             .iter()
             .map(|(name, value)| (self.str(*name), self.str(*value)))
+    }
+
+    /// The headers' names, in order (repeated ones repeated).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.pairs.iter().map(|(name, _)| self.str(*name))
     }
 
     /// Whether the name at `span` is `wanted` (lower-case), in any case. The length is compared
@@ -112,27 +118,30 @@ impl HeaderMap {
     /// every lookup.
     fn is_named(&self, span: Span, wanted: &[u8]) -> bool {
         span.1.wrapping_sub(span.0) == wanted.len()
-            && self.name_bytes(span).eq_ignore_ascii_case(wanted)
+            && crate::bytes::same_ignoring_ascii_case(self.name_bytes(span), wanted)
     }
 
     /// A header's value, borrowed; repeated headers are joined with `,` as HTTP allows.
     pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        // A plain loop: an iterator chain here cost every lookup a closure call per header.
         let wanted = name.as_bytes();
-        let mut values = self
-            .pairs
-            .iter()
-            .filter(|(n, _)| self.is_named(*n, wanted))
-            .map(|(_, v)| self.str(*v));
-        let first = values.next()?;
-        let Some(second) = values.next() else {
-            return Some(Cow::Borrowed(first));
-        };
-        let mut joined = format!("{first},{second}");
-        for more in values {
-            joined.push(',');
-            joined.push_str(more);
+        let mut found: Option<Cow<'_, str>> = None;
+        for (header, value) in &self.pairs {
+            if !self.is_named(*header, wanted) {
+                continue;
+            }
+            let value = self.str(*value);
+            found = Some(match found {
+                None => Cow::Borrowed(value),
+                Some(before) => {
+                    let mut joined = before.into_owned();
+                    joined.push(',');
+                    joined.push_str(value);
+                    Cow::Owned(joined)
+                }
+            });
         }
-        Some(Cow::Owned(joined))
+        found
     }
 
     /// The first value of a header (pseudo-headers are never repeated).
@@ -177,9 +186,10 @@ pub fn rewrite<'a>(
     add: impl IntoIterator<Item = (&'a str, &'a str)>,
 ) -> Result<(), HostRefused> {
     let prefix = forward.prefix.as_str();
-    for (name, _) in request.iter() {
+    for name in request.names() {
         let strip = spoofs_identity(name, prefix)
-            || (forward.strip_authorization && name.eq_ignore_ascii_case("authorization"));
+            || (forward.strip_authorization
+                && crate::bytes::same_ignoring_ascii_case(name.as_bytes(), b"authorization"));
         if strip {
             host.remove_header(name)
                 .map_err(|_| HostRefused("cannot strip identity headers"))?;
