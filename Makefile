@@ -39,13 +39,31 @@ tools:
 # size"; unlimited by default). Envoy's V8 compiles every function with TurboFan when the module loads (Liftoff is
 # off in proxy-wasm's V8), and the memory that takes, which tcmalloc then keeps, grows with the largest functions:
 # plain -Os made a 54 KB function out of single-caller ones and cost Envoy ~16 MiB more RSS, for 1.6 KB of size.
-WASM_OPT_FLAGS = -Os -ocimfs=200 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+WASM_OPT_FLAGS = -Os -ocimfs=200 $(WASM_FEATURES)
+
+# The SDK exports a callback for every event, and Envoy enters the VM for each one a module exports. mlgate's
+# contexts implement neither on_log nor on_done (the SDK's defaults: nothing to log, done at once), and
+# proxy-wasm-cpp-host (Envoy, Istio) skips a callback the module does not export: two VM entries fewer per request.
+# wasm-metadce keeps only the exports its graph names as roots, so the graph is every export but these; a test in
+# host_mlgate.rs holds the module to it. Not for the portable module, which is for other hosts.
+UNEXPORTED := proxy_on_log proxy_on_done
+# $(call optimise,raw module,output): without the unexported callbacks, then wasm-opt; a plain copy without binaryen.
+define optimise
+	@set -o pipefail; if command -v wasm-opt >/dev/null && command -v wasm-metadce >/dev/null; then \
+	  tmp=$(2).$$$$; \
+	  { wasm-dis $(1) | sed -n 's/^ (export "\([^"]*\)".*/\1/p' | grep -vxF $(UNEXPORTED:%=-e %) \
+	      | awk 'BEGIN { printf "[" } { printf "%s{\"name\": \"export%d\", \"root\": true, \"export\": \"%s\"}", (NR > 1 ? ", " : ""), NR, $$0 } END { print "]" }' \
+	      > $$tmp.graph \
+	    && wasm-metadce $(WASM_FEATURES) -f $$tmp.graph $(1) -o $$tmp.kept >/dev/null \
+	    && wasm-opt $(WASM_OPT_FLAGS) $$tmp.kept -o $$tmp.wasm && mv $$tmp.wasm $(2); }; \
+	  status=$$?; rm -f $$tmp.graph $$tmp.kept $$tmp.wasm; exit $$status; \
+	else cp $(1) $(2).$$$$.tmp && mv $(2).$$$$.tmp $(2); echo "note: binaryen not found; $(2) is not size-optimised (make tools)"; fi
+endef
 
 build: wasm-target
 	$(CARGO) build --profile wasm --target $(WASM_TARGET) -p mlgate
-	@if command -v wasm-opt >/dev/null; then \
-	  wasm-opt $(WASM_OPT_FLAGS) $(WASM_RAW) -o $(WASM).$$$$.tmp && mv $(WASM).$$$$.tmp $(WASM); \
-	else cp $(WASM_RAW) $(WASM).$$$$.tmp && mv $(WASM).$$$$.tmp $(WASM); echo "note: wasm-opt not found; $(WASM) is not size-optimised (make tools)"; fi
+	$(call optimise,$(WASM_RAW),$(WASM))
 	@echo "built $(WASM): $$(stat -c %s $(WASM)) bytes"
 
 # The module for proxy-wasm hosts without Envoy's verify_signature: ES384 checked in the VM by the p384
@@ -66,9 +84,7 @@ build-portable: wasm-target
 WASM_REPLAY := target/mlgate-replay.wasm
 build-replay: wasm-target
 	$(CARGO) build --profile wasm --target $(WASM_TARGET) -p mlgate --features bench-replay --target-dir target/replay
-	@if command -v wasm-opt >/dev/null; then \
-	  wasm-opt $(WASM_OPT_FLAGS) target/replay/$(WASM_TARGET)/wasm/mlgate.wasm -o $(WASM_REPLAY).$$$$.tmp && mv $(WASM_REPLAY).$$$$.tmp $(WASM_REPLAY); \
-	else cp target/replay/$(WASM_TARGET)/wasm/mlgate.wasm $(WASM_REPLAY).$$$$.tmp && mv $(WASM_REPLAY).$$$$.tmp $(WASM_REPLAY); fi
+	$(call optimise,target/replay/$(WASM_TARGET)/wasm/mlgate.wasm,$(WASM_REPLAY))
 	@echo "built $(WASM_REPLAY): $$(stat -c %s $(WASM_REPLAY)) bytes"
 
 $(ENVOY):

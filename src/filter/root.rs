@@ -25,6 +25,8 @@ impl Root {
     }
 }
 
+// Neither `on_done` nor `on_log`: the build drops their exports, so Envoy does not enter the VM for
+// them (Makefile, `UNEXPORTED`). Implementing either means taking it off that list.
 impl Context for Root {
     fn on_http_call_response(
         &mut self,

@@ -147,6 +147,51 @@ fn no_function_of_the_module_is_large_enough_to_inflate_envoys_compile_memory() 
     );
 }
 
+/// Envoy enters the VM for every callback a module exports. mlgate implements neither `on_log` nor
+/// `on_done` (the SDK's defaults), so the build drops those two exports (Makefile, `UNEXPORTED`) and
+/// Envoy skips them: two VM entries fewer per request. Every callback mlgate does implement stays.
+#[test]
+fn the_module_exports_the_callbacks_mlgate_implements_and_not_log_or_done() {
+    let bytes = std::fs::read(wasm_path().unwrap()).unwrap();
+    let mut exports = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        if let wasmparser::Payload::ExportSection(section) = payload.unwrap() {
+            for export in section {
+                exports.push(export.unwrap().name.to_string());
+            }
+        }
+    }
+    for unused in ["proxy_on_log", "proxy_on_done"] {
+        assert!(
+            !exports.iter().any(|e| e == unused),
+            "{unused} in {exports:?}"
+        );
+    }
+    for used in [
+        "memory",
+        "_initialize",
+        "proxy_abi_version_0_2_1",
+        "proxy_on_memory_allocate",
+        "proxy_on_vm_start",
+        "proxy_on_configure",
+        "proxy_on_context_create",
+        "proxy_on_request_headers",
+        "proxy_on_request_body",
+        "proxy_on_request_trailers",
+        "proxy_on_response_headers",
+        "proxy_on_response_body",
+        "proxy_on_response_trailers",
+        "proxy_on_http_call_response",
+        "proxy_on_tick",
+        "proxy_on_delete",
+    ] {
+        assert!(
+            exports.iter().any(|e| e == used),
+            "{used} not in {exports:?}"
+        );
+    }
+}
+
 /// `mlgate-harness bench` counts the WebAssembly operators of each request (wasmtime fuel), which
 /// unlike time is the same on a busy machine.
 #[test]
