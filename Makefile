@@ -39,7 +39,8 @@ tools:
 # size"; unlimited by default). Envoy's V8 compiles every function with TurboFan when the module loads (Liftoff is
 # off in proxy-wasm's V8), and the memory that takes, which tcmalloc then keeps, grows with the largest functions:
 # plain -Os made a 54 KB function out of single-caller ones and cost Envoy ~16 MiB more RSS, for 1.6 KB of size.
-WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+# SIMD: .cargo/config.toml builds the Envoy module with it; binaryen must be told it may keep it.
+WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals --enable-simd
 WASM_OPT_FLAGS = -Os -ocimfs=200 $(WASM_FEATURES)
 
 # The SDK exports a callback for every event, and Envoy enters the VM for each one a module exports. mlgate's
@@ -71,8 +72,10 @@ build: wasm-target
 # make `build` and `build-portable` overwrite each other's output and relink every time.
 WASM_PORTABLE := target/mlgate-portable.wasm
 export MLGATE_PORTABLE_WASM := $(CURDIR)/$(WASM_PORTABLE)
+# Without SIMD (RUSTFLAGS replaces .cargo/config.toml's flags): some proxy-wasm hosts' interpreters lack it, and a test
+# (signature_backends.rs) holds the module to the WebAssembly features every host has.
 build-portable: wasm-target
-	$(CARGO) build --profile wasm --target $(WASM_TARGET) -p mlgate --features portable --target-dir target/portable
+	RUSTFLAGS="-C target-feature=-simd128" $(CARGO) build --profile wasm --target $(WASM_TARGET) -p mlgate --features portable --target-dir target/portable
 	@if command -v wasm-opt >/dev/null; then \
 	  wasm-opt $(WASM_OPT_FLAGS) target/portable/$(WASM_TARGET)/wasm/mlgate.wasm -o $(WASM_PORTABLE).$$$$.tmp && mv $(WASM_PORTABLE).$$$$.tmp $(WASM_PORTABLE); \
 	else cp target/portable/$(WASM_TARGET)/wasm/mlgate.wasm $(WASM_PORTABLE).$$$$.tmp && mv $(WASM_PORTABLE).$$$$.tmp $(WASM_PORTABLE); fi

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use common::*;
 use jsonwebtoken::Algorithm;
 use mlgate_harness::host::host_crypto::{self, VerifySignatureArguments, VerifySignatureResult};
-use mlgate_harness::host::{Harness, HarnessBuilder};
+use mlgate_harness::host::{wasm_path, Harness, HarnessBuilder};
 use mlgate_harness::mint::TestKey;
 use serde_json::{json, Value};
 
@@ -39,6 +39,30 @@ fn the_portable_module_fits_its_800_kb_budget() {
         size <= BUDGET,
         "the portable module is {size} bytes (at most {BUDGET})"
     );
+}
+
+/// Whether a WebAssembly runtime without SIMD could load the module (wasmtime's validator with the
+/// proposal off).
+fn loads_without_simd(bytes: &[u8]) -> bool {
+    let mut config = wasmtime::Config::new();
+    config.wasm_relaxed_simd(false).wasm_simd(false);
+    let engine = wasmtime::Engine::new(&config).unwrap();
+    wasmtime::Module::validate(&engine, bytes).is_ok()
+}
+
+/// The portable module is for other proxy-wasm hosts, whose runtimes may lack WebAssembly SIMD
+/// (the Envoy module uses it: `.cargo/config.toml`); `make build-portable` builds it without.
+#[test]
+fn the_portable_module_loads_on_a_runtime_without_simd() {
+    let bytes = std::fs::read(portable_wasm()).unwrap();
+    assert!(loads_without_simd(&bytes));
+}
+
+/// The check above can fail: the Envoy module, built with SIMD, does not load without it.
+#[test]
+fn the_envoy_module_needs_simd_and_a_runtime_without_it_refuses_it() {
+    let bytes = std::fs::read(wasm_path().unwrap()).unwrap();
+    assert!(!loads_without_simd(&bytes));
 }
 
 fn with_es384() -> Value {
