@@ -39,8 +39,10 @@ tools:
 # size"; unlimited by default). Envoy's V8 compiles every function with TurboFan when the module loads (Liftoff is
 # off in proxy-wasm's V8), and the memory that takes, which tcmalloc then keeps, grows with the largest functions:
 # plain -Os made a 54 KB function out of single-caller ones and cost Envoy ~16 MiB more RSS, for 1.6 KB of size.
-# SIMD: .cargo/config.toml builds the Envoy module with it; binaryen must be told it may keep it.
-WASM_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals --enable-simd
+# SIMD: .cargo/config.toml builds the Envoy module with it, so binaryen may keep it there. Not for the portable
+# module: with SIMD enabled, binaryen may itself turn a 16-byte memory.copy into v128 loads and stores.
+WASM_PORTABLE_FEATURES := --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+WASM_FEATURES := $(WASM_PORTABLE_FEATURES) --enable-simd
 WASM_OPT_FLAGS = -Os -ocimfs=200 $(WASM_FEATURES)
 
 # The SDK exports a callback for every event, and Envoy enters the VM for each one a module exports. mlgate's
@@ -77,7 +79,7 @@ export MLGATE_PORTABLE_WASM := $(CURDIR)/$(WASM_PORTABLE)
 build-portable: wasm-target
 	RUSTFLAGS="-C target-feature=-simd128" $(CARGO) build --profile wasm --target $(WASM_TARGET) -p mlgate --features portable --target-dir target/portable
 	@if command -v wasm-opt >/dev/null; then \
-	  wasm-opt $(WASM_OPT_FLAGS) target/portable/$(WASM_TARGET)/wasm/mlgate.wasm -o $(WASM_PORTABLE).$$$$.tmp && mv $(WASM_PORTABLE).$$$$.tmp $(WASM_PORTABLE); \
+	  wasm-opt -Os -ocimfs=200 $(WASM_PORTABLE_FEATURES) target/portable/$(WASM_TARGET)/wasm/mlgate.wasm -o $(WASM_PORTABLE).$$$$.tmp && mv $(WASM_PORTABLE).$$$$.tmp $(WASM_PORTABLE); \
 	else cp target/portable/$(WASM_TARGET)/wasm/mlgate.wasm $(WASM_PORTABLE).$$$$.tmp && mv $(WASM_PORTABLE).$$$$.tmp $(WASM_PORTABLE); fi
 	@echo "built $(WASM_PORTABLE): $$(stat -c %s $(WASM_PORTABLE)) bytes"
 
